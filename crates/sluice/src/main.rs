@@ -1,1 +1,53 @@
-fn main() {}
+//! `sluice`: the binary. It parses the command line, sets up logging and signals, and wires
+//! the crates together; the work itself lives in `sluice-core`, `sluice-proxy`, `sluice-api`
+//! and `sluice-docker`.
+
+mod proxy;
+mod vars;
+
+use clap::{Parser, Subcommand};
+
+/// Docker Flow Proxy compatible reverse proxy for Docker Swarm.
+#[derive(Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy: the HTTP data plane on DEFAULT_PORTS/BIND_PORTS and the control API on PORT.
+    Proxy,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Proxy => proxy::run(),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("sluice: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_target(false);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

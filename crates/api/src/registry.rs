@@ -1,0 +1,210 @@
+//! The service registry: the single writer of routing state.
+//!
+//! Every change (reconfigure, remove, startup load) goes through [`Registry`], which holds the
+//! service set, compiles a new [`Snapshot`] and publishes it with one atomic swap. Requests in
+//! flight keep the snapshot they started with; nothing on the request path waits for a change.
+//! After each change the set is handed to the [`Persister`], which writes it to `DATA_DIR` in
+//! the background (coalescing bursts) and is flushed on shutdown.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use sluice_core::route::RouteTable;
+use sluice_core::service::Service;
+use sluice_proxy::snapshot::{Snapshot, SnapshotCell};
+use tokio::sync::{watch, Mutex};
+
+use crate::store::Store;
+
+/// The service set, keyed by service name.
+pub type ServiceMap = BTreeMap<String, Arc<Service>>;
+
+#[derive(Clone)]
+struct Version {
+    generation: u64,
+    services: Arc<ServiceMap>,
+}
+
+struct Inner {
+    services: ServiceMap,
+    digests: BTreeMap<String, u64>,
+    generation: u64,
+}
+
+/// The single writer of routing state.
+pub struct Registry {
+    inner: Mutex<Inner>,
+    current: ArcSwap<ServiceMap>,
+    snapshot: SnapshotCell,
+    persist_tx: watch::Sender<Version>,
+    persisted_rx: watch::Receiver<u64>,
+}
+
+/// Writes the service set to the store whenever it changes.
+pub struct Persister {
+    store: Option<Store>,
+    rx: watch::Receiver<Version>,
+    done: watch::Sender<u64>,
+}
+
+/// What a change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// The generation published by this change.
+    pub generation: u64,
+    /// For a reconfigure: a service of that name existed before. For a remove: it existed.
+    pub existed: bool,
+}
+
+impl Registry {
+    /// A registry publishing into `snapshot`, persisting through the returned [`Persister`]
+    /// (which the caller runs) when `store` is given.
+    pub fn new(snapshot: SnapshotCell, store: Option<Store>) -> (Arc<Registry>, Persister) {
+        let first = Version {
+            generation: 0,
+            services: Arc::new(ServiceMap::new()),
+        };
+        let (persist_tx, rx) = watch::channel(first);
+        let (done, persisted_rx) = watch::channel(0);
+        let registry = Arc::new(Registry {
+            inner: Mutex::new(Inner {
+                services: ServiceMap::new(),
+                digests: BTreeMap::new(),
+                generation: 0,
+            }),
+            current: ArcSwap::from_pointee(ServiceMap::new()),
+            snapshot,
+            persist_tx,
+            persisted_rx,
+        });
+        (registry, Persister { store, rx, done })
+    }
+
+    /// The current service set.
+    pub fn services(&self) -> Arc<ServiceMap> {
+        self.current.load_full()
+    }
+
+    /// The currently published snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Adds or replaces a service.
+    pub async fn apply(&self, service: Service) -> Change {
+        let mut inner = self.inner.lock().await;
+        let name = service.name.clone();
+        inner.digests.insert(name.clone(), service_digest(&service));
+        let existed = inner.services.insert(name, Arc::new(service)).is_some();
+        let generation = self.publish(&mut inner);
+        Change {
+            generation,
+            existed,
+        }
+    }
+
+    /// Removes a service by name.
+    pub async fn remove(&self, name: &str) -> Change {
+        let mut inner = self.inner.lock().await;
+        inner.digests.remove(name);
+        let existed = inner.services.remove(name).is_some();
+        let generation = if existed {
+            self.publish(&mut inner)
+        } else {
+            inner.generation
+        };
+        Change {
+            generation,
+            existed,
+        }
+    }
+
+    /// Adds or replaces several services with one publication (startup load, listener sync).
+    pub async fn apply_all(&self, services: Vec<Service>) -> u64 {
+        let mut inner = self.inner.lock().await;
+        for service in services {
+            inner
+                .digests
+                .insert(service.name.clone(), service_digest(&service));
+            inner
+                .services
+                .insert(service.name.clone(), Arc::new(service));
+        }
+        self.publish(&mut inner)
+    }
+
+    /// Compiles and publishes the current set again (`/reload?recreate=true`).
+    pub async fn republish(&self) -> u64 {
+        let mut inner = self.inner.lock().await;
+        self.publish(&mut inner)
+    }
+
+    fn publish(&self, inner: &mut Inner) -> u64 {
+        inner.generation += 1;
+        let table = RouteTable::build(inner.services.values());
+        let digest = inner.digests.values().fold(0u64, |acc, d| acc ^ d);
+        self.snapshot.store(Arc::new(Snapshot {
+            generation: inner.generation,
+            digest: format!("{digest:016x}"),
+            table,
+        }));
+        let services = Arc::new(inner.services.clone());
+        self.current.store(services.clone());
+        let _ = self.persist_tx.send(Version {
+            generation: inner.generation,
+            services,
+        });
+        inner.generation
+    }
+
+    /// Waits until everything published so far is on disk, for at most `limit`.
+    pub async fn flush(&self, limit: Duration) -> bool {
+        let target = self.persist_tx.borrow().generation;
+        let mut rx = self.persisted_rx.clone();
+        tokio::time::timeout(limit, rx.wait_for(|done| *done >= target))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+impl Persister {
+    /// Writes each new version until the registry is dropped.
+    pub async fn run(mut self) {
+        loop {
+            let version = self.rx.borrow_and_update().clone();
+            if let Some(store) = &self.store {
+                let params = version
+                    .services
+                    .iter()
+                    .map(|(name, svc)| (name, &svc.params));
+                let store = store.clone();
+                let owned: Vec<(String, sluice_core::service::Params)> = params
+                    .map(|(n, p)| (n.clone(), p.clone()))
+                    .collect();
+                let result = tokio::task::spawn_blocking(move || {
+                    store.save(owned.iter().map(|(n, p)| (n, p)))
+                })
+                .await;
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::error!(%error, "cannot persist the service set"),
+                    Err(error) => tracing::error!(%error, "persistence task failed"),
+                }
+            }
+            let _ = self.done.send(version.generation);
+            if self.rx.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+fn service_digest(service: &Service) -> u64 {
+    let mut h = DefaultHasher::new();
+    service.params.hash(&mut h);
+    h.finish()
+}

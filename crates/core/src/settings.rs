@@ -1,0 +1,435 @@
+//! Settings read from environment variables (and, through the caller's [`Vars`], secrets).
+//!
+//! [`Settings::from_vars`] reads every variable in [`known_variables`] once, applies the
+//! defaults below and reports the first bad value as [`SettingsError::Invalid`] naming the
+//! variable. Booleans use Go's `strconv.ParseBool` set; anything else is an error (DFP often
+//! treated it as `false`).
+//!
+//! | Variable | Default | Field |
+//! |---|---|---|
+//! | `IP` | `0.0.0.0` | [`Settings::ip`] (control API address) |
+//! | `PORT` | `8080` | [`Settings::port`] (`0` = any free port, for tests) |
+//! | `DEFAULT_PORTS` | `80` | [`Settings::default_ports`] |
+//! | `BIND_PORTS` | (none) | [`Settings::bind_ports`] |
+//! | `DATA_DIR` | `/var/lib/sluice` | [`Settings::data_dir`] (Sluice) |
+//! | `SECRETS_DIR` | `/run/secrets` | [`Settings::secrets_dir`] (Sluice) |
+//! | `CERTS_DIR` | `/certs` | [`Settings::certs_dir`] (Sluice) |
+//! | `SEPARATOR` | `,` | [`ParseContext::separator`] |
+//! | `SERVICE_DOMAIN_ALGO` | `hdr_beg(host)` | [`ParseContext::default_domain_algo`] |
+//! | `HTTPS_ONLY` | `false` | [`ParseContext::https_only`] |
+//! | `TIMEOUT_CONNECT` / `CLIENT` / `SERVER` / `QUEUE` / `TUNNEL` / `HTTP_REQUEST` / `HTTP_KEEP_ALIVE` | 5 / 20 / 20 / 30 / 3600 / 5 / 15 s | [`Settings::timeouts`] |
+//! | `SERVICE_NAME` | `proxy` | [`Settings::service_name`] |
+//! | `LISTENER_ADDRESS` | (none) | [`Settings::listener_addresses`] (comma-separated) |
+//! | `PROXY_INSTANCE_NAME` | `docker-flow` | [`Settings::proxy_instance_name`] |
+//! | `FILTER_PROXY_INSTANCE_NAME` | `false` | [`Settings::filter_proxy_instance_name`] |
+//! | `SKIP_ADDRESS_VALIDATION` | `true` | [`Settings::skip_address_validation`] |
+//! | `CONNECTION_MODE` | `http-keep-alive` | [`Settings::connection_mode`] (DFP's code fell back to `http-server-close`; its image set keep-alive) |
+//! | `WORKER_THREADS` | number of CPUs | [`Settings::worker_threads`] (Sluice; `0` = number of CPUs) |
+//! | `SHUTDOWN_GRACE` | `10` s | [`Settings::shutdown_grace`] (Sluice) |
+//! | `RELOAD_INTERVAL` | `5000` ms | [`Settings::reload_interval`] |
+//! | `RELOAD_ATTEMPTS` | `5` | [`Settings::reload_attempts`] |
+//! | `REPEAT_RELOAD` | `false` | [`Settings::repeat_reload`] |
+//!
+//! Port lists (`DEFAULT_PORTS`, `BIND_PORTS`) are comma-separated items `80`, `443:ssl`. HAProxy
+//! bind options such as `8443 accept-proxy:ssl` are rejected with an error naming the option.
+//! DFP's image defaulted `DEFAULT_PORTS` to `80,443:ssl`; Sluice defaults to `80` because a TLS
+//! listener needs certificates.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::params::{parse_decimal, parse_go_bool, ParseContext};
+use crate::service::{ConnectionMode, DomainAlgo};
+
+/// Where settings come from: the process environment with `SECRETS_DIR/dfp_<name>` files
+/// overlaid (in the binary), or a plain map (in tests).
+pub trait Vars {
+    /// The value of a variable, `None` when unset. Implementations treat an empty value as unset.
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+impl Vars for HashMap<String, String> {
+    fn var(&self, key: &str) -> Option<String> {
+        self.get(key).filter(|v| !v.is_empty()).cloned()
+    }
+}
+
+/// Why the environment does not describe valid settings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// A variable has a value Sluice cannot use.
+    #[error("invalid {var}={value:?}: {reason}")]
+    Invalid {
+        /// The variable name, e.g. `PORT`.
+        var: String,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// One listening port of the HTTP listener (`80`, `443:ssl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortSpec {
+    /// The port (`0` = any free port, for tests).
+    pub port: u16,
+    /// TLS is terminated on this port.
+    pub ssl: bool,
+}
+
+impl PortSpec {
+    /// Parses one item: `80`, `443:ssl`. Whitespace around the item is ignored; HAProxy bind
+    /// options (`8443 accept-proxy:ssl`) are rejected.
+    pub fn parse(item: &str) -> Result<PortSpec, String> {
+        let item = item.trim();
+        let (body, ssl) = match item.rsplit_once(':') {
+            Some((body, "ssl")) => (body.trim_end(), true),
+            Some((_, other)) => return Err(format!("unknown port suffix ':{other}' (only ':ssl')")),
+            None => (item, false),
+        };
+        let mut words = body.split_whitespace();
+        let port_text = words.next().unwrap_or_default();
+        if let Some(option) = words.next() {
+            return Err(format!("bind option '{option}' is not supported"));
+        }
+        let port = parse_decimal::<u16>(port_text)
+            .ok_or_else(|| format!("'{port_text}' is not a port number (0-65535)"))?;
+        Ok(PortSpec { port, ssl })
+    }
+
+    /// Parses a comma-separated list; empty items are skipped.
+    pub fn parse_list(text: &str) -> Result<Vec<PortSpec>, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(PortSpec::parse)
+            .collect()
+    }
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.ssl {
+            write!(f, "{}:ssl", self.port)
+        } else {
+            write!(f, "{}", self.port)
+        }
+    }
+}
+
+/// Proxy-wide timeouts (`TIMEOUT_*`, integer seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `TIMEOUT_CONNECT`: connecting to an upstream.
+    pub connect: Duration,
+    /// `TIMEOUT_CLIENT`: client inactivity.
+    pub client: Duration,
+    /// `TIMEOUT_SERVER`: upstream inactivity.
+    pub server: Duration,
+    /// `TIMEOUT_QUEUE`: waiting for an upstream connection slot.
+    pub queue: Duration,
+    /// `TIMEOUT_TUNNEL`: inactivity of WebSocket and TCP tunnels.
+    pub tunnel: Duration,
+    /// `TIMEOUT_HTTP_REQUEST`: receiving a complete request head.
+    pub http_request: Duration,
+    /// `TIMEOUT_HTTP_KEEP_ALIVE`: an idle client connection between requests.
+    pub http_keep_alive: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            client: Duration::from_secs(20),
+            server: Duration::from_secs(20),
+            queue: Duration::from_secs(30),
+            tunnel: Duration::from_secs(3600),
+            http_request: Duration::from_secs(5),
+            http_keep_alive: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Everything Sluice reads from its environment. See the module documentation for the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `IP`: the control API address.
+    pub ip: IpAddr,
+    /// `PORT`: the control API port (and the port peers are reached on).
+    pub port: u16,
+    /// `DEFAULT_PORTS`: the HTTP listener ports.
+    pub default_ports: Vec<PortSpec>,
+    /// `BIND_PORTS`: additional HTTP listener ports.
+    pub bind_ports: Vec<PortSpec>,
+    /// `DATA_DIR`: where the service set is persisted.
+    pub data_dir: PathBuf,
+    /// `SECRETS_DIR`: where `dfp_*` and `cert-*` secrets are read.
+    pub secrets_dir: PathBuf,
+    /// `CERTS_DIR`: where certificates are stored.
+    pub certs_dir: PathBuf,
+    /// `SEPARATOR`, `SERVICE_DOMAIN_ALGO`, `HTTPS_ONLY`.
+    pub parse: ParseContext,
+    /// `TIMEOUT_*`.
+    pub timeouts: Timeouts,
+    /// `SERVICE_NAME`: the proxy's own Swarm service (peers are `tasks.<name>`).
+    pub service_name: String,
+    /// `LISTENER_ADDRESS`: Swarm listener addresses.
+    pub listener_addresses: Vec<String>,
+    /// `PROXY_INSTANCE_NAME`.
+    pub proxy_instance_name: String,
+    /// `FILTER_PROXY_INSTANCE_NAME`: ignore services for other proxy instances.
+    pub filter_proxy_instance_name: bool,
+    /// `SKIP_ADDRESS_VALIDATION`: do not resolve a service name before accepting it.
+    pub skip_address_validation: bool,
+    /// `CONNECTION_MODE`: the default connection mode.
+    pub connection_mode: ConnectionMode,
+    /// `WORKER_THREADS`: data-plane worker threads (at least 1).
+    pub worker_threads: usize,
+    /// `SHUTDOWN_GRACE`: how long open connections may drain on shutdown.
+    pub shutdown_grace: Duration,
+    /// `RELOAD_INTERVAL`: pause between listener fetch attempts.
+    pub reload_interval: Duration,
+    /// `RELOAD_ATTEMPTS`: fetch attempts per listener when there are several.
+    pub reload_attempts: u32,
+    /// `REPEAT_RELOAD`: keep fetching from the (single) listener.
+    pub repeat_reload: bool,
+}
+
+const KNOWN_VARIABLES: &[&str] = &[
+    "IP",
+    "PORT",
+    "DEFAULT_PORTS",
+    "BIND_PORTS",
+    "DATA_DIR",
+    "SECRETS_DIR",
+    "CERTS_DIR",
+    "SEPARATOR",
+    "SERVICE_DOMAIN_ALGO",
+    "HTTPS_ONLY",
+    "TIMEOUT_CONNECT",
+    "TIMEOUT_CLIENT",
+    "TIMEOUT_SERVER",
+    "TIMEOUT_QUEUE",
+    "TIMEOUT_TUNNEL",
+    "TIMEOUT_HTTP_REQUEST",
+    "TIMEOUT_HTTP_KEEP_ALIVE",
+    "SERVICE_NAME",
+    "LISTENER_ADDRESS",
+    "PROXY_INSTANCE_NAME",
+    "FILTER_PROXY_INSTANCE_NAME",
+    "SKIP_ADDRESS_VALIDATION",
+    "CONNECTION_MODE",
+    "WORKER_THREADS",
+    "SHUTDOWN_GRACE",
+    "RELOAD_INTERVAL",
+    "RELOAD_ATTEMPTS",
+    "REPEAT_RELOAD",
+];
+
+/// Every variable [`Settings::from_vars`] reads, in table order.
+pub fn known_variables() -> &'static [&'static str] {
+    KNOWN_VARIABLES
+}
+
+const DEFAULT_DEFAULT_PORTS: PortSpec = PortSpec {
+    port: 80,
+    ssl: false,
+};
+
+fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            ip: IpAddr::from([0, 0, 0, 0]),
+            port: 8080,
+            default_ports: vec![DEFAULT_DEFAULT_PORTS],
+            bind_ports: Vec::new(),
+            data_dir: PathBuf::from("/var/lib/sluice"),
+            secrets_dir: PathBuf::from("/run/secrets"),
+            certs_dir: PathBuf::from("/certs"),
+            parse: ParseContext::default(),
+            timeouts: Timeouts::default(),
+            service_name: "proxy".to_string(),
+            listener_addresses: Vec::new(),
+            proxy_instance_name: "docker-flow".to_string(),
+            filter_proxy_instance_name: false,
+            skip_address_validation: true,
+            connection_mode: ConnectionMode::KeepAlive,
+            worker_threads: cpu_count(),
+            shutdown_grace: Duration::from_secs(10),
+            reload_interval: Duration::from_millis(5000),
+            reload_attempts: 5,
+            repeat_reload: false,
+        }
+    }
+}
+
+/// Reads variables and turns parse failures into [`SettingsError`]s naming the variable.
+struct Reader<'a> {
+    vars: &'a dyn Vars,
+}
+
+impl Reader<'_> {
+    fn parsed<T>(
+        &self,
+        var: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, SettingsError> {
+        match self.vars.var(var) {
+            None => Ok(None),
+            Some(value) => parse(&value).map(Some).map_err(|reason| SettingsError::Invalid {
+                var: var.to_string(),
+                value,
+                reason,
+            }),
+        }
+    }
+
+    fn string(&self, var: &str, default: String) -> String {
+        self.vars.var(var).unwrap_or(default)
+    }
+
+    fn path(&self, var: &str, default: PathBuf) -> PathBuf {
+        self.vars.var(var).map_or(default, PathBuf::from)
+    }
+
+    fn boolean(&self, var: &str, default: bool) -> Result<bool, SettingsError> {
+        self.parsed(var, |v| {
+            parse_go_bool(v.trim()).ok_or_else(|| {
+                "not a boolean (use true/false, 1/0, t/f, TRUE/FALSE, True/False)".to_string()
+            })
+        })
+        .map(|b| b.unwrap_or(default))
+    }
+
+    fn number<T: std::str::FromStr>(&self, var: &str, what: &str) -> Result<Option<T>, SettingsError> {
+        self.parsed(var, |v| {
+            parse_decimal::<T>(v.trim()).ok_or_else(|| format!("not {what}"))
+        })
+    }
+
+    fn seconds(&self, var: &str, default: Duration) -> Result<Duration, SettingsError> {
+        self.number::<u64>(var, "a whole number of seconds")
+            .map(|s| s.map_or(default, Duration::from_secs))
+    }
+}
+
+impl Settings {
+    /// Reads every variable of [`known_variables`]; unset (or empty) variables take their
+    /// defaults. The first unusable value is returned as an error.
+    pub fn from_vars(vars: &dyn Vars) -> Result<Settings, SettingsError> {
+        let d = Settings::default();
+        let r = Reader { vars };
+        let ip = r
+            .parsed("IP", |v| {
+                v.trim()
+                    .parse::<IpAddr>()
+                    .map_err(|_| "not an IP address".to_string())
+            })?
+            .unwrap_or(d.ip);
+        let port = r
+            .number::<u16>("PORT", "a port number (0-65535)")?
+            .unwrap_or(d.port);
+        let default_ports = r
+            .parsed("DEFAULT_PORTS", PortSpec::parse_list)?
+            .unwrap_or(d.default_ports);
+        let bind_ports = r
+            .parsed("BIND_PORTS", PortSpec::parse_list)?
+            .unwrap_or(d.bind_ports);
+        let data_dir = r.path("DATA_DIR", d.data_dir);
+        let secrets_dir = r.path("SECRETS_DIR", d.secrets_dir);
+        let certs_dir = r.path("CERTS_DIR", d.certs_dir);
+        let separator = r.string("SEPARATOR", d.parse.separator);
+        let default_domain_algo = r
+            .parsed("SERVICE_DOMAIN_ALGO", |v| {
+                DomainAlgo::parse(v).ok_or_else(|| {
+                    "unsupported algorithm (hdr(host), hdr_beg(host), hdr_end(host), \
+                     hdr_dom(host), hdr_reg(host), req.ssl_sni)"
+                        .to_string()
+                })
+            })?
+            .unwrap_or(d.parse.default_domain_algo);
+        let https_only = r.boolean("HTTPS_ONLY", d.parse.https_only)?;
+        let timeouts = Timeouts {
+            connect: r.seconds("TIMEOUT_CONNECT", d.timeouts.connect)?,
+            client: r.seconds("TIMEOUT_CLIENT", d.timeouts.client)?,
+            server: r.seconds("TIMEOUT_SERVER", d.timeouts.server)?,
+            queue: r.seconds("TIMEOUT_QUEUE", d.timeouts.queue)?,
+            tunnel: r.seconds("TIMEOUT_TUNNEL", d.timeouts.tunnel)?,
+            http_request: r.seconds("TIMEOUT_HTTP_REQUEST", d.timeouts.http_request)?,
+            http_keep_alive: r.seconds("TIMEOUT_HTTP_KEEP_ALIVE", d.timeouts.http_keep_alive)?,
+        };
+        let service_name = r.string("SERVICE_NAME", d.service_name);
+        let listener_addresses = r
+            .vars
+            .var("LISTENER_ADDRESS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or(d.listener_addresses);
+        let proxy_instance_name = r.string("PROXY_INSTANCE_NAME", d.proxy_instance_name);
+        let filter_proxy_instance_name =
+            r.boolean("FILTER_PROXY_INSTANCE_NAME", d.filter_proxy_instance_name)?;
+        let skip_address_validation =
+            r.boolean("SKIP_ADDRESS_VALIDATION", d.skip_address_validation)?;
+        let connection_mode = r
+            .parsed("CONNECTION_MODE", |v| {
+                ConnectionMode::parse(v).ok_or_else(|| {
+                    "unsupported connection mode (http-keep-alive, http-server-close, httpclose \
+                     or forceclose)"
+                        .to_string()
+                })
+            })?
+            .unwrap_or(d.connection_mode);
+        let worker_threads = match r.number::<usize>("WORKER_THREADS", "a whole number")? {
+            None | Some(0) => d.worker_threads,
+            Some(n) => n,
+        };
+        let shutdown_grace = r.seconds("SHUTDOWN_GRACE", d.shutdown_grace)?;
+        let reload_interval = r
+            .number::<u64>("RELOAD_INTERVAL", "a whole number of milliseconds")?
+            .map_or(d.reload_interval, Duration::from_millis);
+        let reload_attempts = r
+            .number::<u32>("RELOAD_ATTEMPTS", "a whole number")?
+            .unwrap_or(d.reload_attempts);
+        let repeat_reload = r.boolean("REPEAT_RELOAD", d.repeat_reload)?;
+
+        Ok(Settings {
+            ip,
+            port,
+            default_ports,
+            bind_ports,
+            data_dir,
+            secrets_dir,
+            certs_dir,
+            parse: ParseContext {
+                separator,
+                default_domain_algo,
+                https_only,
+            },
+            timeouts,
+            service_name,
+            listener_addresses,
+            proxy_instance_name,
+            filter_proxy_instance_name,
+            skip_address_validation,
+            connection_mode,
+            worker_threads,
+            shutdown_grace,
+            reload_interval,
+            reload_attempts,
+            repeat_reload,
+        })
+    }
+}

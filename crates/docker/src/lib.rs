@@ -1,0 +1,1 @@
+//! Docker Swarm watcher and notifier (issue 3).

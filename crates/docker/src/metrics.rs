@@ -1,0 +1,243 @@
+//! Listener counters and their Prometheus text rendering (`/metrics`).
+//!
+//! Owns the counters the watcher and the notifier bump and the exposition format. Besides
+//! Sluice's own `sluice_listener_*` series it keeps DFSL's two series
+//! (`docker_flow_service_count`, `docker_flow_error{operation=...}`) so existing dashboards
+//! keep working. There is no Prometheus client dependency: the format is a few lines.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The two notification kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    Create,
+    Remove,
+}
+
+impl Kind {
+    /// Label value in metrics.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Kind::Create => "create",
+            Kind::Remove => "remove",
+        }
+    }
+
+    /// Past participle used in DFSL's log lines ("service created notification").
+    pub(crate) fn participle(self) -> &'static str {
+        match self {
+            Kind::Create => "created",
+            Kind::Remove => "removed",
+        }
+    }
+
+    fn dfsl_operation(self) -> &'static str {
+        match self {
+            Kind::Create => "notificationSendCreateserviceRequest",
+            Kind::Remove => "notificationSendRemoveserviceRequest",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct PerKind {
+    sent: AtomicU64,
+    failed: AtomicU64,
+    retries: AtomicU64,
+}
+
+/// Shared counters.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    create: PerKind,
+    remove: PerKind,
+    services: AtomicU64,
+    reconnects: AtomicU64,
+    resyncs: AtomicU64,
+    last_resync_millis: AtomicU64,
+}
+
+impl Metrics {
+    fn kind(&self, kind: Kind) -> &PerKind {
+        match kind {
+            Kind::Create => &self.create,
+            Kind::Remove => &self.remove,
+        }
+    }
+
+    /// A notification was answered with 2xx.
+    pub(crate) fn sent(&self, kind: Kind) {
+        self.kind(kind).sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A notification was given up (rejected by the proxy or out of retries).
+    pub(crate) fn failed(&self, kind: Kind) {
+        self.kind(kind).failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An attempt failed and another one is scheduled.
+    pub(crate) fn retried(&self, kind: Kind) {
+        self.kind(kind).retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Docker connection or event stream failed and will be re-established.
+    pub(crate) fn reconnect(&self) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A Docker listing succeeded with `services` watched services.
+    pub(crate) fn resynced(&self, services: usize, at: SystemTime) {
+        self.services
+            .store(u64::try_from(services).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.resyncs.fetch_add(1, Ordering::Relaxed);
+        let millis = at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        self.last_resync_millis.store(millis, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition (version 0.0.4).
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        let kinds = [Kind::Create, Kind::Remove];
+        let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in rows {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let per_kind = |f: &dyn Fn(&PerKind) -> &AtomicU64| -> Vec<(String, u64)> {
+            kinds
+                .iter()
+                .map(|k| {
+                    (
+                        format!("{{kind=\"{}\"}}", k.label()),
+                        f(self.kind(*k)).load(Ordering::Relaxed),
+                    )
+                })
+                .collect()
+        };
+        family(
+            "sluice_listener_notifications_sent_total",
+            "counter",
+            "Notifications answered with a 2xx status.",
+            per_kind(&|p| &p.sent),
+        );
+        family(
+            "sluice_listener_notifications_failed_total",
+            "counter",
+            "Notifications given up: rejected by the proxy (4xx) or out of retries.",
+            per_kind(&|p| &p.failed),
+        );
+        family(
+            "sluice_listener_notification_retries_total",
+            "counter",
+            "Failed notification attempts that were scheduled for a retry.",
+            per_kind(&|p| &p.retries),
+        );
+        let services = self.services.load(Ordering::Relaxed);
+        family(
+            "sluice_listener_services",
+            "gauge",
+            "Swarm services currently watched (carrying an enabled notify label).",
+            vec![(String::new(), services)],
+        );
+        family(
+            "sluice_listener_docker_reconnects_total",
+            "counter",
+            "Times the Docker connection or event stream failed and was re-established.",
+            vec![(String::new(), self.reconnects.load(Ordering::Relaxed))],
+        );
+        family(
+            "sluice_listener_resyncs_total",
+            "counter",
+            "Successful full listings of Swarm services.",
+            vec![(String::new(), self.resyncs.load(Ordering::Relaxed))],
+        );
+        let millis = self.last_resync_millis.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP sluice_listener_last_resync_timestamp_seconds Unix time of the last successful listing (0: never).\n\
+             # TYPE sluice_listener_last_resync_timestamp_seconds gauge\n\
+             sluice_listener_last_resync_timestamp_seconds {}.{:03}",
+            millis / 1000,
+            millis % 1000
+        );
+        // DFSL-compatible series.
+        let _ = writeln!(
+            out,
+            "# HELP docker_flow_service_count Number of services (DFSL-compatible).\n\
+             # TYPE docker_flow_service_count gauge\n\
+             docker_flow_service_count{{service=\"swarm_listener\"}} {services}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP docker_flow_error Errors by operation (DFSL-compatible).\n\
+             # TYPE docker_flow_error counter"
+        );
+        for kind in kinds {
+            let _ = writeln!(
+                out,
+                "docker_flow_error{{service=\"swarm_listener\",operation=\"{}\"}} {}",
+                kind.dfsl_operation(),
+                self.kind(kind).failed.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "docker_flow_error{{service=\"swarm_listener\",operation=\"ListenForServiceEvents\"}} {}",
+            self.reconnects.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn renders_counters_per_kind() {
+        let m = Metrics::default();
+        m.sent(Kind::Create);
+        m.sent(Kind::Create);
+        m.sent(Kind::Remove);
+        m.failed(Kind::Remove);
+        m.retried(Kind::Create);
+        m.reconnect();
+        m.resynced(3, UNIX_EPOCH + Duration::from_millis(1_700_000_000_250));
+        let text = m.render();
+        for line in [
+            "sluice_listener_notifications_sent_total{kind=\"create\"} 2",
+            "sluice_listener_notifications_sent_total{kind=\"remove\"} 1",
+            "sluice_listener_notifications_failed_total{kind=\"create\"} 0",
+            "sluice_listener_notifications_failed_total{kind=\"remove\"} 1",
+            "sluice_listener_notification_retries_total{kind=\"create\"} 1",
+            "sluice_listener_services 3",
+            "sluice_listener_docker_reconnects_total 1",
+            "sluice_listener_resyncs_total 1",
+            "sluice_listener_last_resync_timestamp_seconds 1700000000.250",
+            "docker_flow_service_count{service=\"swarm_listener\"} 3",
+            "docker_flow_error{service=\"swarm_listener\",operation=\"notificationSendRemoveserviceRequest\"} 1",
+            "docker_flow_error{service=\"swarm_listener\",operation=\"ListenForServiceEvents\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        // Every sample line belongs to a declared family.
+        let declared: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        for sample in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = sample.split(['{', ' ']).next().unwrap_or("");
+            assert!(declared.contains(&name), "undeclared {name}");
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! The HTTP request path, as named phases run in this order for every request:
+//!
+//! 1. **route** — the snapshot's table picks a route, a redirect, or nothing (503).
+//! 2. **redirect** — `httpsOnly` sends plain-HTTP requests to https.
+//! 3. **deny** — `verifyClientSsl`, `allowedMethods`, `deniedMethods`, `denyHttp` answer 403
+//!    (before authentication, as DFP does).
+//! 4. **rewrite** — path rewrites, forwarding headers and the service's request header rules.
+//! 5. **upstream** — the request goes to one of the service's task addresses (503 when none
+//!    answers, 504 on the server timeout, 502 on a broken response).
+//! 6. **response** — hop-by-hop headers go, the service's response header rules apply, and an
+//!    upgrade (WebSocket) becomes a tunnel.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, COOKIE, HOST, SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING,
+    UPGRADE,
+};
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use sluice_core::route::{Decision, RequestFacts, Route};
+use sluice_core::service::{ConnectionMode, HeaderOp, ReqMode};
+
+use crate::body::{ProxyBody, UpstreamBody};
+use crate::error_page::{self, Failure};
+use crate::upstream::{SendError, Target, Upstreams};
+use crate::worker::Worker;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// What the data plane knows about the client connection a request arrived on.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnInfo {
+    pub(crate) client: SocketAddr,
+    pub(crate) local_port: u16,
+    pub(crate) tls: bool,
+    /// The client presented a certificate that verified against `CA_FILE`.
+    pub(crate) client_cert_verified: bool,
+}
+
+/// Handles one request end to end. Never fails: every problem becomes a response.
+pub(crate) async fn handle(
+    worker: Rc<Worker>,
+    conn: Rc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let snapshot = worker.snapshot.load_full();
+    let host = request_host(&req).map(str::to_owned);
+    let decision = {
+        let path = req.uri().path();
+        let facts = RequestFacts {
+            host: host.as_deref(),
+            path,
+            path_and_query: req
+                .uri()
+                .path_and_query()
+                .map(|pq| pq.as_str())
+                .unwrap_or(path),
+            local_port: conn.local_port,
+            headers: req.headers(),
+        };
+        snapshot.table.decide(&facts)
+    };
+    match decision {
+        Decision::NoRoute => error_page::page(Failure::NoRoute),
+        Decision::Redirect { status, location } => error_page::redirect(status, &location),
+        Decision::Forward(route) => forward(&worker, &conn, route, host.as_deref(), req).await,
+    }
+}
+
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+async fn forward(
+    worker: &Worker,
+    conn: &ConnInfo,
+    route: &Route,
+    host: Option<&str>,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let dest = route.destination();
+    let service = &route.service;
+    debug_assert_eq!(dest.req_mode, ReqMode::Http);
+
+    // Phase: redirect.
+    if dest.https_only && !conn.tls {
+        let location = https_location(host, req.uri());
+        return error_page::redirect(dest.https_redirect_code.get(), &location);
+    }
+
+    // Phase: deny.
+    let method = req.method().as_str();
+    let denied = (dest.verify_client_ssl && !conn.client_cert_verified)
+        || (!dest.allowed_methods.is_empty() && !dest.allowed_methods.iter().any(|m| m == method))
+        || dest.denied_methods.iter().any(|m| m == method)
+        || (dest.deny_http && !conn.tls);
+    if denied {
+        return error_page::page(Failure::Forbidden);
+    }
+
+    // Phase: rewrite.
+    if !dest.rewrites.is_empty() {
+        match rewrite_uri(req.uri(), route) {
+            Some(uri) => *req.uri_mut() = uri,
+            None => return error_page::page(Failure::BadRequest),
+        }
+    }
+    let upgrade = is_upgrade(req.headers());
+    let client_ip = conn.client.ip().to_string();
+    {
+        let headers = req.headers_mut();
+        strip_hop_by_hop(headers, upgrade);
+        append_forwarded_for(headers, &client_ip);
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+        );
+        headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(conn.local_port));
+        apply_header_ops(headers, &service.request_headers, conn, &client_ip);
+    }
+    *req.version_mut() = http::Version::HTTP_11;
+    let sticky_index = if service.sticky {
+        sticky_choice(req.headers(), &service.name)
+    } else {
+        None
+    };
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    // Phase: upstream.
+    let target = Target {
+        host: route.upstream_host(),
+        tasks_first: dest.outbound_hostname.is_none(),
+    };
+    let server_timeout = dest
+        .timeout_server
+        .map(|s| Duration::from_secs(u64::from(s)))
+        .unwrap_or(worker.timeouts.server);
+    let exchange = match worker
+        .upstreams
+        .send(
+            target,
+            route.upstream_port,
+            req,
+            upgrade,
+            server_timeout,
+            sticky_index,
+        )
+        .await
+    {
+        Ok(exchange) => exchange,
+        Err(error) => {
+            let failure = match &error {
+                SendError::Resolve { .. } | SendError::Unreachable { .. } => Failure::Unavailable,
+                SendError::Timeout { .. } => Failure::Timeout,
+                SendError::Broken { .. } => Failure::BadGateway,
+            };
+            tracing::warn!(service = %service.name, backend = %route.backend_name(), %error, "upstream request failed");
+            return error_page::page(failure);
+        }
+    };
+
+    // Phase: response.
+    let mut response = exchange.response;
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut response));
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, switching);
+    apply_header_ops(&mut parts.headers, &service.response_headers, conn, &client_ip);
+    if service.sticky && sticky_index.is_none() {
+        if let Some(index) = sticky_index_of(&worker.upstreams, target, exchange.addr).await {
+            let cookie = format!("{0}={0}_{1}; path=/", service.name, index);
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                parts.headers.append(SET_COOKIE, value);
+                parts.headers.insert(
+                    http::header::CACHE_CONTROL,
+                    HeaderValue::from_static("private"),
+                );
+            }
+        }
+    }
+    let mode = service
+        .connection_mode
+        .unwrap_or(worker.connection_mode);
+    let lease = match mode {
+        ConnectionMode::KeepAlive => exchange.lease,
+        ConnectionMode::ServerClose | ConnectionMode::Close => None,
+    };
+    if mode == ConnectionMode::Close {
+        parts
+            .headers
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let (Some(client_upgrade), Some(upstream_upgrade)) = (client_upgrade, upstream_upgrade) {
+        {
+            let tunnel_idle = dest
+                .timeout_tunnel
+                .map(|s| Duration::from_secs(u64::from(s)))
+                .unwrap_or(worker.timeouts.tunnel);
+            drop(body);
+            tokio::task::spawn_local(crate::tunnel::run(
+                client_upgrade,
+                upstream_upgrade,
+                tunnel_idle,
+            ));
+            return Response::from_parts(parts, ProxyBody::empty());
+        }
+    }
+    Response::from_parts(
+        parts,
+        ProxyBody::Upstream(UpstreamBody::new(body, lease, server_timeout)),
+    )
+}
+
+/// `https://<host without port><path?query>` for https redirects.
+fn https_location(host: Option<&str>, uri: &Uri) -> String {
+    let host = host.unwrap_or("");
+    let bare = match host.rfind(':') {
+        Some(at) if !host.ends_with(']') && host[at + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+            &host[..at]
+        }
+        _ => host,
+    };
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    format!("https://{bare}{pq}")
+}
+
+/// Applies the destination's rewrites to the path, keeping the query.
+fn rewrite_uri(uri: &Uri, route: &Route) -> Option<Uri> {
+    let mut path = uri.path().to_string();
+    for rewrite in &route.destination().rewrites {
+        path = rewrite.apply(&path);
+    }
+    if !path.starts_with('/') {
+        path.insert(0, '/');
+    }
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    Uri::builder().path_and_query(pq).build().ok()
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes headers that belong to one connection only (RFC 9110 §7.6.1). For an upgrade the
+/// `Connection: upgrade` / `Upgrade` pair is kept so the upstream can switch protocols.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        if !(keep_upgrade && name == UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in [&KEEP_ALIVE, &PROXY_CONNECTION, &TE, &TRAILER, &TRANSFER_ENCODING] {
+        headers.remove(name);
+    }
+    headers.remove(CONNECTION);
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
+    }
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &str) {
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client_ip}"),
+        _ => client_ip.to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+}
+
+fn apply_header_ops(headers: &mut HeaderMap, ops: &[HeaderOp], conn: &ConnInfo, client_ip: &str) {
+    for op in ops {
+        match op {
+            HeaderOp::Add { name, value, when } | HeaderOp::Set { name, value, when } => {
+                if !when.holds(conn.tls) {
+                    continue;
+                }
+                let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+                    continue;
+                };
+                let rendered = value.render(client_ip, conn.local_port, conn.tls);
+                let Ok(value) = HeaderValue::from_str(&rendered) else {
+                    continue;
+                };
+                if matches!(op, HeaderOp::Set { .. }) {
+                    headers.insert(name, value);
+                } else {
+                    headers.append(name, value);
+                }
+            }
+            HeaderOp::Del { name } => {
+                headers.remove(name.as_str());
+            }
+        }
+    }
+}
+
+/// The task index a sticky-session cookie (`<service>=<service>_<i>`) asks for.
+fn sticky_choice(headers: &HeaderMap, service: &str) -> Option<usize> {
+    let prefix = format!("{service}_");
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == service)
+        .and_then(|(_, value)| value.strip_prefix(prefix.as_str()))
+        .and_then(|i| i.parse().ok())
+}
+
+async fn sticky_index_of(upstreams: &Upstreams, target: Target<'_>, addr: SocketAddr) -> Option<usize> {
+    let (addrs, _) = upstreams.addresses(target).await.ok()?;
+    addrs.iter().position(|ip| *ip == addr.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-private").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get(CONNECTION).is_none());
+        assert_eq!(h["x-kept"], "1");
+    }
+
+    #[test]
+    fn upgrades_keep_their_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[UPGRADE], "websocket");
+        assert_eq!(h[CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, "10.0.0.1");
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
+        append_forwarded_for(&mut h, "10.0.0.2");
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
+    }
+
+    #[test]
+    fn https_location_drops_the_plain_port() {
+        let uri: Uri = "/a?b=1".parse().unwrap();
+        assert_eq!(
+            https_location(Some("example.com:8080"), &uri),
+            "https://example.com/a?b=1"
+        );
+        assert_eq!(https_location(Some("example.com"), &uri), "https://example.com/a?b=1");
+    }
+
+    #[test]
+    fn sticky_cookie_is_parsed() {
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, HeaderValue::from_static("a=b; go-demo=go-demo_2"));
+        assert_eq!(sticky_choice(&h, "go-demo"), Some(2));
+        assert_eq!(sticky_choice(&h, "other"), None);
+    }
+}

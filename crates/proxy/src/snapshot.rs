@@ -1,0 +1,36 @@
+//! The routing snapshot: an immutable compiled view of the service set, published by the one
+//! writer through an [`ArcSwap`] and read by every request without a lock.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use sluice_core::route::RouteTable;
+
+/// One published routing state.
+pub struct Snapshot {
+    /// Increases by one with every published change.
+    pub generation: u64,
+    /// A hash of the service set's parameters: equal on replicas with the same routes.
+    pub digest: String,
+    /// The compiled HTTP routes.
+    pub table: RouteTable,
+}
+
+impl Snapshot {
+    /// The state before any service is configured.
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            generation: 0,
+            digest: String::new(),
+            table: RouteTable::build(std::iter::empty()),
+        }
+    }
+}
+
+/// Where the current snapshot is published.
+pub type SnapshotCell = Arc<ArcSwap<Snapshot>>;
+
+/// A cell holding the empty snapshot.
+pub fn new_cell() -> SnapshotCell {
+    Arc::new(ArcSwap::from_pointee(Snapshot::empty()))
+}

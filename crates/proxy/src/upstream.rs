@@ -1,0 +1,468 @@
+//! Upstreams: finding a service's task addresses, balancing across them, and keeping idle
+//! keep-alive connections to them.
+//!
+//! Everything here is per worker thread (`Rc`, `RefCell`): each worker resolves, balances and
+//! pools on its own, so the request path never takes a lock. Pools are keyed by socket
+//! address, not by routing generation, so they survive reconfiguration.
+//!
+//! Addresses of a service are the A/AAAA records of `tasks.<service>` (one per Swarm task),
+//! falling back to `<service>` itself, or `outboundHostname` when it is set, looked up
+//! through the system resolver (`/etc/hosts`, then DNS). Answers are cached for a short TTL
+//! and refreshed in the background; a failed connect marks the name for refresh and the
+//! request is retried on another address.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::Response;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// How long resolved addresses are used before they are looked up again.
+const RESOLVE_TTL: Duration = Duration::from_secs(2);
+/// How many distinct addresses one request tries before giving up.
+const MAX_ATTEMPTS: usize = 3;
+/// Idle connections kept per upstream address.
+const MAX_IDLE_PER_ADDR: usize = 512;
+
+/// What to resolve for a route.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    /// The service name or `outboundHostname`.
+    pub(crate) host: &'a str,
+    /// Look up `tasks.<host>` first (Swarm task records).
+    pub(crate) tasks_first: bool,
+}
+
+struct NameEntry {
+    result: Result<Rc<[IpAddr]>, String>,
+    fetched: Instant,
+    refreshing: bool,
+    next: usize,
+}
+
+/// The per-worker upstream state.
+pub(crate) struct Upstreams {
+    me: Weak<Upstreams>,
+    names: RefCell<HashMap<(String, bool), NameEntry>>,
+    idle: RefCell<HashMap<SocketAddr, Vec<SendRequest<Incoming>>>>,
+    connect_timeout: Duration,
+    hosts_file: Option<Rc<Path>>,
+}
+
+/// A pooled connection lent to one response; [`Lease::release`] gives it back.
+pub(crate) struct Lease {
+    sender: SendRequest<Incoming>,
+    addr: SocketAddr,
+    pool: Weak<Upstreams>,
+}
+
+impl Lease {
+    /// Returns the connection to the idle pool (call once the response body is complete).
+    pub(crate) fn release(self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.put_idle(self.addr, self.sender);
+        }
+    }
+}
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    /// The name resolved to nothing.
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve {
+        /// The name looked up.
+        host: String,
+        /// The resolver's answer.
+        reason: String,
+    },
+    /// Every address tried refused or timed out on connect.
+    #[error("no reachable address for {host} (tried {tried})")]
+    Unreachable {
+        /// The name looked up.
+        host: String,
+        /// How many addresses were tried.
+        tried: usize,
+    },
+    /// The upstream did not answer within the server timeout.
+    #[error("upstream {addr} timed out")]
+    Timeout {
+        /// The address that timed out.
+        addr: SocketAddr,
+    },
+    /// The upstream broke the exchange (invalid or truncated response).
+    #[error("upstream {addr} failed: {source}")]
+    Broken {
+        /// The address that failed.
+        addr: SocketAddr,
+        /// hyper's error.
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+/// A successful exchange.
+pub(crate) struct Exchange {
+    pub(crate) response: Response<Incoming>,
+    pub(crate) lease: Option<Lease>,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Upstreams {
+    pub(crate) fn new(connect_timeout: Duration, hosts_file: Option<&Path>) -> Rc<Upstreams> {
+        Rc::new_cyclic(|me| Upstreams {
+            me: me.clone(),
+            names: RefCell::new(HashMap::new()),
+            idle: RefCell::new(HashMap::new()),
+            connect_timeout,
+            hosts_file: hosts_file.map(Rc::from),
+        })
+    }
+
+    fn put_idle(&self, addr: SocketAddr, sender: SendRequest<Incoming>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.entry(addr).or_default();
+        if list.len() < MAX_IDLE_PER_ADDR {
+            list.push(sender);
+        }
+    }
+
+    fn take_idle(&self, addr: SocketAddr) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(&addr)?;
+        while let Some(sender) = list.pop() {
+            if sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// The addresses of `target`, resolving (or refreshing in the background) as needed.
+    /// Returns the addresses and the round-robin starting position for this request.
+    pub(crate) async fn addresses(
+        &self,
+        target: Target<'_>,
+    ) -> Result<(Rc<[IpAddr]>, usize), SendError> {
+        if let Ok(ip) = target.host.parse::<IpAddr>() {
+            return Ok((Rc::from(vec![ip]), 0));
+        }
+        let key = (target.host.to_string(), target.tasks_first);
+        let now = Instant::now();
+        let cached = {
+            let mut names = self.names.borrow_mut();
+            match names.get_mut(&key) {
+                Some(entry) => {
+                    let stale = now.duration_since(entry.fetched) >= RESOLVE_TTL;
+                    if stale && !entry.refreshing {
+                        entry.refreshing = true;
+                        self.spawn_refresh(key.clone());
+                    }
+                    entry.next = entry.next.wrapping_add(1);
+                    Some((entry.result.clone(), entry.next))
+                }
+                None => None,
+            }
+        };
+        let (result, start) = match cached {
+            Some(hit) => hit,
+            None => {
+                let result = lookup(target.host, target.tasks_first, self.hosts_file.as_deref()).await;
+                let mut names = self.names.borrow_mut();
+                let entry = names.entry(key).or_insert(NameEntry {
+                    result: result.clone(),
+                    fetched: Instant::now(),
+                    refreshing: false,
+                    next: 0,
+                });
+                entry.next = entry.next.wrapping_add(1);
+                (result, entry.next)
+            }
+        };
+        match result {
+            Ok(addrs) => Ok((addrs, start)),
+            Err(reason) => Err(SendError::Resolve {
+                host: target.host.to_string(),
+                reason,
+            }),
+        }
+    }
+
+    fn spawn_refresh(&self, key: (String, bool)) {
+        let me = self.me.clone();
+        let hosts_file = self.hosts_file.clone();
+        tokio::task::spawn_local(async move {
+            let result = lookup(&key.0, key.1, hosts_file.as_deref()).await;
+            if let Some(me) = me.upgrade() {
+                let mut names = me.names.borrow_mut();
+                if let Some(entry) = names.get_mut(&key) {
+                    // Keep serving the last good answer when a refresh fails transiently.
+                    if result.is_ok() || entry.result.is_err() {
+                        entry.result = result;
+                    }
+                    entry.fetched = Instant::now();
+                    entry.refreshing = false;
+                }
+            }
+        });
+    }
+
+    /// Marks a name for refresh after its address failed.
+    fn invalidate(&self, target: Target<'_>) {
+        let key = (target.host.to_string(), target.tasks_first);
+        if let Some(entry) = self.names.borrow_mut().get_mut(&key) {
+            entry.fetched = Instant::now() - RESOLVE_TTL;
+        }
+    }
+
+    /// Sends `req` to one of `target`'s addresses on `port`, retrying on other addresses when
+    /// a connection cannot be established. `preferred` picks an address index (stickiness).
+    pub(crate) async fn send(
+        &self,
+        target: Target<'_>,
+        port: u16,
+        mut req: Request<Incoming>,
+        upgrade: bool,
+        server_timeout: Duration,
+        preferred: Option<usize>,
+    ) -> Result<Exchange, SendError> {
+        let (addrs, start) = self.addresses(target).await?;
+        if addrs.is_empty() {
+            return Err(SendError::Resolve {
+                host: target.host.to_string(),
+                reason: "no addresses".into(),
+            });
+        }
+        let start = preferred.filter(|i| *i < addrs.len()).unwrap_or(start);
+        let attempts = addrs.len().min(MAX_ATTEMPTS);
+        for attempt in 0..attempts {
+            let addr = SocketAddr::new(addrs[(start + attempt) % addrs.len()], port);
+            if !upgrade {
+                while let Some(mut sender) = self.take_idle(addr) {
+                    match tokio::time::timeout(server_timeout, sender.try_send_request(req)).await
+                    {
+                        Err(_) => return Err(SendError::Timeout { addr }),
+                        Ok(Ok(response)) => {
+                            return Ok(Exchange {
+                                response,
+                                lease: Some(self.lease(sender, addr)),
+                                addr,
+                            })
+                        }
+                        Ok(Err(mut e)) => match e.take_message() {
+                            // The idle connection was closed before the request went out.
+                            Some(back) => req = back,
+                            None => {
+                                return Err(SendError::Broken {
+                                    addr,
+                                    source: e.into_error(),
+                                })
+                            }
+                        },
+                    }
+                }
+            }
+            let mut sender = match self.connect(addr, upgrade).await {
+                Ok(sender) => sender,
+                Err(error) => {
+                    tracing::warn!(%addr, host = target.host, %error, "upstream connect failed");
+                    self.invalidate(target);
+                    continue;
+                }
+            };
+            return match tokio::time::timeout(server_timeout, sender.try_send_request(req)).await {
+                Err(_) => Err(SendError::Timeout { addr }),
+                Ok(Ok(response)) => Ok(Exchange {
+                    response,
+                    lease: (!upgrade).then(|| self.lease(sender, addr)),
+                    addr,
+                }),
+                Ok(Err(e)) => Err(SendError::Broken {
+                    addr,
+                    source: e.into_error(),
+                }),
+            };
+        }
+        Err(SendError::Unreachable {
+            host: target.host.to_string(),
+            tried: attempts,
+        })
+    }
+
+    fn lease(&self, sender: SendRequest<Incoming>, addr: SocketAddr) -> Lease {
+        Lease {
+            sender,
+            addr,
+            pool: self.me.clone(),
+        }
+    }
+
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        upgrade: bool,
+    ) -> Result<SendRequest<Incoming>, ConnectError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout(self.connect_timeout))?
+            .map_err(ConnectError::Io)?;
+        // Small responses must not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        if upgrade {
+            tokio::task::spawn_local(async move {
+                if let Err(error) = conn.with_upgrades().await {
+                    tracing::debug!(%addr, %error, "upstream connection ended");
+                }
+            });
+        } else {
+            tokio::task::spawn_local(async move {
+                if let Err(error) = conn.await {
+                    tracing::debug!(%addr, %error, "upstream connection ended");
+                }
+            });
+        }
+        Ok(sender)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("handshake failed: {0}")]
+    Handshake(hyper::Error),
+}
+
+/// Resolves `host` the way the system resolver does, `tasks.<host>` first when asked.
+/// Addresses come back sorted so every worker (and every replica) sees the same order.
+async fn lookup(
+    host: &str,
+    tasks_first: bool,
+    hosts_file: Option<&Path>,
+) -> Result<Rc<[IpAddr]>, String> {
+    if tasks_first {
+        if let Ok(addrs) = lookup_one(&format!("tasks.{host}"), hosts_file).await {
+            if !addrs.is_empty() {
+                return Ok(addrs);
+            }
+        }
+    }
+    lookup_one(host, hosts_file).await.map_err(|e| e.to_string())
+}
+
+/// Looks a name up in `HOSTS_FILE` (when set), then through the system resolver.
+async fn lookup_one(host: &str, hosts_file: Option<&Path>) -> std::io::Result<Rc<[IpAddr]>> {
+    if let Some(path) = hosts_file {
+        let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
+        let mut ips = hosts_entries(&text, host);
+        if !ips.is_empty() {
+            ips.sort();
+            ips.dedup();
+            return Ok(Rc::from(ips));
+        }
+    }
+    let mut ips: Vec<IpAddr> = tokio::net::lookup_host((host, 0u16))
+        .await?
+        .map(|a| a.ip())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    Ok(Rc::from(ips))
+}
+
+/// The addresses a hosts-format text gives `host` (`<ip> <name> [<name>…]`, `#` comments).
+fn hosts_entries(text: &str, host: &str) -> Vec<IpAddr> {
+    text.lines()
+        .map(|line| line.split('#').next().unwrap_or(""))
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let ip: IpAddr = fields.next()?.parse().ok()?;
+            fields.any(|name| name.eq_ignore_ascii_case(host)).then_some(ip)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_file_lines_are_parsed() {
+        let text = "# comment\n127.0.0.2 tasks.go-demo go-demo\n127.0.0.3 tasks.go-demo\nbad line\n";
+        let ips = hosts_entries(text, "TASKS.go-demo");
+        assert_eq!(ips.len(), 2);
+        assert_eq!(hosts_entries(text, "go-demo").len(), 1);
+        assert!(hosts_entries(text, "other").is_empty());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn ip_literals_are_not_looked_up() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let up = Upstreams::new(Duration::from_secs(1), None);
+                let (addrs, _) = up
+                    .addresses(Target {
+                        host: "127.0.0.1",
+                        tasks_first: true,
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(&*addrs, &["127.0.0.1".parse::<IpAddr>().unwrap()]);
+            })
+            .await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn localhost_resolves_through_the_system_resolver() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let up = Upstreams::new(Duration::from_secs(1), None);
+                let (addrs, _) = up
+                    .addresses(Target {
+                        host: "localhost",
+                        tasks_first: true,
+                    })
+                    .await
+                    .unwrap();
+                assert!(addrs.iter().any(|a| a.is_loopback()));
+            })
+            .await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn unknown_names_are_a_resolve_error() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let up = Upstreams::new(Duration::from_secs(1), None);
+                let err = up
+                    .addresses(Target {
+                        host: "no-such-service.invalid",
+                        tasks_first: true,
+                    })
+                    .await
+                    .unwrap_err();
+                assert!(matches!(err, SendError::Resolve { .. }));
+            })
+            .await;
+    }
+}

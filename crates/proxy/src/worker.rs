@@ -1,0 +1,264 @@
+//! The data plane's threads: one worker per core, each with its own current-thread runtime,
+//! its own `SO_REUSEPORT` listener on every HTTP port, and its own upstream pools. Workers
+//! share nothing but the published routing snapshot.
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::rc::Rc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use sluice_core::service::ConnectionMode;
+use sluice_core::settings::Timeouts;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::forward::{self, ConnInfo};
+use crate::snapshot::SnapshotCell;
+use crate::upstream::Upstreams;
+
+/// What the data plane needs to start.
+#[derive(Debug, Clone)]
+pub struct DataPlaneConfig {
+    /// HTTP ports to listen on (`0` picks a free port, shared by all workers).
+    pub ports: Vec<u16>,
+    /// Worker threads (at least one).
+    pub workers: usize,
+    /// DFP's `TIMEOUT_*` values.
+    pub timeouts: Timeouts,
+    /// `CONNECTION_MODE`.
+    pub connection_mode: ConnectionMode,
+    /// `HOSTS_FILE`: extra name-to-address entries consulted before the system resolver.
+    pub hosts_file: Option<std::path::PathBuf>,
+}
+
+/// A data plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    /// A port could not be bound.
+    #[error("cannot listen on port {port}: {source}")]
+    Bind {
+        /// The port asked for.
+        port: u16,
+        /// The system's answer.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker thread or its runtime could not start.
+    #[error("cannot start worker thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// The per-thread state every request of a worker sees.
+pub(crate) struct Worker {
+    pub(crate) snapshot: SnapshotCell,
+    pub(crate) upstreams: Rc<Upstreams>,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) connection_mode: ConnectionMode,
+}
+
+/// The running data plane.
+pub struct DataPlane {
+    addrs: Vec<SocketAddr>,
+    threads: Vec<JoinHandle<()>>,
+    stop: watch::Sender<Option<Duration>>,
+}
+
+impl DataPlane {
+    /// Binds every port and starts the workers. Returns once all listeners are bound.
+    pub fn start(config: DataPlaneConfig, snapshot: SnapshotCell) -> Result<DataPlane, DataPlaneError> {
+        let workers = config.workers.max(1);
+        // Bind the first socket of each port here, so port 0 resolves to one concrete port that
+        // every other worker then shares through SO_REUSEPORT.
+        let mut per_worker: Vec<Vec<StdListener>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut addrs = Vec::new();
+        for &port in &config.ports {
+            let first = bind_reuseport(port).map_err(|source| DataPlaneError::Bind { port, source })?;
+            let actual = first
+                .local_addr()
+                .map_err(|source| DataPlaneError::Bind { port, source })?;
+            addrs.push(actual);
+            per_worker[0].push(first);
+            for listeners in per_worker.iter_mut().skip(1) {
+                let more = bind_reuseport(actual.port())
+                    .map_err(|source| DataPlaneError::Bind { port, source })?;
+                listeners.push(more);
+            }
+        }
+        let (stop, stop_rx) = watch::channel(None);
+        let mut threads = Vec::with_capacity(workers);
+        for (index, listeners) in per_worker.into_iter().enumerate() {
+            let snapshot = snapshot.clone();
+            let config = config.clone();
+            let stop_rx = stop_rx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("sluice-worker-{index}"))
+                .spawn(move || run_worker(index, listeners, snapshot, config, stop_rx))
+                .map_err(DataPlaneError::Thread)?;
+            threads.push(handle);
+        }
+        Ok(DataPlane {
+            addrs,
+            threads,
+            stop,
+        })
+    }
+
+    /// The bound HTTP addresses, in the order of the configured ports.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `grace`, then closes the rest.
+    pub fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(Some(grace));
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn bind_reuseport(port: u16) -> std::io::Result<StdListener> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+    socket.listen(4096)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+fn run_worker(
+    index: usize,
+    listeners: Vec<StdListener>,
+    snapshot: SnapshotCell,
+    config: DataPlaneConfig,
+    stop: watch::Receiver<Option<Duration>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            tracing::error!(worker = index, %error, "cannot start worker runtime");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let worker = Rc::new(Worker {
+            snapshot,
+            upstreams: Upstreams::new(config.timeouts.connect, config.hosts_file.as_deref()),
+            timeouts: config.timeouts.clone(),
+            connection_mode: config.connection_mode,
+        });
+        // Every connection task holds a sender; when all are gone, the worker has drained.
+        let (drain_tx, mut drain_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let mut accept_loops = Vec::new();
+        for std_listener in listeners {
+            let listener = match TcpListener::from_std(std_listener) {
+                Ok(l) => l,
+                Err(error) => {
+                    tracing::error!(worker = index, %error, "cannot register listener");
+                    continue;
+                }
+            };
+            accept_loops.push(tokio::task::spawn_local(accept_loop(
+                listener,
+                worker.clone(),
+                drain_tx.clone(),
+                stop.clone(),
+            )));
+        }
+        let mut stop = stop;
+        let grace = loop {
+            if let Some(grace) = *stop.borrow_and_update() {
+                break grace;
+            }
+            if stop.changed().await.is_err() {
+                break Duration::ZERO;
+            }
+        };
+        for task in accept_loops {
+            let _ = task.await;
+        }
+        drop(drain_tx);
+        if tokio::time::timeout(grace, drain_rx.recv()).await.is_err() {
+            tracing::warn!(worker = index, ?grace, "connections still open after the grace period; closing them");
+        }
+    });
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    worker: Rc<Worker>,
+    drain: tokio::sync::mpsc::Sender<()>,
+    mut stop: watch::Receiver<Option<Duration>>,
+) {
+    let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // hyper's header timer runs while a connection waits for its next request, so it
+        // bounds both the idle keep-alive time and the time to send request headers.
+        .header_read_timeout(
+            worker
+                .timeouts
+                .http_keep_alive
+                .max(worker.timeouts.http_request),
+        );
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, client) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Rc::new(ConnInfo {
+            client,
+            local_port,
+            tls: false,
+            client_cert_verified: false,
+        });
+        let worker = worker.clone();
+        let service = service_fn(move |req| {
+            let worker = worker.clone();
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(forward::handle(worker, conn, req).await) }
+        });
+        let mut connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let drain = drain.clone();
+        let mut stop = stop.clone();
+        tokio::task::spawn_local(async move {
+            let result = tokio::select! {
+                result = &mut connection => result,
+                _ = stop.wait_for(Option::is_some) => {
+                    // Finish the request in flight, then close instead of keeping alive.
+                    std::pin::Pin::new(&mut connection).graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%client, %error, "client connection ended with an error");
+            }
+            drop(drain);
+        });
+    }
+}
