@@ -83,7 +83,10 @@ async fn reconfigure(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery
                 StatusCode::BAD_REQUEST
             };
             tracing::warn!(service = %name, %error, "reconfigure rejected");
-            return json_response(status, view::envelope("NOK", &error.to_string(), &name, None));
+            return json_response(
+                status,
+                view::envelope("NOK", &error.to_string(), &name, None),
+            );
         }
     };
     let settings = &state.settings;
@@ -104,7 +107,9 @@ async fn reconfigure(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery
             .first()
             .and_then(|d| d.outbound_hostname.clone())
             .unwrap_or_else(|| service.name.clone());
-        let lookup = tokio::net::lookup_host((host.as_str(), 0u16)).await.map(|_| ());
+        let lookup = tokio::net::lookup_host((host.as_str(), 0u16))
+            .await
+            .map(|_| ());
         if let Err(error) = lookup {
             let message = format!("cannot resolve {host}: {error}");
             tracing::warn!(service = %name, %message, "reconfigure rejected");
@@ -117,7 +122,10 @@ async fn reconfigure(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery
     if service.replicas == Some(0) {
         let change = state.registry.remove(&service.name).await;
         tracing::info!(service = %name, generation = change.generation, "Removing {name} configuration (replicas=0)");
-        return json_response(StatusCode::OK, view::envelope("OK", "", &name, Some(&service)));
+        return json_response(
+            StatusCode::OK,
+            view::envelope("OK", "", &name, Some(&service)),
+        );
     }
     let message = service.warnings.join("; ");
     let body = view::envelope("OK", &message, &name, Some(&service));
@@ -152,7 +160,11 @@ async fn remove(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> 
 async fn reload(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Response {
     let params = query_params(raw);
     let generation = state.registry.republish().await;
-    tracing::info!(generation, recreate = is_true(&params, "recreate"), "Reloaded the routing table");
+    tracing::info!(
+        generation,
+        recreate = is_true(&params, "recreate"),
+        "Reloaded the routing table"
+    );
     json_response(StatusCode::OK, view::envelope("OK", "", "", None))
 }
 
@@ -184,7 +196,10 @@ async fn config(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> 
         resp
     };
     let headers = resp.headers_mut();
-    headers.insert("x-sluice-generation", HeaderValue::from(snapshot.generation));
+    headers.insert(
+        "x-sluice-generation",
+        HeaderValue::from(snapshot.generation),
+    );
     if let Ok(digest) = HeaderValue::from_str(&snapshot.digest) {
         headers.insert("x-sluice-digest", digest);
     }

@@ -182,9 +182,8 @@ impl Persister {
                     .iter()
                     .map(|(name, svc)| (name, &svc.params));
                 let store = store.clone();
-                let owned: Vec<(String, sluice_core::service::Params)> = params
-                    .map(|(n, p)| (n.clone(), p.clone()))
-                    .collect();
+                let owned: Vec<(String, sluice_core::service::Params)> =
+                    params.map(|(n, p)| (n.clone(), p.clone())).collect();
                 let result = tokio::task::spawn_blocking(move || {
                     store.save(owned.iter().map(|(n, p)| (n, p)))
                 })

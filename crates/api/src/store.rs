@@ -108,10 +108,7 @@ impl Store {
         if file.version != FORMAT_VERSION {
             return Err(StoreError::Corrupt {
                 path,
-                reason: format!(
-                    "format version {} is not {FORMAT_VERSION}",
-                    file.version
-                ),
+                reason: format!("format version {} is not {FORMAT_VERSION}", file.version),
             });
         }
         Ok(file.services)

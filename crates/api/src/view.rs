@@ -5,7 +5,12 @@ use serde_json::{json, Map, Value};
 use sluice_core::service::{Destination, HeaderOp, HeaderValue, Service, ValuePart};
 
 /// DFP's response envelope: `Status`, `Message`, `ServiceName`, then the service's fields.
-pub fn envelope(status: &str, message: &str, service_name: &str, service: Option<&Service>) -> Value {
+pub fn envelope(
+    status: &str,
+    message: &str,
+    service_name: &str,
+    service: Option<&Service>,
+) -> Value {
     let mut map = Map::new();
     map.insert("Status".into(), json!(status));
     map.insert("Message".into(), json!(message));
@@ -93,8 +98,12 @@ fn split_ops(ops: &[HeaderOp]) -> Ops {
     let mut out: Ops = (Vec::new(), Vec::new(), Vec::new());
     for op in ops {
         match op {
-            HeaderOp::Add { name, value, .. } => out.0.push(format!("{name} {}", value_text(value))),
-            HeaderOp::Set { name, value, .. } => out.1.push(format!("{name} {}", value_text(value))),
+            HeaderOp::Add { name, value, .. } => {
+                out.0.push(format!("{name} {}", value_text(value)))
+            }
+            HeaderOp::Set { name, value, .. } => {
+                out.1.push(format!("{name} {}", value_text(value)))
+            }
             HeaderOp::Del { name } => out.2.push(name.clone()),
         }
     }

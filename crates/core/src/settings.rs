@@ -88,7 +88,9 @@ impl PortSpec {
         let item = item.trim();
         let (body, ssl) = match item.rsplit_once(':') {
             Some((body, "ssl")) => (body.trim_end(), true),
-            Some((_, other)) => return Err(format!("unknown port suffix ':{other}' (only ':ssl')")),
+            Some((_, other)) => {
+                return Err(format!("unknown port suffix ':{other}' (only ':ssl')"))
+            }
             None => (item, false),
         };
         let mut words = body.split_whitespace();
@@ -284,11 +286,13 @@ impl Reader<'_> {
     ) -> Result<Option<T>, SettingsError> {
         match self.vars.var(var) {
             None => Ok(None),
-            Some(value) => parse(&value).map(Some).map_err(|reason| SettingsError::Invalid {
-                var: var.to_string(),
-                value,
-                reason,
-            }),
+            Some(value) => parse(&value)
+                .map(Some)
+                .map_err(|reason| SettingsError::Invalid {
+                    var: var.to_string(),
+                    value,
+                    reason,
+                }),
         }
     }
 
@@ -309,7 +313,11 @@ impl Reader<'_> {
         .map(|b| b.unwrap_or(default))
     }
 
-    fn number<T: std::str::FromStr>(&self, var: &str, what: &str) -> Result<Option<T>, SettingsError> {
+    fn number<T: std::str::FromStr>(
+        &self,
+        var: &str,
+        what: &str,
+    ) -> Result<Option<T>, SettingsError> {
         self.parsed(var, |v| {
             parse_decimal::<T>(v.trim()).ok_or_else(|| format!("not {what}"))
         })
@@ -431,5 +439,348 @@ impl Settings {
             reload_attempts,
             repeat_reload,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn error(pairs: &[(&str, &str)]) -> SettingsError {
+        match Settings::from_vars(&vars(pairs)) {
+            Ok(s) => panic!("{pairs:?} parsed: {s:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn error_var(pairs: &[(&str, &str)]) -> String {
+        let SettingsError::Invalid { var, .. } = error(pairs);
+        var
+    }
+
+    /// Records every variable read.
+    struct Recording {
+        inner: HashMap<String, String>,
+        read: RefCell<Vec<String>>,
+    }
+
+    impl Vars for Recording {
+        fn var(&self, key: &str) -> Option<String> {
+            self.read.borrow_mut().push(key.to_string());
+            self.inner.var(key)
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Settings::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(s, Settings::default());
+        assert_eq!(s.ip, IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(s.port, 8080);
+        assert_eq!(
+            s.default_ports,
+            [PortSpec {
+                port: 80,
+                ssl: false
+            }]
+        );
+        assert!(s.bind_ports.is_empty());
+        assert_eq!(s.data_dir, PathBuf::from("/var/lib/sluice"));
+        assert_eq!(s.secrets_dir, PathBuf::from("/run/secrets"));
+        assert_eq!(s.certs_dir, PathBuf::from("/certs"));
+        assert_eq!(s.parse, ParseContext::default());
+        assert_eq!(s.parse.separator, ",");
+        assert_eq!(s.parse.default_domain_algo, DomainAlgo::Beg);
+        assert!(!s.parse.https_only);
+        let t = s.timeouts;
+        assert_eq!(
+            [
+                t.connect,
+                t.client,
+                t.server,
+                t.queue,
+                t.tunnel,
+                t.http_request,
+                t.http_keep_alive
+            ],
+            [5, 20, 20, 30, 3600, 5, 15].map(Duration::from_secs)
+        );
+        assert_eq!(s.service_name, "proxy");
+        assert!(s.listener_addresses.is_empty());
+        assert_eq!(s.proxy_instance_name, "docker-flow");
+        assert!(!s.filter_proxy_instance_name);
+        assert!(s.skip_address_validation);
+        assert_eq!(s.connection_mode, ConnectionMode::KeepAlive);
+        assert!(s.worker_threads >= 1);
+        assert_eq!(s.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(s.reload_interval, Duration::from_millis(5000));
+        assert_eq!(s.reload_attempts, 5);
+        assert!(!s.repeat_reload);
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let v = vars(&[
+            ("IP", "127.0.0.1"),
+            ("PORT", "0"),
+            ("DEFAULT_PORTS", "8080, 8443:ssl"),
+            ("BIND_PORTS", "9000,,9443:ssl"),
+            ("DATA_DIR", "/data"),
+            ("SECRETS_DIR", "/s"),
+            ("CERTS_DIR", "/c"),
+            ("SEPARATOR", ";"),
+            ("SERVICE_DOMAIN_ALGO", "hdr_dom(host)"),
+            ("HTTPS_ONLY", "true"),
+            ("TIMEOUT_CONNECT", "1"),
+            ("TIMEOUT_CLIENT", "2"),
+            ("TIMEOUT_SERVER", "3"),
+            ("TIMEOUT_QUEUE", "4"),
+            ("TIMEOUT_TUNNEL", "0"),
+            ("TIMEOUT_HTTP_REQUEST", "6"),
+            ("TIMEOUT_HTTP_KEEP_ALIVE", "7"),
+            ("SERVICE_NAME", "edge"),
+            ("LISTENER_ADDRESS", " swarm-listener , ,other "),
+            ("PROXY_INSTANCE_NAME", "public"),
+            ("FILTER_PROXY_INSTANCE_NAME", "1"),
+            ("SKIP_ADDRESS_VALIDATION", "false"),
+            ("CONNECTION_MODE", "http-server-close"),
+            ("WORKER_THREADS", "3"),
+            ("SHUTDOWN_GRACE", "30"),
+            ("RELOAD_INTERVAL", "250"),
+            ("RELOAD_ATTEMPTS", "9"),
+            ("REPEAT_RELOAD", "True"),
+        ]);
+        let recording = Recording {
+            inner: v,
+            read: RefCell::new(Vec::new()),
+        };
+        let s = Settings::from_vars(&recording).unwrap();
+        assert_eq!(s.ip, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(s.port, 0);
+        assert_eq!(
+            s.default_ports,
+            [
+                PortSpec {
+                    port: 8080,
+                    ssl: false
+                },
+                PortSpec {
+                    port: 8443,
+                    ssl: true
+                }
+            ]
+        );
+        assert_eq!(
+            s.bind_ports,
+            [
+                PortSpec {
+                    port: 9000,
+                    ssl: false
+                },
+                PortSpec {
+                    port: 9443,
+                    ssl: true
+                }
+            ]
+        );
+        assert_eq!(s.data_dir, PathBuf::from("/data"));
+        assert_eq!(s.secrets_dir, PathBuf::from("/s"));
+        assert_eq!(s.certs_dir, PathBuf::from("/c"));
+        assert_eq!(
+            s.parse,
+            ParseContext {
+                separator: ";".into(),
+                default_domain_algo: DomainAlgo::Dom,
+                https_only: true
+            }
+        );
+        let t = s.timeouts;
+        assert_eq!(
+            [
+                t.connect,
+                t.client,
+                t.server,
+                t.queue,
+                t.tunnel,
+                t.http_request,
+                t.http_keep_alive
+            ],
+            [1, 2, 3, 4, 0, 6, 7].map(Duration::from_secs)
+        );
+        assert_eq!(s.service_name, "edge");
+        assert_eq!(s.listener_addresses, ["swarm-listener", "other"]);
+        assert_eq!(s.proxy_instance_name, "public");
+        assert!(s.filter_proxy_instance_name);
+        assert!(!s.skip_address_validation);
+        assert_eq!(s.connection_mode, ConnectionMode::ServerClose);
+        assert_eq!(s.worker_threads, 3);
+        assert_eq!(s.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(s.reload_interval, Duration::from_millis(250));
+        assert_eq!(s.reload_attempts, 9);
+        assert!(s.repeat_reload);
+
+        let mut read = recording.read.into_inner();
+        read.sort();
+        read.dedup();
+        let mut known: Vec<String> = known_variables().iter().map(|v| v.to_string()).collect();
+        known.sort();
+        assert_eq!(read, known, "known_variables() lists exactly what is read");
+    }
+
+    #[test]
+    fn worker_threads_zero_means_cpus() {
+        let s = Settings::from_vars(&vars(&[("WORKER_THREADS", "0")])).unwrap();
+        assert_eq!(s.worker_threads, Settings::default().worker_threads);
+        assert_eq!(error_var(&[("WORKER_THREADS", "-1")]), "WORKER_THREADS");
+    }
+
+    #[test]
+    fn ipv6_and_bad_ip() {
+        let s = Settings::from_vars(&vars(&[("IP", "::")])).unwrap();
+        assert!(s.ip.is_ipv6());
+        let e = error(&[("IP", "x")]);
+        assert_eq!(e.to_string(), "invalid IP=\"x\": not an IP address");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let cases: &[(&str, &str)] = &[
+            ("PORT", "65536"),
+            ("PORT", "http"),
+            ("DEFAULT_PORTS", "80,abc"),
+            ("BIND_PORTS", "8443 accept-proxy:ssl"),
+            ("SERVICE_DOMAIN_ALGO", "hdr_sub(host)"),
+            ("HTTPS_ONLY", "yes"),
+            ("TIMEOUT_CONNECT", "5s"),
+            ("TIMEOUT_CLIENT", "-1"),
+            ("TIMEOUT_SERVER", "1.5"),
+            ("TIMEOUT_QUEUE", "x"),
+            ("TIMEOUT_TUNNEL", "1h"),
+            ("TIMEOUT_HTTP_REQUEST", "x"),
+            ("TIMEOUT_HTTP_KEEP_ALIVE", "x"),
+            ("FILTER_PROXY_INSTANCE_NAME", "on"),
+            ("SKIP_ADDRESS_VALIDATION", "nope"),
+            ("CONNECTION_MODE", "http-tunnel"),
+            ("SHUTDOWN_GRACE", "soon"),
+            ("RELOAD_INTERVAL", "5s"),
+            ("RELOAD_ATTEMPTS", "-2"),
+            ("REPEAT_RELOAD", "2"),
+        ];
+        for (var, value) in cases {
+            let e = error(&[(var, value)]);
+            let SettingsError::Invalid {
+                var: got, value: v, ..
+            } = &e;
+            assert_eq!((got.as_str(), v.as_str()), (*var, *value));
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("invalid {var}={value:?}: ")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn booleans_use_the_go_set() {
+        for t in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert!(
+                Settings::from_vars(&vars(&[("REPEAT_RELOAD", t)]))
+                    .unwrap()
+                    .repeat_reload
+            );
+        }
+        for f in ["0", "f", "F", "FALSE", "false", "False"] {
+            assert!(
+                !Settings::from_vars(&vars(&[("SKIP_ADDRESS_VALIDATION", f)]))
+                    .unwrap()
+                    .skip_address_validation
+            );
+        }
+    }
+
+    #[test]
+    fn empty_values_take_defaults() {
+        let s = Settings::from_vars(&vars(&[
+            ("PORT", ""),
+            ("SEPARATOR", ""),
+            ("DEFAULT_PORTS", ""),
+        ]))
+        .unwrap();
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn port_specs() {
+        assert_eq!(
+            PortSpec::parse("80"),
+            Ok(PortSpec {
+                port: 80,
+                ssl: false
+            })
+        );
+        assert_eq!(
+            PortSpec::parse(" 443:ssl "),
+            Ok(PortSpec {
+                port: 443,
+                ssl: true
+            })
+        );
+        assert_eq!(
+            PortSpec::parse("0"),
+            Ok(PortSpec {
+                port: 0,
+                ssl: false
+            })
+        );
+        let e = PortSpec::parse("8443 accept-proxy:ssl").unwrap_err();
+        assert!(
+            e.contains("bind option 'accept-proxy' is not supported"),
+            "{e}"
+        );
+        assert!(PortSpec::parse("8443 accept-proxy")
+            .unwrap_err()
+            .contains("accept-proxy"));
+        assert!(PortSpec::parse("443:tls").unwrap_err().contains(":tls"));
+        assert!(PortSpec::parse("70000").unwrap_err().contains("not a port"));
+        assert!(PortSpec::parse(":ssl").unwrap_err().contains("not a port"));
+        assert_eq!(PortSpec::parse_list(" , "), Ok(Vec::new()));
+        assert_eq!(
+            PortSpec {
+                port: 443,
+                ssl: true
+            }
+            .to_string(),
+            "443:ssl"
+        );
+        assert_eq!(
+            PortSpec {
+                port: 80,
+                ssl: false
+            }
+            .to_string(),
+            "80"
+        );
+        let e = error(&[("BIND_PORTS", "8085,8443 accept-proxy:ssl")]);
+        assert_eq!(
+            e.to_string(),
+            "invalid BIND_PORTS=\"8085,8443 accept-proxy:ssl\": bind option 'accept-proxy' is not supported"
+        );
+    }
+
+    #[test]
+    fn known_variables_are_unique() {
+        let mut names = known_variables().to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), known_variables().len());
     }
 }

@@ -65,10 +65,8 @@ impl HttpDelivery {
         connector.set_connect_timeout(Some(timeout));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        let user_agent = HeaderValue::from_static(concat!(
-            "sluice-listener/",
-            env!("CARGO_PKG_VERSION")
-        ));
+        let user_agent =
+            HeaderValue::from_static(concat!("sluice-listener/", env!("CARGO_PKG_VERSION")));
         Self {
             client,
             timeout,
@@ -230,7 +228,10 @@ mod tests {
                 auth: None,
             })
             .await;
-        assert!(matches!(result, AttemptResult::Transport { .. }), "{result:?}");
+        assert!(
+            matches!(result, AttemptResult::Transport { .. }),
+            "{result:?}"
+        );
         assert!(started.elapsed() < Duration::from_secs(2));
 
         // A port nobody listens on.
@@ -244,6 +245,9 @@ mod tests {
                 auth: None,
             })
             .await;
-        assert!(matches!(result, AttemptResult::Transport { .. }), "{result:?}");
+        assert!(
+            matches!(result, AttemptResult::Transport { .. }),
+            "{result:?}"
+        );
     }
 }

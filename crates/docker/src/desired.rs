@@ -172,7 +172,10 @@ mod tests {
     fn label_change_is_an_update() {
         let old = params("a", &[("com.df.servicePath", "/a")], 1);
         let new = params("a", &[("com.df.servicePath", "/b")], 1);
-        let changes = diff(&delivered(&[("a", old, true)]), &desired(&[("a", new.clone())]));
+        let changes = diff(
+            &delivered(&[("a", old, true)]),
+            &desired(&[("a", new.clone())]),
+        );
         assert_eq!(
             changes,
             vec![Change::Create {
@@ -187,7 +190,10 @@ mod tests {
     fn replica_change_is_an_update() {
         let old = params("a", &[], 1);
         let new = params("a", &[], 3);
-        let changes = diff(&delivered(&[("a", old, true)]), &desired(&[("a", new.clone())]));
+        let changes = diff(
+            &delivered(&[("a", old, true)]),
+            &desired(&[("a", new.clone())]),
+        );
         assert!(matches!(
             changes.as_slice(),
             [Change::Create { reason: CreateReason::Updated, params, .. }] if *params == new
@@ -215,10 +221,16 @@ mod tests {
     #[test]
     fn unconfirmed_service_is_resent_and_removed_when_gone() {
         let a = params("a", &[], 1);
-        let changes = diff(&delivered(&[("a", a.clone(), false)]), &desired(&[("a", a.clone())]));
+        let changes = diff(
+            &delivered(&[("a", a.clone(), false)]),
+            &desired(&[("a", a.clone())]),
+        );
         assert!(matches!(
             changes.as_slice(),
-            [Change::Create { reason: CreateReason::Resend, .. }]
+            [Change::Create {
+                reason: CreateReason::Resend,
+                ..
+            }]
         ));
         let changes = diff(&delivered(&[("a", a, false)]), &BTreeMap::new());
         assert!(matches!(changes.as_slice(), [Change::Remove { .. }]));

@@ -138,7 +138,11 @@ impl Endpoint {
     /// A short description for logs.
     pub(crate) fn describe(&self) -> String {
         let show = |t: &Option<Target>| t.as_ref().map_or("-".to_owned(), Target::display);
-        format!("create={} remove={}", show(&self.create), show(&self.remove))
+        format!(
+            "create={} remove={}",
+            show(&self.create),
+            show(&self.remove)
+        )
     }
 }
 
@@ -191,10 +195,11 @@ mod tests {
     #[test]
     fn parses_and_composes_urls() {
         let target = t("http://proxy:8080/v1/docker-flow-proxy/reconfigure");
-        let params: BTreeMap<String, String> = [("serviceName", "go-demo"), ("servicePath", "/demo")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let params: BTreeMap<String, String> =
+            [("serviceName", "go-demo"), ("servicePath", "/demo")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
         assert_eq!(
             target.url(&params),
             "http://proxy:8080/v1/docker-flow-proxy/reconfigure?serviceName=go-demo&servicePath=%2Fdemo"
@@ -211,7 +216,10 @@ mod tests {
     #[test]
     fn credentials_in_url_become_basic_auth_and_are_hidden() {
         let target = t("http://admin:s%40cret@proxy:8080/v1/docker-flow-proxy/remove");
-        assert_eq!(target.display(), "http://proxy:8080/v1/docker-flow-proxy/remove");
+        assert_eq!(
+            target.display(),
+            "http://proxy:8080/v1/docker-flow-proxy/remove"
+        );
         let auth = target.auth.clone().unwrap();
         assert!(auth.is_sensitive());
         // base64("admin:s@cret")

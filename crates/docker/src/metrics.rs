@@ -89,8 +89,10 @@ impl Metrics {
 
     /// A Docker listing succeeded with `services` watched services.
     pub(crate) fn resynced(&self, services: usize, at: SystemTime) {
-        self.services
-            .store(u64::try_from(services).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.services.store(
+            u64::try_from(services).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         self.resyncs.fetch_add(1, Ordering::Relaxed);
         let millis = at
             .duration_since(UNIX_EPOCH)

@@ -293,9 +293,10 @@ impl<D: Deliver> EndpointWorker<D> {
             return Flow::Continue;
         };
         let (verdict, detail) = match &result {
-            AttemptResult::Status { status, body } => {
-                (classify(*status), format!("status {status}: {}", body.trim()))
-            }
+            AttemptResult::Status { status, body } => (
+                classify(*status),
+                format!("status {status}: {}", body.trim()),
+            ),
             AttemptResult::Transport { error } => (Verdict::Retry, error.clone()),
         };
         match verdict {
@@ -317,7 +318,13 @@ impl<D: Deliver> EndpointWorker<D> {
                 match &change {
                     Change::Create { .. } => {
                         self.mark_uncertain(&change);
-                        self.blocked.insert(service, Blocked { of: fp, refused: true });
+                        self.blocked.insert(
+                            service,
+                            Blocked {
+                                of: fp,
+                                refused: true,
+                            },
+                        );
                     }
                     Change::Remove { .. } => {
                         // The proxy will not take this remove; there is nothing left to do.
@@ -355,7 +362,13 @@ impl<D: Deliver> EndpointWorker<D> {
                         "Failed at retrying request to {url} ({detail}); will try again after the next resync"
                     );
                     self.attempts.remove(&service);
-                    self.blocked.insert(service, Blocked { of: fp, refused: false });
+                    self.blocked.insert(
+                        service,
+                        Blocked {
+                            of: fp,
+                            refused: false,
+                        },
+                    );
                 }
             }
         }

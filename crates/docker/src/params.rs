@@ -73,7 +73,10 @@ impl NotifyLabel {
     }
 
     /// Judges a service's labels.
-    pub(crate) fn verdict(&self, labels: &std::collections::HashMap<String, String>) -> LabelVerdict {
+    pub(crate) fn verdict(
+        &self,
+        labels: &std::collections::HashMap<String, String>,
+    ) -> LabelVerdict {
         let Some(actual) = labels.get(&self.key) else {
             return LabelVerdict::Missing;
         };
@@ -188,7 +191,11 @@ pub(crate) fn build_params(
 /// The parameters of a Docker service, or why it has none.
 pub(crate) fn service_params(service: &Service, rules: &ParamRules) -> Result<ServiceParams, Skip> {
     let spec = service.spec.as_ref().ok_or(Skip::Malformed)?;
-    let name = spec.name.as_deref().filter(|n| !n.is_empty()).ok_or(Skip::Malformed)?;
+    let name = spec
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or(Skip::Malformed)?;
     let empty = std::collections::HashMap::new();
     let labels = spec.labels.as_ref().unwrap_or(&empty);
     match rules.notify_label.verdict(labels) {
@@ -317,7 +324,11 @@ mod tests {
         let table: Vec<(&str, Vec<(&str, &str)>, Mode, Option<&str>, &str, &str)> = vec![
             (
                 "go-demo",
-                vec![notify, ("com.df.servicePath", "/demo"), ("com.df.port", "8080")],
+                vec![
+                    notify,
+                    ("com.df.servicePath", "/demo"),
+                    ("com.df.port", "8080"),
+                ],
                 Mode::Replicated(1),
                 None,
                 "distribute=true&port=8080&replicas=1&serviceName=go-demo&servicePath=%2Fdemo",
@@ -325,7 +336,11 @@ mod tests {
             ),
             (
                 "go-demo",
-                vec![notify, ("com.df.distribute", "false"), ("com.df.port", "8080")],
+                vec![
+                    notify,
+                    ("com.df.distribute", "false"),
+                    ("com.df.port", "8080"),
+                ],
                 Mode::Global,
                 None,
                 "distribute=false&port=8080&serviceName=go-demo",
@@ -333,7 +348,11 @@ mod tests {
             ),
             (
                 "demo",
-                vec![notify, ("com.df.serviceName", "other"), ("com.df.replicas", "9")],
+                vec![
+                    notify,
+                    ("com.df.serviceName", "other"),
+                    ("com.df.replicas", "9"),
+                ],
                 Mode::Replicated(3),
                 None,
                 "distribute=true&replicas=3&serviceName=demo",
@@ -398,8 +417,16 @@ mod tests {
             rules.name_prefix = prefix.map(str::to_owned);
             let params = service_params(&service(name, &pairs, mode), &rules)
                 .unwrap_or_else(|skip| panic!("{name} {pairs:?} skipped: {skip:?}"));
-            assert_eq!(encode_params(&params.create), create, "create for {pairs:?}");
-            assert_eq!(encode_params(&params.remove), remove, "remove for {pairs:?}");
+            assert_eq!(
+                encode_params(&params.create),
+                create,
+                "create for {pairs:?}"
+            );
+            assert_eq!(
+                encode_params(&params.remove),
+                remove,
+                "remove for {pairs:?}"
+            );
         }
     }
 
@@ -475,7 +502,10 @@ mod tests {
         let listing = listing(&services, &rules());
         assert_eq!(listing.services.keys().collect::<Vec<_>>(), vec!["web"]);
         assert_eq!(
-            listing.services["web"].create.get("replicas").map(String::as_str),
+            listing.services["web"]
+                .create
+                .get("replicas")
+                .map(String::as_str),
             Some("1")
         );
         assert_eq!(

@@ -174,7 +174,10 @@ mod tests {
 
     #[test]
     fn configured_query_is_reencoded_and_placed_first() {
-        assert_eq!(reencode_query("hello=world").as_deref(), Some("hello=world"));
+        assert_eq!(
+            reencode_query("hello=world").as_deref(),
+            Some("hello=world")
+        );
         assert_eq!(
             reencode_query("dog=cat&bear=fox&x").as_deref(),
             Some("bear=fox&dog=cat&x=")
@@ -201,7 +204,10 @@ mod tests {
 
     #[test]
     fn compose_without_any_query_has_no_question_mark() {
-        assert_eq!(compose_url("http://p/x", None, &BTreeMap::new()), "http://p/x");
+        assert_eq!(
+            compose_url("http://p/x", None, &BTreeMap::new()),
+            "http://p/x"
+        );
         assert_eq!(
             compose_url("http://p/x", Some("a=1"), &BTreeMap::new()),
             "http://p/x?a=1"

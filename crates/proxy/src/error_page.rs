@@ -111,6 +111,9 @@ mod tests {
         assert!(r.headers().get(CACHE_CONTROL).is_none());
         let r = redirect(302, "https://a/b");
         assert_eq!(r.headers()[CACHE_CONTROL], "no-cache");
-        assert_eq!(page(Failure::BadRequest).status(), redirect(302, "bad\nvalue").status());
+        assert_eq!(
+            page(Failure::BadRequest).status(),
+            redirect(302, "bad\nvalue").status()
+        );
     }
 }

@@ -175,7 +175,12 @@ async fn forward(
     let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut response));
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, switching);
-    apply_header_ops(&mut parts.headers, &service.response_headers, conn, &client_ip);
+    apply_header_ops(
+        &mut parts.headers,
+        &service.response_headers,
+        conn,
+        &client_ip,
+    );
     if service.sticky && sticky_index.is_none() {
         if let Some(index) = sticky_index_of(&worker.upstreams, target, exchange.addr).await {
             let cookie = format!("{0}={0}_{1}; path=/", service.name, index);
@@ -188,9 +193,7 @@ async fn forward(
             }
         }
     }
-    let mode = service
-        .connection_mode
-        .unwrap_or(worker.connection_mode);
+    let mode = service.connection_mode.unwrap_or(worker.connection_mode);
     let lease = match mode {
         ConnectionMode::KeepAlive => exchange.lease,
         ConnectionMode::ServerClose | ConnectionMode::Close => None,
@@ -275,7 +278,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(name);
         }
     }
-    for name in [&KEEP_ALIVE, &PROXY_CONNECTION, &TE, &TRAILER, &TRANSFER_ENCODING] {
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &TE,
+        &TRAILER,
+        &TRANSFER_ENCODING,
+    ] {
         headers.remove(name);
     }
     headers.remove(CONNECTION);
@@ -337,7 +346,11 @@ fn sticky_choice(headers: &HeaderMap, service: &str) -> Option<usize> {
         .and_then(|i| i.parse().ok())
 }
 
-async fn sticky_index_of(upstreams: &Upstreams, target: Target<'_>, addr: SocketAddr) -> Option<usize> {
+async fn sticky_index_of(
+    upstreams: &Upstreams,
+    target: Target<'_>,
+    addr: SocketAddr,
+) -> Option<usize> {
     let (addrs, _) = upstreams.addresses(target).await.ok()?;
     addrs.iter().position(|ip| *ip == addr.ip())
 }
@@ -349,7 +362,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        h.insert(
+            CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-kept", HeaderValue::from_static("1"));
@@ -387,7 +403,10 @@ mod tests {
             https_location(Some("example.com:8080"), &uri),
             "https://example.com/a?b=1"
         );
-        assert_eq!(https_location(Some("example.com"), &uri), "https://example.com/a?b=1");
+        assert_eq!(
+            https_location(Some("example.com"), &uri),
+            "https://example.com/a?b=1"
+        );
     }
 
     #[test]

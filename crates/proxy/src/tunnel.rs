@@ -79,8 +79,7 @@ mod tests {
         let (proxy_b, mut server) = tokio::io::duplex(64);
         let task = tokio::task::LocalSet::new();
         task.run_until(async move {
-            let handle =
-                tokio::task::spawn_local(splice(proxy_a, proxy_b, Duration::from_secs(5)));
+            let handle = tokio::task::spawn_local(splice(proxy_a, proxy_b, Duration::from_secs(5)));
             client.write_all(b"ping").await.unwrap();
             let mut got = [0u8; 4];
             server.read_exact(&mut got).await.unwrap();

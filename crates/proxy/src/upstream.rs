@@ -178,7 +178,8 @@ impl Upstreams {
         let (result, start) = match cached {
             Some(hit) => hit,
             None => {
-                let result = lookup(target.host, target.tasks_first, self.hosts_file.as_deref()).await;
+                let result =
+                    lookup(target.host, target.tasks_first, self.hosts_file.as_deref()).await;
                 let mut names = self.names.borrow_mut();
                 let entry = names.entry(key).or_insert(NameEntry {
                     result: result.clone(),
@@ -250,8 +251,7 @@ impl Upstreams {
             let addr = SocketAddr::new(addrs[(start + attempt) % addrs.len()], port);
             if !upgrade {
                 while let Some(mut sender) = self.take_idle(addr) {
-                    match tokio::time::timeout(server_timeout, sender.try_send_request(req)).await
-                    {
+                    match tokio::time::timeout(server_timeout, sender.try_send_request(req)).await {
                         Err(_) => return Err(SendError::Timeout { addr }),
                         Ok(Ok(response)) => {
                             return Ok(Exchange {
@@ -364,7 +364,9 @@ async fn lookup(
             }
         }
     }
-    lookup_one(host, hosts_file).await.map_err(|e| e.to_string())
+    lookup_one(host, hosts_file)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Looks a name up in `HOSTS_FILE` (when set), then through the system resolver.
@@ -394,7 +396,9 @@ fn hosts_entries(text: &str, host: &str) -> Vec<IpAddr> {
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
             let ip: IpAddr = fields.next()?.parse().ok()?;
-            fields.any(|name| name.eq_ignore_ascii_case(host)).then_some(ip)
+            fields
+                .any(|name| name.eq_ignore_ascii_case(host))
+                .then_some(ip)
         })
         .collect()
 }
@@ -405,7 +409,8 @@ mod tests {
 
     #[test]
     fn hosts_file_lines_are_parsed() {
-        let text = "# comment\n127.0.0.2 tasks.go-demo go-demo\n127.0.0.3 tasks.go-demo\nbad line\n";
+        let text =
+            "# comment\n127.0.0.2 tasks.go-demo go-demo\n127.0.0.3 tasks.go-demo\nbad line\n";
         let ips = hosts_entries(text, "TASKS.go-demo");
         assert_eq!(ips.len(), 2);
         assert_eq!(hosts_entries(text, "go-demo").len(), 1);

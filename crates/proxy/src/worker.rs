@@ -70,14 +70,18 @@ pub struct DataPlane {
 
 impl DataPlane {
     /// Binds every port and starts the workers. Returns once all listeners are bound.
-    pub fn start(config: DataPlaneConfig, snapshot: SnapshotCell) -> Result<DataPlane, DataPlaneError> {
+    pub fn start(
+        config: DataPlaneConfig,
+        snapshot: SnapshotCell,
+    ) -> Result<DataPlane, DataPlaneError> {
         let workers = config.workers.max(1);
         // Bind the first socket of each port here, so port 0 resolves to one concrete port that
         // every other worker then shares through SO_REUSEPORT.
         let mut per_worker: Vec<Vec<StdListener>> = (0..workers).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
         for &port in &config.ports {
-            let first = bind_reuseport(port).map_err(|source| DataPlaneError::Bind { port, source })?;
+            let first =
+                bind_reuseport(port).map_err(|source| DataPlaneError::Bind { port, source })?;
             let actual = first
                 .local_addr()
                 .map_err(|source| DataPlaneError::Bind { port, source })?;
@@ -155,7 +159,7 @@ fn run_worker(
         let worker = Rc::new(Worker {
             snapshot,
             upstreams: Upstreams::new(config.timeouts.connect, config.hosts_file.as_deref()),
-            timeouts: config.timeouts.clone(),
+            timeouts: config.timeouts,
             connection_mode: config.connection_mode,
         });
         // Every connection task holds a sender; when all are gone, the worker has drained.
@@ -190,7 +194,11 @@ fn run_worker(
         }
         drop(drain_tx);
         if tokio::time::timeout(grace, drain_rx.recv()).await.is_err() {
-            tracing::warn!(worker = index, ?grace, "connections still open after the grace period; closing them");
+            tracing::warn!(
+                worker = index,
+                ?grace,
+                "connections still open after the grace period; closing them"
+            );
         }
     });
 }

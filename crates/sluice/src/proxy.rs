@@ -66,7 +66,7 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
         DataPlaneConfig {
             ports,
             workers: settings.worker_threads,
-            timeouts: settings.timeouts.clone(),
+            timeouts: settings.timeouts,
             connection_mode: settings.connection_mode,
             hosts_file: vars.var("HOSTS_FILE").map(std::path::PathBuf::from),
         },

@@ -49,7 +49,10 @@ fn bad_values_are_400_naming_parameter_and_value_and_change_nothing() {
     assert_eq!(p.get("/other", &[]).status, 503);
     let r = p.reconfigure("serviceName=go-demo&servicePath=/x&port=1&backendExtra=option%20foo");
     assert_eq!(r.status, 400);
-    assert!(r.json()["Message"].as_str().unwrap().contains("backendExtra"));
+    assert!(r.json()["Message"]
+        .as_str()
+        .unwrap()
+        .contains("backendExtra"));
     let r = p.reconfigure("serviceName=go-demo&servicePath=/x&port=1&pathType=hdr_sub");
     assert_eq!(r.status, 400);
     assert_eq!(p.get("/demo/hello", &[]).status, 200);
@@ -96,7 +99,11 @@ fn remove_needs_a_name_and_removes_and_logs() {
     assert_eq!(page.status, 503);
     assert!(page.body.contains("<html"));
     std::thread::sleep(std::time::Duration::from_millis(100));
-    assert!(p.log_text().contains("Removing go-demo configuration"), "{}", p.log_text());
+    assert!(
+        p.log_text().contains("Removing go-demo configuration"),
+        "{}",
+        p.log_text()
+    );
     // Unknown services are still a 200, as DFP.
     assert_eq!(p.api("remove", "serviceName=nothing").status, 200);
 }
@@ -104,7 +111,8 @@ fn remove_needs_a_name_and_removes_and_logs() {
 #[test]
 fn config_renders_text_and_json_without_passwords() {
     let p = Proxy::start();
-    let r = p.reconfigure("serviceName=go-demo&servicePath=/demo&port=8080&users=admin:s3cr3t-pass");
+    let r =
+        p.reconfigure("serviceName=go-demo&servicePath=/demo&port=8080&users=admin:s3cr3t-pass");
     assert_eq!(r.status, 200);
     assert!(!r.body.contains("s3cr3t-pass"));
     let text = p.api("config", "");
@@ -129,5 +137,8 @@ fn unknown_paths_404_and_trailing_slash_redirects() {
     assert_eq!(r.status(), 301);
     assert_eq!(r.headers()["location"], "/v1/docker-flow-proxy/ping");
     let url = format!("http://{}/nothing", p.api);
-    assert_eq!(crate::support::client().get(url).send().unwrap().status(), 404);
+    assert_eq!(
+        crate::support::client().get(url).send().unwrap().status(),
+        404
+    );
 }

@@ -7,7 +7,10 @@ fn restart_keeps_routes() {
     let dir = TempDir::new("state");
     let b = Backend::start("b");
     let p = Proxy::builder().data_dir(&dir.0).start();
-    let r = p.reconfigure(&format!("serviceName=keep&servicePath=/keep&port={}&outboundHostname=127.0.0.1", b.port()));
+    let r = p.reconfigure(&format!(
+        "serviceName=keep&servicePath=/keep&port={}&outboundHostname=127.0.0.1",
+        b.port()
+    ));
     assert_eq!(r.status, 200);
     let status = p.terminate();
     assert!(status.success(), "{status}");
@@ -20,7 +23,11 @@ fn restart_keeps_routes() {
 fn corrupt_state_is_a_startup_error() {
     let dir = TempDir::new("corrupt");
     std::fs::write(dir.0.join("services.json"), "{garbage").unwrap();
-    let err = Proxy::builder().data_dir(&dir.0).try_start().err().expect("must not start");
+    let err = Proxy::builder()
+        .data_dir(&dir.0)
+        .try_start()
+        .err()
+        .expect("must not start");
     assert!(err.contains("services.json"), "{err}");
     assert!(err.contains("corrupt"), "{err}");
 }

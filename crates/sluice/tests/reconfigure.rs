@@ -10,7 +10,10 @@ use crate::support::{client, Backend, Proxy};
 fn continuous_reconfiguration_under_concurrent_requests_loses_nothing() {
     let p = Arc::new(Proxy::start());
     let b = Backend::start("b");
-    let base = format!("serviceName=live&servicePath=/live&port={}&outboundHostname=127.0.0.1", b.port());
+    let base = format!(
+        "serviceName=live&servicePath=/live&port={}&outboundHostname=127.0.0.1",
+        b.port()
+    );
     assert_eq!(p.reconfigure(&base).status, 200);
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
@@ -31,10 +34,17 @@ fn continuous_reconfiguration_under_concurrent_requests_loses_nothing() {
     }
     for i in 0..300 {
         // Other services come and go, and the live one is re-applied.
-        let r = p.reconfigure(&format!("serviceName=churn-{}&servicePath=/churn{i}&port=9", i % 20));
+        let r = p.reconfigure(&format!(
+            "serviceName=churn-{}&servicePath=/churn{i}&port=9",
+            i % 20
+        ));
         assert_eq!(r.status, 200);
         if i % 3 == 0 {
-            assert_eq!(p.api("remove", &format!("serviceName=churn-{}", (i + 7) % 20)).status, 200);
+            assert_eq!(
+                p.api("remove", &format!("serviceName=churn-{}", (i + 7) % 20))
+                    .status,
+                200
+            );
         }
         if i % 10 == 0 {
             assert_eq!(p.reconfigure(&base).status, 200);
@@ -53,10 +63,14 @@ fn continuous_reconfiguration_under_concurrent_requests_loses_nothing() {
 fn sigterm_lets_in_flight_requests_finish() {
     let p = Proxy::start();
     let b = Backend::start("b");
-    let r = p.reconfigure(&format!("serviceName=slow&servicePath=/slow&port={}&outboundHostname=127.0.0.1", b.port()));
+    let r = p.reconfigure(&format!(
+        "serviceName=slow&servicePath=/slow&port={}&outboundHostname=127.0.0.1",
+        b.port()
+    ));
     assert_eq!(r.status, 200);
     let url = format!("http://{}/slow", p.http[0]);
-    let inflight = std::thread::spawn(move || client().get(url).send().map(|r| r.status().as_u16()));
+    let inflight =
+        std::thread::spawn(move || client().get(url).send().map(|r| r.status().as_u16()));
     std::thread::sleep(Duration::from_millis(500));
     let status = p.terminate();
     assert!(status.success());

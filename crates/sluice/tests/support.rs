@@ -65,7 +65,8 @@ impl ProxyBuilder {
     }
 
     pub(crate) fn start(self) -> Proxy {
-        self.try_start().unwrap_or_else(|e| panic!("proxy did not start: {e}"))
+        self.try_start()
+            .unwrap_or_else(|e| panic!("proxy did not start: {e}"))
     }
 
     /// Starts the proxy; returns its stderr/stdout text on an early exit.
@@ -104,12 +105,13 @@ impl ProxyBuilder {
             });
         }
         let deadline = Instant::now() + Duration::from_secs(20);
-        let wanted_http = 1 + self
-            .env
-            .iter()
-            .find(|(k, _)| k == "BIND_PORTS")
-            .map(|(_, v)| v.split(',').count())
-            .unwrap_or(0)
+        let wanted_http = 1
+            + self
+                .env
+                .iter()
+                .find(|(k, _)| k == "BIND_PORTS")
+                .map(|(_, v)| v.split(',').count())
+                .unwrap_or(0)
             + self
                 .env
                 .iter()
@@ -153,7 +155,10 @@ impl ProxyBuilder {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                return Err(format!("not ready in time:\n{}", logs.lock().unwrap().join("\n")));
+                return Err(format!(
+                    "not ready in time:\n{}",
+                    logs.lock().unwrap().join("\n")
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -236,7 +241,13 @@ impl Proxy {
         self.request_on("GET", addr, path, headers)
     }
 
-    pub(crate) fn request_on(&self, method: &str, addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    pub(crate) fn request_on(
+        &self,
+        method: &str,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let url = format!("http://{addr}{path}");
         let mut req = self
             .client
@@ -308,7 +319,9 @@ impl Backend {
         rt.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let name = name.clone();
                 let hits = hits2.clone();
                 tokio::spawn(async move {
@@ -348,7 +361,10 @@ async fn answer(
     let line = format!(
         "{} {}",
         req.method(),
-        req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/")
+        req.uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
     );
     hits.lock().unwrap().push(line.clone());
     let path = req.uri().path().to_string();
@@ -414,7 +430,9 @@ pub(crate) fn closed_port() -> u16 {
 /// Sends a raw HTTP/1.1 request and returns the raw response text (until close or timeout).
 pub(crate) fn raw_request(addr: SocketAddr, request: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     stream.write_all(request.as_bytes()).unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];

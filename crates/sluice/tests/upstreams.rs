@@ -21,7 +21,9 @@ fn balances_over_task_addresses_and_retries_past_a_dead_one() {
     let p = Proxy::builder()
         .env("HOSTS_FILE", hosts.to_str().unwrap())
         .start();
-    let r = p.reconfigure(&format!("serviceName=go-demo&servicePath=/demo&port={port}"));
+    let r = p.reconfigure(&format!(
+        "serviceName=go-demo&servicePath=/demo&port={port}"
+    ));
     assert_eq!(r.status, 200, "{}", r.body);
     let mut seen = HashSet::new();
     for _ in 0..30 {
@@ -42,7 +44,10 @@ fn falls_back_to_the_service_name_without_task_records() {
     let p = Proxy::builder()
         .env("HOSTS_FILE", hosts.to_str().unwrap())
         .start();
-    let r = p.reconfigure(&format!("serviceName=plain-svc&servicePath=/p&port={}", b.port()));
+    let r = p.reconfigure(&format!(
+        "serviceName=plain-svc&servicePath=/p&port={}",
+        b.port()
+    ));
     assert_eq!(r.status, 200);
     assert_eq!(p.get("/p", &[]).header("x-backend"), Some("plain"));
 }

@@ -131,7 +131,11 @@ fn status_classification() {
         (503, Verdict::Retry),
     ];
     for (code, want) in cases {
-        assert_eq!(classify(StatusCode::from_u16(code).unwrap()), want, "{code}");
+        assert_eq!(
+            classify(StatusCode::from_u16(code).unwrap()),
+            want,
+            "{code}"
+        );
     }
 }
 
@@ -166,7 +170,9 @@ async fn server_errors_are_retried_at_the_interval_until_delivered() {
     let calls = delivery.calls();
     let times: Vec<u64> = calls.iter().map(|(t, _)| t.as_secs()).collect();
     assert_eq!(times, vec![0, 5, 10]);
-    assert!(calls[0].1.ends_with("/reconfigure?distribute=true&replicas=1&serviceName=a&servicePath=%2Fa"));
+    assert!(calls[0]
+        .1
+        .ends_with("/reconfigure?distribute=true&replicas=1&serviceName=a&servicePath=%2Fa"));
     let text = h.metrics.render();
     assert!(text.contains("sluice_listener_notifications_sent_total{kind=\"create\"} 1"));
     assert!(text.contains("sluice_listener_notification_retries_total{kind=\"create\"} 2"));
@@ -260,7 +266,10 @@ async fn a_newer_state_replaces_a_queued_retry_immediately() {
     let calls = delivery.calls();
     assert_eq!(calls.len(), 2);
     assert!(calls[1].1.contains("%2Fv2"));
-    assert!(calls[1].0 < Duration::from_secs(2), "sent without waiting for the retry slot");
+    assert!(
+        calls[1].0 < Duration::from_secs(2),
+        "sent without waiting for the retry slot"
+    );
     advance(100.0).await;
     assert_eq!(delivery.calls().len(), 2);
     h.shutdown.cancel();
@@ -268,7 +277,13 @@ async fn a_newer_state_replaces_a_queued_retry_immediately() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_service_does_not_hold_up_others_and_removes_follow() {
-    let delivery = Scripted::new(|url| Some(if url.contains("serviceName=bad") { 500 } else { 200 }));
+    let delivery = Scripted::new(|url| {
+        Some(if url.contains("serviceName=bad") {
+            500
+        } else {
+            200
+        })
+    });
     let h = start(Arc::clone(&delivery), "http://proxy:8080", DFSL_POLICY);
     h.tx.send_replace(snapshot(&[("bad", "/x"), ("good", "/g")], 1, 0));
     advance(1.0).await;
@@ -379,29 +394,51 @@ async fn wait_for(seen: &Arc<Mutex<Vec<String>>>, n: usize, within: Duration) ->
 
 #[tokio::test]
 async fn http_5xx_is_retried_and_409_is_final() {
-    let proxy = mock_proxy(HashMap::from([("/a/reconfigure", vec![500, 502, 200]), ("/b/reconfigure", vec![409])])).await;
+    let proxy = mock_proxy(HashMap::from([
+        ("/a/reconfigure", vec![500, 502, 200]),
+        ("/b/reconfigure", vec![409]),
+    ]))
+    .await;
     let policy = RetryPolicy {
         retries: 5,
         interval: Duration::from_millis(50),
     };
     let delivery = Arc::new(HttpDelivery::new(Duration::from_secs(2)));
-    let a = start(Arc::clone(&delivery), &format!("http://{}/a", proxy.addr), policy);
-    let b = start(Arc::clone(&delivery), &format!("http://{}/b", proxy.addr), policy);
+    let a = start(
+        Arc::clone(&delivery),
+        &format!("http://{}/a", proxy.addr),
+        policy,
+    );
+    let b = start(
+        Arc::clone(&delivery),
+        &format!("http://{}/b", proxy.addr),
+        policy,
+    );
     let desired = snapshot(&[("svc", "/p")], 1, 0);
     a.tx.send_replace(Arc::clone(&desired));
     b.tx.send_replace(desired);
     let seen = wait_for(&proxy.seen, 4, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let seen_after = proxy.seen.lock().unwrap().clone();
-    assert_eq!(seen, seen_after, "no more requests after delivery / refusal");
+    assert_eq!(
+        seen, seen_after,
+        "no more requests after delivery / refusal"
+    );
     let to_a = seen.iter().filter(|l| l.starts_with("GET /a/")).count();
     let to_b = seen.iter().filter(|l| l.starts_with("GET /b/")).count();
     assert_eq!((to_a, to_b), (3, 1), "{seen:?}");
     assert!(seen.contains(
-        &"GET /a/reconfigure?distribute=true&replicas=1&serviceName=svc&servicePath=%2Fp".to_owned()
+        &"GET /a/reconfigure?distribute=true&replicas=1&serviceName=svc&servicePath=%2Fp"
+            .to_owned()
     ));
-    assert!(a.metrics.render().contains("sluice_listener_notifications_sent_total{kind=\"create\"} 1"));
-    assert!(b.metrics.render().contains("sluice_listener_notifications_failed_total{kind=\"create\"} 1"));
+    assert!(a
+        .metrics
+        .render()
+        .contains("sluice_listener_notifications_sent_total{kind=\"create\"} 1"));
+    assert!(b
+        .metrics
+        .render()
+        .contains("sluice_listener_notifications_failed_total{kind=\"create\"} 1"));
     a.shutdown.cancel();
     b.shutdown.cancel();
 }
@@ -414,8 +451,16 @@ async fn a_dead_endpoint_never_blocks_a_live_one() {
         retries: 3,
         interval: Duration::from_millis(50),
     };
-    let dead = start(Arc::clone(&delivery), &format!("http://{}/hang", proxy.addr), policy);
-    let live = start(Arc::clone(&delivery), &format!("http://{}/live", proxy.addr), policy);
+    let dead = start(
+        Arc::clone(&delivery),
+        &format!("http://{}/hang", proxy.addr),
+        policy,
+    );
+    let live = start(
+        Arc::clone(&delivery),
+        &format!("http://{}/live", proxy.addr),
+        policy,
+    );
     let desired = snapshot(&[("a", "/a"), ("b", "/b")], 1, 0);
     dead.tx.send_replace(Arc::clone(&desired));
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -433,7 +478,10 @@ async fn a_dead_endpoint_never_blocks_a_live_one() {
         if live_count == 2 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "live endpoint starved");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "live endpoint starved"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(started.elapsed() < Duration::from_secs(1));
@@ -444,7 +492,10 @@ async fn a_dead_endpoint_never_blocks_a_live_one() {
         .iter()
         .filter(|l| l.starts_with("GET /hang/"))
         .count();
-    assert_eq!(hung, 1, "the dead endpoint is still waiting on its first request");
+    assert_eq!(
+        hung, 1,
+        "the dead endpoint is still waiting on its first request"
+    );
     dead.shutdown.cancel();
     live.shutdown.cancel();
     dead.task.await.unwrap();
