@@ -270,7 +270,9 @@ PY
 LAST_SVC=$(printf 'svc%05d' "$SERVICES")
 printf 'svc%05d\n' $(seq 1 "$SERVICES") | LC_ALL=C sort >"$WORK/table.txt"
 
-read -r BACKEND_PORT DATA_PORT API_PORT < <(python3 "$WORK/ports.py" 3)
+# $(...) waits for python to exit, so the probe sockets are closed before anything binds the ports.
+PORTS=$(python3 "$WORK/ports.py" 3)
+read -r BACKEND_PORT DATA_PORT API_PORT <<<"$PORTS"
 
 # ---------------------------------------------------------------- backend
 start_backend() {
@@ -294,7 +296,7 @@ haproxy_config() {
     cat <<EOF
 global
     nbthread $THREADS
-    maxconn 20000
+    maxconn 4096
 
 defaults
     mode http
@@ -332,7 +334,7 @@ nginx_config() {
 worker_processes $THREADS;
 pid $dir/nginx.pid;
 error_log $dir/logs/error.log warn;
-events { worker_connections 20000; }
+events { worker_connections 4096; }
 http {
     access_log off;
     client_body_temp_path $dir/tmp/body;

@@ -27,9 +27,12 @@
 //! * `redirectFromDomain` uses the same pattern matching instead of a Host prefix, is not
 //!   applied when the Host already is the redirect target (that would loop), and is skipped
 //!   for destinations whose first `serviceDomain` is missing or a regular expression (DFP
-//!   renders a broken config there);
+//!   renders a broken config there); a wildcard first domain (`*.example.com`) redirects to
+//!   `example.com`;
 //! * the `X-Forwarded-Proto` redirects need a Host to build the `Location`; requests without
-//!   one are routed normally;
+//!   one are routed normally. Like HAProxy's `hdr()`, every comma-separated element of the
+//!   header counts, compared case-sensitively. As in DFP, the header comes from the client
+//!   unchecked, so these redirects are a convenience, not a security boundary;
 //! * with several `isDefaultBackend` services the last one in evaluation order wins, and its
 //!   last plain-port route is used (as DFP, which only declares `default_backend` for `port`
 //!   routes); a default service with only `httpsPort` routes contributes its last one;
@@ -212,27 +215,36 @@ impl RouteTable {
         for (_, service) in sorted {
             table.add_service(service);
         }
-        for (order, route) in table.routes.iter().enumerate() {
-            let d = route.destination();
-            table
-                .index
-                .insert(order, &d.domains, PathSpec::Patterns(&d.paths));
-        }
-        for (rank, rule) in table.redirects.iter().enumerate() {
-            let d = &rule.service.destinations[rule.dest];
-            match rule.kind {
-                RedirectKind::FromDomain { .. } => {
-                    table
-                        .redirect_index
-                        .insert(rank, &d.redirect_from_domains, PathSpec::Any)
+        let items: Vec<IndexItem<'_>> = table
+            .routes
+            .iter()
+            .map(|route| {
+                let d = route.destination();
+                IndexItem {
+                    domains: &d.domains,
+                    paths: PathSpec::Patterns(&d.paths),
                 }
-                RedirectKind::Proto { .. } => {
-                    table
-                        .redirect_index
-                        .insert(rank, &d.domains, PathSpec::Patterns(&d.paths))
+            })
+            .collect();
+        table.index = MatchIndex::build(&items);
+        let items: Vec<IndexItem<'_>> = table
+            .redirects
+            .iter()
+            .map(|rule| {
+                let d = &rule.service.destinations[rule.dest];
+                match rule.kind {
+                    RedirectKind::FromDomain { .. } => IndexItem {
+                        domains: &d.redirect_from_domains,
+                        paths: PathSpec::Any,
+                    },
+                    RedirectKind::Proto { .. } => IndexItem {
+                        domains: &d.domains,
+                        paths: PathSpec::Patterns(&d.paths),
+                    },
                 }
-            }
-        }
+            })
+            .collect();
+        table.redirect_index = MatchIndex::build(&items);
         table
     }
 
@@ -265,7 +277,8 @@ impl RouteTable {
             }
             let target = match d.domains.first() {
                 Some(DomainPattern::Exact(s) | DomainPattern::Domain(s)) => s.clone(),
-                Some(DomainPattern::Suffix(s)) => s.trim_matches('*').to_string(),
+                // `*.example.com` redirects to `example.com`.
+                Some(DomainPattern::Suffix(s)) => s.trim_start_matches(['*', '.']).to_string(),
                 Some(DomainPattern::Regex(_)) | None => continue,
             };
             if target.is_empty() {
@@ -709,6 +722,7 @@ impl RedirectRule {
 }
 
 /// The path terms an indexed item is filed under.
+#[derive(Clone, Copy)]
 enum PathSpec<'a> {
     /// Any path (redirectFromDomain).
     Any,
@@ -716,9 +730,19 @@ enum PathSpec<'a> {
     Patterns(&'a [PathPattern]),
 }
 
+/// What [`MatchIndex::build`] files for one rank.
+struct IndexItem<'a> {
+    domains: &'a [DomainPattern],
+    paths: PathSpec<'a>,
+}
+
+/// Buckets with at most this many items are scanned instead of indexed by path (tests use
+/// a tiny threshold so that the small random tables exercise both forms).
+const SMALL_BUCKET: usize = if cfg!(test) { 2 } else { 8 };
+
 /// Candidate lookup by host, then path. Items are identified by their rank (position in
-/// evaluation order) and must be inserted in ascending rank order; [`MatchIndex::best`]
-/// returns the smallest rank the caller's full check accepts.
+/// evaluation order); [`MatchIndex::best`] returns the smallest rank the caller's full check
+/// accepts, so the index only has to return a superset of the matching items.
 #[derive(Debug, Default)]
 struct MatchIndex {
     /// `DomainPattern::Exact`, keyed by the host.
@@ -734,25 +758,38 @@ struct MatchIndex {
 }
 
 impl MatchIndex {
-    fn insert(&mut self, rank: usize, domains: &[DomainPattern], paths: PathSpec<'_>) {
-        if let PathSpec::Patterns(p) = paths {
-            if p.is_empty() {
-                return;
+    /// Files every item by host, then indexes the larger host buckets by path.
+    /// Linear in the number of patterns.
+    fn build(items: &[IndexItem<'_>]) -> MatchIndex {
+        let mut index = MatchIndex::default();
+        for (rank, item) in items.iter().enumerate() {
+            if let PathSpec::Patterns([]) = item.paths {
+                continue;
+            }
+            if item.domains.is_empty() {
+                index.any_host.push(rank);
+                continue;
+            }
+            for domain in item.domains {
+                let bucket = match domain {
+                    DomainPattern::Exact(s) => index.exact.entry(s.as_str().into()).or_default(),
+                    DomainPattern::Suffix(s) => index.suffix.entry(s),
+                    DomainPattern::Domain(s) => index.domain.entry(s),
+                    DomainPattern::Regex(_) => &mut index.regex,
+                };
+                bucket.push(rank);
             }
         }
-        if domains.is_empty() {
-            self.any_host.insert(rank, &paths);
-            return;
+        let buckets = index
+            .exact
+            .values_mut()
+            .chain(index.suffix.map.values_mut())
+            .chain(index.domain.map.values_mut())
+            .chain([&mut index.regex, &mut index.any_host]);
+        for bucket in buckets {
+            bucket.finish(items);
         }
-        for domain in domains {
-            let bucket = match domain {
-                DomainPattern::Exact(s) => self.exact.entry(s.as_str().into()).or_default(),
-                DomainPattern::Suffix(s) => self.suffix.entry(s),
-                DomainPattern::Domain(s) => self.domain.entry(s),
-                DomainPattern::Regex(_) => &mut self.regex,
-            };
-            bucket.insert(rank, &paths);
-        }
+        index
     }
 
     /// The smallest rank among the candidates for this request that `accept` approves.
@@ -835,9 +872,61 @@ impl<V> KeyedByLength<V> {
     }
 }
 
+/// The candidates of one host bucket: a short list checked one by one, or an index by path.
+#[derive(Debug)]
+enum PathIndex {
+    /// Ascending ranks; also the form every bucket has while the index is being filled.
+    Small(Vec<usize>),
+    /// More than [`SMALL_BUCKET`] items, indexed by path.
+    Tree(Box<PathTree>),
+}
+
+impl Default for PathIndex {
+    fn default() -> Self {
+        PathIndex::Small(Vec::new())
+    }
+}
+
+impl PathIndex {
+    fn push(&mut self, rank: usize) {
+        if let PathIndex::Small(list) = self {
+            push_rank(list, rank);
+        }
+    }
+
+    /// Turns a bucket that grew past [`SMALL_BUCKET`] into a path index.
+    fn finish(&mut self, items: &[IndexItem<'_>]) {
+        let PathIndex::Small(ranks) = self else {
+            return;
+        };
+        if ranks.len() <= SMALL_BUCKET {
+            ranks.shrink_to_fit();
+            return;
+        }
+        let mut tree = PathTree::default();
+        for &rank in ranks.iter() {
+            tree.insert(rank, items[rank].paths);
+        }
+        *self = PathIndex::Tree(Box::new(tree));
+    }
+
+    fn visit(
+        &self,
+        path: &str,
+        path_and_query: &str,
+        best: &mut Option<usize>,
+        accept: &mut impl FnMut(usize) -> bool,
+    ) {
+        match self {
+            PathIndex::Small(list) => scan(list, best, accept),
+            PathIndex::Tree(tree) => tree.visit(path, path_and_query, best, accept),
+        }
+    }
+}
+
 /// Candidate lists (ascending ranks) by path.
 #[derive(Debug, Default)]
-struct PathIndex {
+struct PathTree {
     /// Items matching any path.
     any: Vec<usize>,
     /// `path_beg`, keyed by the prefix.
@@ -850,11 +939,14 @@ struct PathIndex {
     scan: Vec<usize>,
 }
 
-impl PathIndex {
-    fn insert(&mut self, rank: usize, paths: &PathSpec<'_>) {
+impl PathTree {
+    fn insert(&mut self, rank: usize, paths: PathSpec<'_>) {
         let patterns = match paths {
-            PathSpec::Any => return push_rank(&mut self.any, rank),
-            PathSpec::Patterns(p) => *p,
+            PathSpec::Any => {
+                push_rank(&mut self.any, rank);
+                return;
+            }
+            PathSpec::Patterns(p) => p,
         };
         for pattern in patterns {
             let list = match pattern {
@@ -1436,6 +1528,15 @@ mod tests {
             outcome(&t, &Req::at("old.com.evil.net", "/app")),
             Outcome::NoRoute
         );
+
+        let mut wild = simple("wild", &["/"]);
+        wild.destinations[0].domains = vec![DomainPattern::Suffix(".example.net".into())];
+        wild.destinations[0].redirect_from_domains = vec![host("old.net")];
+        let (_s, t) = table(vec![wild]);
+        assert_eq!(
+            outcome(&t, &Req::at("old.net", "/p")),
+            Outcome::Redirect(301, "http://example.net/p".into())
+        );
     }
 
     #[test]
@@ -1908,7 +2009,7 @@ mod tests {
             {
                 let target = match d.domains.first() {
                     Some(DomainPattern::Exact(x) | DomainPattern::Domain(x)) => x.clone(),
-                    Some(DomainPattern::Suffix(x)) => x.clone(),
+                    Some(DomainPattern::Suffix(x)) => x.trim_start_matches(['*', '.']).to_string(),
                     _ => continue,
                 };
                 if let Some(h) = &norm {

@@ -162,7 +162,8 @@ mod tests {
 
     #[tokio::test]
     async fn sends_method_url_and_auth_and_reads_status() {
-        let seen: Arc<Mutex<Vec<(String, String, Option<String>)>>> = Arc::default();
+        type Seen = Vec<(String, String, Option<String>)>;
+        let seen: Arc<Mutex<Seen>> = Arc::default();
         let record = Arc::clone(&seen);
         let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap| {
             let record = Arc::clone(&record);

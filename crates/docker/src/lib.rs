@@ -10,7 +10,7 @@
 //! node notifications (`DF_NOTIFY_*_NODE_URL`, `get-nodes`, `nodeInfo`).
 //!
 //! # Layout
-//! * [`settings`](ListenerSettings): environment variables and secrets;
+//! * `settings`: environment variables and secrets ([`ListenerSettings`]);
 //! * `watcher`: Docker connection, listing, event stream, resync and reconnect;
 //! * `params`: labels -> notification parameters; `desired`: the published state and
 //!   the pure diff; `query`: DFSL-compatible URL encoding; `endpoint`: configured URLs;
@@ -56,7 +56,7 @@ use crate::desired::Desired;
 use crate::metrics::Metrics;
 use crate::notifier::EndpointWorker;
 use crate::settings::DockerHost;
-use crate::watcher::{ResendRequest, Watcher};
+use crate::watcher::{ResendRequest, WatchConfig, Watcher};
 
 /// How long `get-services` waits for the first Docker listing before answering 503.
 const FIRST_SYNC_WAIT: Duration = Duration::from_secs(5);
@@ -156,12 +156,15 @@ impl Listener {
             tasks.push(tokio::spawn(worker.run(desired_rx.clone(), token.clone())));
         }
 
+        let config = WatchConfig {
+            host: settings.docker_host.clone(),
+            rules: settings.rules.clone(),
+            resync_interval: settings.resync_interval,
+            use_events: settings.use_events,
+            backoff: settings.backoff.clone(),
+        };
         let watcher = Watcher::new(
-            settings.docker_host.clone(),
-            settings.rules.clone(),
-            settings.resync_interval,
-            settings.use_events,
-            settings.backoff.clone(),
+            config,
             Arc::clone(&metrics),
             desired_tx,
             Arc::clone(&resend),

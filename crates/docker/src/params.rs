@@ -321,7 +321,15 @@ mod tests {
         let notify = ("com.df.notify", "true");
         let stack = ("com.docker.stack.namespace", "mystack");
         // (docker name, labels, mode, prefix, expected create query, expected remove query)
-        let table: Vec<(&str, Vec<(&str, &str)>, Mode, Option<&str>, &str, &str)> = vec![
+        type Row<'a> = (
+            &'a str,
+            Vec<(&'a str, &'a str)>,
+            Mode,
+            Option<&'a str>,
+            &'a str,
+            &'a str,
+        );
+        let table: Vec<Row> = vec![
             (
                 "go-demo",
                 vec![

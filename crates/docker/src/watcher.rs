@@ -2,8 +2,8 @@
 //!
 //! Owns the Docker Engine connection and publishes the desired state ([`Desired`]) on a
 //! `watch` channel; it never sends notifications itself. One session is:
-//! 1. ask the daemon for its API version on the unversioned `/_ping` (bollard's own
-//!    negotiation calls a versioned path, which daemons older than the client reject);
+//! 1. check the daemon answers `/_ping` and read its API version, so the client never
+//!    claims a newer version than the daemon supports (daemons reject those);
 //! 2. subscribe to `/events?filters={"type":["service"]}` with `since` = a few seconds
 //!    ago, so nothing between the listing and the subscription is missed (DFSL had no
 //!    `since`, §9 W4);
@@ -97,37 +97,44 @@ type EventStream = Pin<
     Box<dyn Stream<Item = Result<bollard::models::EventMessage, bollard::errors::Error>> + Send>,
 >;
 
-pub(crate) struct Watcher {
+/// What the watcher watches and how it reconnects.
+#[derive(Debug, Clone)]
+pub(crate) struct WatchConfig {
     pub(crate) host: DockerHost,
     pub(crate) rules: ParamRules,
+    /// Period of full resyncs.
     pub(crate) resync_interval: Duration,
+    /// Follow the event stream (`DF_USE_DOCKER_SERVICE_EVENTS`).
     pub(crate) use_events: bool,
     pub(crate) backoff: Backoff,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) desired_tx: watch::Sender<Arc<Desired>>,
-    pub(crate) resend: Arc<ResendRequest>,
+}
+
+pub(crate) struct Watcher {
+    host: DockerHost,
+    rules: ParamRules,
+    resync_interval: Duration,
+    use_events: bool,
+    backoff: Backoff,
+    metrics: Arc<Metrics>,
+    desired_tx: watch::Sender<Arc<Desired>>,
+    resend: Arc<ResendRequest>,
     /// Skip reasons already logged, so a steady state is not logged every resync.
     reported: BTreeMap<String, Skip>,
 }
 
 impl Watcher {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        host: DockerHost,
-        rules: ParamRules,
-        resync_interval: Duration,
-        use_events: bool,
-        backoff: Backoff,
+        config: WatchConfig,
         metrics: Arc<Metrics>,
         desired_tx: watch::Sender<Arc<Desired>>,
         resend: Arc<ResendRequest>,
     ) -> Self {
         Self {
-            host,
-            rules,
-            resync_interval,
-            use_events,
-            backoff,
+            host: config.host,
+            rules: config.rules,
+            resync_interval: config.resync_interval,
+            use_events: config.use_events,
+            backoff: config.backoff,
             metrics,
             desired_tx,
             resend,

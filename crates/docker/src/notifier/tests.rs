@@ -42,12 +42,15 @@ fn endpoint(base: &str) -> Endpoint {
     }
 }
 
+/// Maps a request URL to a status (`None`: never answer).
+type Responder = dyn Fn(&str) -> Option<u16> + Send + Sync;
+
 /// A transport that records calls (virtual time since creation, URL) and answers from a
 /// script: `Some(status)` or `None` to never answer.
 struct Scripted {
     start: Instant,
     calls: Mutex<Vec<(Duration, String)>>,
-    respond: Box<dyn Fn(&str) -> Option<u16> + Send + Sync>,
+    respond: Box<Responder>,
 }
 
 impl Scripted {

@@ -69,7 +69,35 @@ fn service(id: &str, name: &str, path: &str, replicas: i64) -> Value {
 
 async fn fake_docker() -> (std::net::SocketAddr, Shared) {
     let state: Shared = Arc::default();
+    let list = get(
+        |State(s): State<Shared>, RawQuery(q): RawQuery| async move {
+            let mut s = s.lock().unwrap();
+            s.list_queries.push(q.unwrap_or_default());
+            if s.fail_list {
+                return (StatusCode::INTERNAL_SERVER_ERROR, "{\"message\":\"boom\"}")
+                    .into_response();
+            }
+            axum::Json(Value::Array(s.services.clone())).into_response()
+        },
+    );
+    let events = get(
+        |State(s): State<Shared>, RawQuery(q): RawQuery| async move {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let mut s = s.lock().unwrap();
+            s.event_queries.push(q.unwrap_or_default());
+            s.streams.push(tx);
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            });
+            Response::new(Body::from_stream(stream))
+        },
+    );
+    // bollard 0.21 sends unversioned paths; accept the versioned form too.
     let app = Router::new()
+        .route("/services", list.clone())
+        .route("/v1.41/services", list)
+        .route("/events", events.clone())
+        .route("/v1.41/events", events)
         .route(
             "/_ping",
             get(|| async {
@@ -77,35 +105,6 @@ async fn fake_docker() -> (std::net::SocketAddr, Shared) {
                 headers.insert("api-version", HeaderValue::from_static("1.41"));
                 (headers, "OK")
             }),
-        )
-        .route(
-            "/v1.41/services",
-            get(
-                |State(s): State<Shared>, RawQuery(q): RawQuery| async move {
-                    let mut s = s.lock().unwrap();
-                    s.list_queries.push(q.unwrap_or_default());
-                    if s.fail_list {
-                        return (StatusCode::INTERNAL_SERVER_ERROR, "{\"message\":\"boom\"}")
-                            .into_response();
-                    }
-                    axum::Json(Value::Array(s.services.clone())).into_response()
-                },
-            ),
-        )
-        .route(
-            "/v1.41/events",
-            get(
-                |State(s): State<Shared>, RawQuery(q): RawQuery| async move {
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    let mut s = s.lock().unwrap();
-                    s.event_queries.push(q.unwrap_or_default());
-                    s.streams.push(tx);
-                    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-                        rx.recv().await.map(|item| (item, rx))
-                    });
-                    Response::new(Body::from_stream(stream))
-                },
-            ),
         )
         .with_state(Arc::clone(&state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -140,19 +139,17 @@ fn start(addr: std::net::SocketAddr, resync: Duration) -> Running {
     let metrics = Arc::new(Metrics::default());
     let resend = Arc::new(ResendRequest::default());
     let shutdown = CancellationToken::new();
-    let watcher = Watcher::new(
-        DockerHost::Tcp(format!("tcp://{addr}")),
-        ParamRules {
+    let config = WatchConfig {
+        host: DockerHost::Tcp(format!("tcp://{addr}")),
+        rules: ParamRules {
             notify_label: NotifyLabel::parse("com.df.notify").unwrap(),
             name_prefix: None,
         },
-        resync,
-        true,
-        Backoff::new(Duration::from_millis(20), Duration::from_millis(80)).unwrap(),
-        Arc::clone(&metrics),
-        tx,
-        Arc::clone(&resend),
-    );
+        resync_interval: resync,
+        use_events: true,
+        backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(80)).unwrap(),
+    };
+    let watcher = Watcher::new(config, Arc::clone(&metrics), tx, Arc::clone(&resend));
     let task = tokio::spawn(watcher.run(shutdown.clone()));
     Running {
         rx,
@@ -168,9 +165,11 @@ async fn wait_until(
     what: &str,
     pred: impl Fn(&Desired) -> bool,
 ) -> Arc<Desired> {
-    let got = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|d| pred(d))).await;
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|d| pred(d)))
+        .await
+        .map(|r| r.map(|d| Arc::clone(&d)));
     match got {
-        Ok(Ok(d)) => Arc::clone(&d),
+        Ok(Ok(d)) => d,
         _ => panic!("timed out waiting for {what}; last: {:?}", rx.borrow()),
     }
 }
