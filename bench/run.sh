@@ -223,6 +223,26 @@ def reconfigure(name, path, backend):
                                 "outboundHostname": "127.0.0.1"})
     return f"{API}/reconfigure?{q}"
 
+def register(port, backend, deadline, names_file):
+    t0 = time.perf_counter()
+    c = Client(port)
+    ok = failed = 0
+    with open(names_file) as f:
+        names = [line.strip() for line in f if line.strip()]
+    for name in names:
+        if time.monotonic() > deadline:
+            print(f"deadline reached after {ok} services", file=sys.stderr)
+            return 1
+        if c.get(reconfigure(name, "/" + name, backend)) == 200:
+            ok += 1
+        else:
+            failed += 1
+            if failed > 10:
+                print(f"too many failures ({failed}), last service {name}", file=sys.stderr)
+                return 1
+    print(f"registered={ok} failed={failed} elapsed_s={time.perf_counter() - t0:.1f}")
+    return 0 if failed == 0 else 1
+
 def pct(sorted_ms, p):
     k = max(0, -(-len(sorted_ms) * p // 100) - 1)
     return sorted_ms[int(k)]
@@ -364,6 +384,7 @@ EOF
 
 # ---------------------------------------------------------------- proxy lifecycle
 PROXY_PID=""
+LAST_REGISTER=""
 
 # check_route PATH: the proxy answers 200 with the backend's body within READY_TIMEOUT.
 check_route() {
@@ -426,13 +447,13 @@ start_proxy() {
         tail -n 20 "$WORK/sluice.log" >&2
         return 1
       fi
-      local t0=$SECONDS
       python3 "$WORK/api.py" register "$API_PORT" "$BACKEND_PORT" "$REGISTER_TIMEOUT" "$names" \
         >"$WORK/register.log" 2>&1 || {
         cat "$WORK/register.log" >&2
         return 1
       }
-      log "sluice: $(cat "$WORK/register.log") in $((SECONDS - t0)) s"
+      LAST_REGISTER=$(cat "$WORK/register.log")
+      log "sluice: $LAST_REGISTER"
       ;;
   esac
   check_route "$probe" || {
@@ -505,7 +526,9 @@ measure_once() {
 
 # Rotates the proxy order by OFFSET.
 rotated() {
-  local offset=$1 list=($PROXIES) n i
+  local offset=$1 n i
+  local -a list
+  read -r -a list <<<"$PROXIES"
   n=${#list[@]}
   for ((i = 0; i < n; i++)); do printf '%s ' "${list[$(((i + offset) % n))]}"; done
 }
@@ -537,8 +560,13 @@ report_throughput() {
   add_summary ""
   add_summary "$title"
   add_summary "$(fmt_row proxy rps p99_ms errors note)"
+  local note
   for proxy in $PROXIES; do
-    add_summary "$(fmt_row "$proxy" "${RPS[$key/$proxy]:-n/a}" "${P99[$key/$proxy]:-n/a}" "${ERRS[$key/$proxy]:-n/a}" "${NOTE[$key/$proxy]:-}")"
+    note=${NOTE[$key/$proxy]:-}
+    if [[ $ROUNDS -gt 1 && -s $WORK/rounds-$key-$proxy ]]; then
+      note+=${note:+; }$(awk 'NR == 1 || $1 < lo {lo = $1} NR == 1 || $1 > hi {hi = $1} END {printf "rps range %s..%s over %d rounds", lo, hi, NR}' "$WORK/rounds-$key-$proxy")
+    fi
+    add_summary "$(fmt_row "$proxy" "${RPS[$key/$proxy]:-n/a}" "${P99[$key/$proxy]:-n/a}" "${ERRS[$key/$proxy]:-n/a}" "$note")"
   done
   if want_proxy sluice; then
     local other
@@ -565,12 +593,15 @@ scenario_b() {
   if [[ -z ${RPS[a/sluice]:-} && " ${SCENARIOS[*]} " != *" a "* ]]; then
     measure_all a "$ONE" /svc1/x
   fi
+  LAST_REGISTER=""
   measure_all b "$WORK/table.txt" "/$LAST_SVC/x"
+  local register_note=$LAST_REGISTER
   report_throughput b "b) $SERVICES services, GET /$LAST_SVC/x (last in DFP order)"
   local proxy
   for proxy in $PROXIES; do
     add_summary "  $proxy@$SERVICES / $proxy@1 rps: $(ratio "${RPS[b/$proxy]:-}" "${RPS[a/$proxy]:-}")"
   done
+  [[ -z $register_note ]] || add_summary "  sluice table load through the API (one keep-alive connection): $register_note"
 }
 
 scenario_c() {

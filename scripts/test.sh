@@ -10,3 +10,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== end-to-end suite on Docker Swarm (scripts/e2e.sh)"
+scripts/e2e.sh

@@ -7,14 +7,27 @@
 //! - `/v1/docker-flow-proxy/config` — the live routing table as text, or the services as JSON
 //!   (`type=json`); the generation and digest of the routing state are in response headers.
 //! - `/v1/docker-flow-proxy/ping` — liveness.
+//! - `/v1/docker-flow-proxy/metrics` — statistics as HAProxy CSV (`distribute=true`: all
+//!   replicas); `/metrics` — Prometheus text ([`metrics`]).
+//!
+//! With `API_USER`/`API_PASS` set, every endpoint but `ping` and `/metrics` needs them
+//! ([`access`]).
 //!
 //! The API never touches sockets of the data plane; it changes routing only through the
 //! [`registry::Registry`]. A rejected request changes nothing.
 
+pub mod access;
+pub mod certs;
+pub mod metrics;
+pub mod peers;
 pub mod registry;
 pub mod store;
+pub mod streams;
+pub mod sync;
+pub mod users;
 pub mod view;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, Request, State};
@@ -27,6 +40,7 @@ use sluice_core::params::{params_from_query, parse_service};
 use sluice_core::service::Params;
 use sluice_core::settings::Settings;
 
+use crate::peers::{Distribution, Distributor, PeerClient};
 use crate::registry::Registry;
 
 /// What every handler shares.
@@ -35,6 +49,43 @@ pub struct ApiState {
     pub registry: Arc<Registry>,
     /// The proxy's settings.
     pub settings: Arc<Settings>,
+    /// Forwards `distribute=true` changes to the other replicas.
+    pub distributor: Distributor,
+    /// HTTP client for listeners and peers.
+    pub peer_client: PeerClient,
+    /// Ready to serve: the initial listener sync is done (or there is no listener).
+    pub ready: AtomicBool,
+    /// At least one listener sync succeeded (`successfulinitreload`).
+    pub synced: AtomicBool,
+    /// The certificate store behind `/cert`, `/certs` and `serviceCert` (set once at startup).
+    pub certs: std::sync::OnceLock<Arc<sluice_proxy::certs::CertStore>>,
+}
+
+impl ApiState {
+    /// State for a proxy with these settings, not yet ready.
+    pub fn new(
+        registry: Arc<Registry>,
+        settings: Arc<Settings>,
+        authorization: Option<String>,
+        hosts_file: Option<std::path::PathBuf>,
+    ) -> ApiState {
+        let peer_client = PeerClient::new(std::time::Duration::from_secs(5), authorization);
+        ApiState {
+            distributor: Distributor::new(
+                &settings.service_name,
+                settings.port,
+                peer_client.clone(),
+                Some(settings.ip),
+                hosts_file,
+            ),
+            peer_client,
+            registry,
+            settings,
+            ready: AtomicBool::new(false),
+            synced: AtomicBool::new(false),
+            certs: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 const BASE: &str = "/v1/docker-flow-proxy";
@@ -47,7 +98,20 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(&format!("{BASE}/reload"), any(reload))
         .route(&format!("{BASE}/config"), any(config))
         .route(&format!("{BASE}/ping"), any(ping))
+        .route(&format!("{BASE}/metrics"), any(metrics::dfp_metrics))
+        .route("/metrics", any(metrics::prometheus))
+        .route(&format!("{BASE}/cert"), any(certs::cert))
+        .route(&format!("{BASE}/certs"), any(certs::list))
+        .route(&format!("{BASE}/successfulinitreload"), any(successful_init_reload))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::guard,
+        ))
         .with_state(state)
 }
 
@@ -127,16 +191,72 @@ async fn reconfigure(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery
             view::envelope("OK", "", &name, Some(&service)),
         );
     }
-    let message = service.warnings.join("; ");
-    let body = view::envelope("OK", &message, &name, Some(&service));
-    let change = state.registry.apply(service).await;
+    let distribute = service.distribute;
+    let mut messages = service.warnings.clone();
+    let mut body = view::envelope("OK", "", &name, Some(&service));
+    if let Err(error) = certs::check_service_cert(&service) {
+        tracing::warn!(service = %name, %error, "reconfigure rejected");
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            view::envelope("NOK", &error.to_string(), &name, None),
+        );
+    }
+    let cert_service = service.service_cert.is_some().then(|| service.clone());
+    let change = match state.registry.apply(service).await {
+        Ok(change) => change,
+        Err(error) => {
+            tracing::warn!(service = %name, %error, "reconfigure rejected");
+            let status = if error.is_client_error() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            return json_response(status, view::envelope("NOK", &error.to_string(), &name, None));
+        }
+    };
+    if let Some(service) = cert_service {
+        messages.extend(certs::store_service_cert(&state, &service).await);
+    }
     tracing::info!(
         service = %name,
         generation = change.generation,
         replaced = change.existed,
         "Reconfigured {name}"
     );
-    json_response(StatusCode::OK, body)
+    let mut status = StatusCode::OK;
+    if distribute {
+        let outcome = state.distributor.forward(&format!("{BASE}/reconfigure"), &params).await;
+        status = distribution_status(&outcome, &mut messages);
+    }
+    body["Message"] = Value::String(messages.join("; "));
+    if status != StatusCode::OK {
+        body["Status"] = Value::String("NOK".into());
+    }
+    json_response(status, body)
+}
+
+/// Folds a distribution's outcome into the response: failed peers make it a 500 naming them
+/// (DFSL then retries; replicas that already applied it apply it again, which is harmless).
+fn distribution_status(outcome: &Distribution, messages: &mut Vec<String>) -> StatusCode {
+    if let Some(note) = &outcome.note {
+        messages.push(format!("distribute: {note}; applied on this replica only"));
+    } else if !outcome.delivered.is_empty() && outcome.failed.is_empty() {
+        messages.push(format!("Distributed to all instances ({} peers)", outcome.delivered.len()));
+    }
+    if outcome.failed.is_empty() {
+        return StatusCode::OK;
+    }
+    let failed: Vec<String> = outcome
+        .failed
+        .iter()
+        .map(|(ip, reason)| format!("{ip} ({reason})"))
+        .collect();
+    tracing::warn!(failed = %failed.join(", "), "distribution failed for some replicas");
+    messages.push(format!(
+        "Could not send distribute request to the following addresses: {}",
+        failed.join(", ")
+    ));
+    StatusCode::INTERNAL_SERVER_ERROR
 }
 
 async fn remove(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Response {
@@ -154,11 +274,30 @@ async fn remove(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> 
     } else {
         tracing::info!(service = %name, "Remove: {name} was not configured");
     }
-    json_response(StatusCode::OK, view::envelope("OK", "", &name, None))
+    let mut messages = Vec::new();
+    let mut status = StatusCode::OK;
+    if is_true(&params, "distribute") {
+        let outcome = state.distributor.forward(&format!("{BASE}/remove"), &params).await;
+        status = distribution_status(&outcome, &mut messages);
+    }
+    let verdict = if status == StatusCode::OK { "OK" } else { "NOK" };
+    json_response(status, view::envelope(verdict, &messages.join("; "), &name, None))
 }
 
 async fn reload(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Response {
     let params = query_params(raw);
+    if is_true(&params, "fromListener") {
+        return match sync::notify_listeners(&state).await {
+            Ok(()) => json_response(StatusCode::OK, view::envelope("OK", "", "", None)),
+            Err(message) => {
+                tracing::warn!(%message, "reload from the listener failed");
+                json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    view::envelope("NOK", &message, "", None),
+                )
+            }
+        };
+    }
     let generation = state.registry.republish().await;
     tracing::info!(
         generation,
@@ -182,12 +321,15 @@ async fn config(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> 
             .collect();
         json_response(StatusCode::OK, Value::Object(map))
     } else {
-        let text = format!(
+        let mut text = format!(
             "# sluice routing table, generation {} digest {}\n{}",
             snapshot.generation,
             snapshot.digest,
             snapshot.table.render()
         );
+        if !snapshot.stream.is_empty() {
+            text.push_str(&snapshot.stream.render());
+        }
         let mut resp = (StatusCode::OK, text).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -206,8 +348,23 @@ async fn config(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> 
     resp
 }
 
-async fn ping() -> Response {
-    json_response(StatusCode::OK, view::envelope("OK", "", "", None))
+async fn ping(State(state): State<Arc<ApiState>>) -> Response {
+    if state.ready.load(Ordering::SeqCst) {
+        json_response(StatusCode::OK, view::envelope("OK", "", "", None))
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            view::envelope("NOK", "waiting for the initial sync from LISTENER_ADDRESS", "", None),
+        )
+    }
+}
+
+async fn successful_init_reload(State(state): State<Arc<ApiState>>) -> Response {
+    if state.synced.load(Ordering::SeqCst) {
+        StatusCode::OK.into_response()
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    }
 }
 
 async fn not_found(req: Request) -> Response {

@@ -15,10 +15,15 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use sluice_core::route::RouteTable;
 use sluice_core::service::Service;
+use sluice_proxy::auth::{AuthTable, Gate};
 use sluice_proxy::snapshot::{Snapshot, SnapshotCell};
+use sluice_proxy::stats::StatsHub;
 use tokio::sync::{watch, Mutex};
 
+use crate::metrics::Counters;
 use crate::store::Store;
+use crate::streams::{StreamError, StreamGate};
+use crate::users::UserSource;
 
 /// The service set, keyed by service name.
 pub type ServiceMap = BTreeMap<String, Arc<Service>>;
@@ -33,6 +38,10 @@ struct Inner {
     services: ServiceMap,
     digests: BTreeMap<String, u64>,
     generation: u64,
+    /// Where basic-auth users come from, and the gates compiled from it.
+    users: UserSource,
+    global_gate: Option<Arc<Gate>>,
+    gates: BTreeMap<String, Arc<Gate>>,
 }
 
 /// The single writer of routing state.
@@ -42,6 +51,10 @@ pub struct Registry {
     snapshot: SnapshotCell,
     persist_tx: watch::Sender<Version>,
     persisted_rx: watch::Receiver<u64>,
+    stats: Arc<StatsHub>,
+    counters: Counters,
+    /// Checks layer-4 ports before publishing and opens/closes their listeners.
+    streams: StreamGate,
 }
 
 /// Writes the service set to the store whenever it changes.
@@ -75,11 +88,17 @@ impl Registry {
                 services: ServiceMap::new(),
                 digests: BTreeMap::new(),
                 generation: 0,
+                users: UserSource::default(),
+                global_gate: None,
+                gates: BTreeMap::new(),
             }),
             current: ArcSwap::from_pointee(ServiceMap::new()),
             snapshot,
             persist_tx,
             persisted_rx,
+            stats: StatsHub::new(),
+            counters: Counters::default(),
+            streams: StreamGate::default(),
         });
         (registry, Persister { store, rx, done })
     }
@@ -94,23 +113,70 @@ impl Registry {
         self.snapshot.load_full()
     }
 
-    /// Adds or replaces a service.
-    pub async fn apply(&self, service: Service) -> Change {
+    /// The traffic counters the published snapshots point into.
+    pub fn stats(&self) -> Arc<StatsHub> {
+        self.stats.clone()
+    }
+
+    /// The control API's own counters (reconfigurations, rejections).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Sets where basic-auth users come from (call before the first service is applied).
+    /// Every gate is compiled again; the next publication carries them.
+    pub async fn set_users(&self, users: UserSource) {
         let mut inner = self.inner.lock().await;
+        inner.users = users;
+        Self::compile_gates(&mut inner).await;
+    }
+
+    async fn compile_gates(inner: &mut Inner) {
+        inner.global_gate = inner.users.global_gate();
+        let mut gates = BTreeMap::new();
+        for (name, service) in &inner.services {
+            if let Some(gate) = inner.users.service_gate(service).await {
+                gates.insert(name.clone(), gate);
+            }
+        }
+        inner.gates = gates;
+    }
+
+    async fn compile_gate(inner: &mut Inner, service: &Service) {
+        match inner.users.service_gate(service).await {
+            Some(gate) => inner.gates.insert(service.name.clone(), gate),
+            None => inner.gates.remove(&service.name),
+        };
+    }
+
+    /// Connects the registry to the data plane's layer-4 listeners (call before the first
+    /// service is applied): from then on tcp/sni ports are checked and bound before a change is
+    /// published.
+    pub fn attach_stream_listeners(&self, listeners: Arc<sluice_proxy::stream::StreamListeners>) {
+        self.streams.attach(listeners);
+    }
+
+    /// Adds or replaces a service. A layer-4 port conflict or a port that cannot be bound is
+    /// an error and changes nothing.
+    pub async fn apply(&self, service: Service) -> Result<Change, StreamError> {
+        let mut inner = self.inner.lock().await;
+        self.streams.check(&inner.services, &service)?;
+        Self::compile_gate(&mut inner, &service).await;
         let name = service.name.clone();
         inner.digests.insert(name.clone(), service_digest(&service));
         let existed = inner.services.insert(name, Arc::new(service)).is_some();
         let generation = self.publish(&mut inner);
-        Change {
+        Ok(Change {
             generation,
             existed,
-        }
+        })
     }
 
     /// Removes a service by name.
     pub async fn remove(&self, name: &str) -> Change {
         let mut inner = self.inner.lock().await;
         inner.digests.remove(name);
+        inner.gates.remove(name);
         let existed = inner.services.remove(name).is_some();
         let generation = if existed {
             self.publish(&mut inner)
@@ -127,6 +193,11 @@ impl Registry {
     pub async fn apply_all(&self, services: Vec<Service>) -> u64 {
         let mut inner = self.inner.lock().await;
         for service in services {
+            if let Err(error) = self.streams.check(&inner.services, &service) {
+                tracing::error!(service = %service.name, %error, "service not applied");
+                continue;
+            }
+            Self::compile_gate(&mut inner, &service).await;
             inner
                 .digests
                 .insert(service.name.clone(), service_digest(&service));
@@ -140,18 +211,35 @@ impl Registry {
     /// Compiles and publishes the current set again (`/reload?recreate=true`).
     pub async fn republish(&self) -> u64 {
         let mut inner = self.inner.lock().await;
+        Self::compile_gates(&mut inner).await;
         self.publish(&mut inner)
     }
 
     fn publish(&self, inner: &mut Inner) -> u64 {
         inner.generation += 1;
         let table = RouteTable::build(inner.services.values());
+        let auth = AuthTable::new(
+            inner.global_gate.clone(),
+            inner
+                .gates
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        );
+        let stats = self.stats.bind(&table);
         let digest = inner.digests.values().fold(0u64, |acc, d| acc ^ d);
+        let stream = self
+            .streams
+            .table(&inner.services, &self.snapshot.load().stream);
         self.snapshot.store(Arc::new(Snapshot {
             generation: inner.generation,
             digest: format!("{digest:016x}"),
             table,
+            auth,
+            stats,
+            stream,
         }));
+        self.streams.retain(&self.snapshot.load().stream);
         let services = Arc::new(inner.services.clone());
         self.current.store(services.clone());
         let _ = self.persist_tx.send(Version {
@@ -202,8 +290,13 @@ impl Persister {
     }
 }
 
+/// A hash of what routes a service: its parameters, except `distribute`, which only says how
+/// the request travelled (a replica receives `distribute=false` from the one that got `true`).
 fn service_digest(service: &Service) -> u64 {
     let mut h = DefaultHasher::new();
-    service.params.hash(&mut h);
+    for (key, value) in service.params.iter().filter(|(k, _)| k.as_str() != "distribute") {
+        key.hash(&mut h);
+        value.hash(&mut h);
+    }
     h.finish()
 }

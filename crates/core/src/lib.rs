@@ -5,7 +5,10 @@
 //! back. The data plane (`sluice-proxy`), the control API (`sluice-api`) and the Docker
 //! watcher (`sluice-docker`) build on it.
 
+pub mod client_hello;
+pub mod credentials;
 pub mod params;
 pub mod route;
 pub mod service;
 pub mod settings;
+pub mod stream;

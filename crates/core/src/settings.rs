@@ -29,11 +29,29 @@
 //! | `RELOAD_INTERVAL` | `5000` ms | [`Settings::reload_interval`] |
 //! | `RELOAD_ATTEMPTS` | `5` | [`Settings::reload_attempts`] |
 //! | `REPEAT_RELOAD` | `false` | [`Settings::repeat_reload`] |
+//! | `USERS` | (none) | [`Settings::users`] (global basic-auth users) |
+//! | `USERS_PASS_ENCRYPTED` | `false` | [`Settings::users_pass_encrypted`] |
+//! | `STATS_USER` / `STATS_PASS` | (none) | [`Settings::stats`] (both set = statistics on) |
+//! | `STATS_USER_ENV` / `STATS_PASS_ENV` / `STATS_URI_ENV` | `STATS_USER` / `STATS_PASS` / `STATS_URI` | names of the variables read for the three values |
+//! | `STATS_URI` | `/admin?stats` | [`StatsSettings::uri`] |
+//! | `STATS_PORT` | (none) | [`StatsSettings::port`] (`80` = none, as DFP) |
+//! | `API_USER` / `API_PASS` | (none) | [`Settings::api_auth`] (Sluice; both or neither) |
+//! | `ENABLE_H2` | `true` | [`Settings::enable_h2`] (ALPN `h2,http/1.1` on TLS ports, else `http/1.1`) |
+//! | `CA_FILE` | (none) | [`Settings::ca_file`] (client certificates are requested and verified against it) |
+//! | `PREFERRED_CERTIFICATE` | (none) | [`Settings::preferred_certificates`] (comma-separated file-name globs) |
 //!
 //! Port lists (`DEFAULT_PORTS`, `BIND_PORTS`) are comma-separated items `80`, `443:ssl`. HAProxy
 //! bind options such as `8443 accept-proxy:ssl` are rejected with an error naming the option.
-//! DFP's image defaulted `DEFAULT_PORTS` to `80,443:ssl`; Sluice defaults to `80` because a TLS
-//! listener needs certificates.
+//! DFP's image defaulted `DEFAULT_PORTS` to `80,443:ssl`. Sluice's default is `80`, and becomes
+//! `80,443:ssl` when certificates exist at startup ([`Settings::listener_ports`]); an explicitly
+//! set `DEFAULT_PORTS` always wins ([`Settings::default_ports_set`]).
+//!
+//! `USERS` entries are separated by `,` or newlines; the password is everything after the
+//! first `:` and entries without a password are dropped. A `USERS` value that yields no user
+//! at all still turns authentication on, and then nobody is let in (fail closed, as DFP).
+//! The statistics page is open when **both** `STATS_USER` and `STATS_PASS` are `none`
+//! (ASCII case-insensitive); DFP opened it when either one was `none`, which let a typo in one
+//! value disable the protection. Giving only one of `API_USER`/`API_PASS` is an error.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -41,8 +59,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::credentials::{parse_user_list, Credentials};
 use crate::params::{parse_decimal, parse_go_bool, ParseContext};
-use crate::service::{ConnectionMode, DomainAlgo};
+use crate::service::{ConnectionMode, DomainAlgo, User};
 
 /// Where settings come from: the process environment with `SECRETS_DIR/dfp_<name>` files
 /// overlaid (in the binary), or a plain map (in tests).
@@ -156,6 +175,29 @@ impl Default for Timeouts {
     }
 }
 
+/// Who may see the statistics page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatsAuth {
+    /// `STATS_USER=none` and `STATS_PASS=none`: no authentication.
+    Open,
+    /// Basic authentication with these credentials (realm `Strictly Private`).
+    Basic(Credentials),
+}
+
+/// The statistics page (`STATS_*`); present only when it is enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsSettings {
+    /// `STATS_USER` / `STATS_PASS`.
+    pub auth: StatsAuth,
+    /// `STATS_URI`: requests whose path and query start with it get the page.
+    pub uri: String,
+    /// `STATS_PORT`: an extra listener serving only the page (`None` for unset or `80`).
+    pub port: Option<u16>,
+}
+
+/// The default `STATS_URI`.
+pub const DEFAULT_STATS_URI: &str = "/admin?stats";
+
 /// Everything Sluice reads from its environment. See the module documentation for the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -199,6 +241,40 @@ pub struct Settings {
     pub reload_attempts: u32,
     /// `REPEAT_RELOAD`: keep fetching from the (single) listener.
     pub repeat_reload: bool,
+    /// `USERS`: global basic-auth users (`None` when unset). `Some` with an empty list means
+    /// authentication was asked for but no entry was usable: every request is refused.
+    pub users: Option<Vec<User>>,
+    /// `USERS_PASS_ENCRYPTED`: the global passwords are crypt(3) hashes.
+    pub users_pass_encrypted: bool,
+    /// `STATS_*`: the statistics page, when enabled.
+    pub stats: Option<StatsSettings>,
+    /// `API_USER` / `API_PASS`: basic auth required on the control API.
+    pub api_auth: Option<Credentials>,
+    /// `DEFAULT_PORTS` was given explicitly (then certificates do not add `443:ssl`).
+    pub default_ports_set: bool,
+    /// `ENABLE_H2`: offer HTTP/2 through ALPN on TLS ports.
+    pub enable_h2: bool,
+    /// `CA_FILE`: PEM file of CAs that client certificates are verified against.
+    pub ca_file: Option<PathBuf>,
+    /// `PREFERRED_CERTIFICATE`: file-name globs (`*` only) ordering certificates; the first
+    /// certificate in that order is the default one.
+    pub preferred_certificates: Vec<String>,
+}
+
+impl Settings {
+    /// The HTTP listener ports: `DEFAULT_PORTS` then `BIND_PORTS`. When `DEFAULT_PORTS` was not
+    /// set and certificates exist, the default is `80,443:ssl` instead of `80`.
+    pub fn listener_ports(&self, have_certificates: bool) -> Vec<PortSpec> {
+        let mut ports = self.default_ports.clone();
+        if !self.default_ports_set && have_certificates && !ports.iter().any(|p| p.ssl) {
+            ports.push(PortSpec {
+                port: 443,
+                ssl: true,
+            });
+        }
+        ports.extend(self.bind_ports.iter().copied());
+        ports
+    }
 }
 
 const KNOWN_VARIABLES: &[&str] = &[
@@ -230,6 +306,20 @@ const KNOWN_VARIABLES: &[&str] = &[
     "RELOAD_INTERVAL",
     "RELOAD_ATTEMPTS",
     "REPEAT_RELOAD",
+    "USERS",
+    "USERS_PASS_ENCRYPTED",
+    "STATS_USER_ENV",
+    "STATS_PASS_ENV",
+    "STATS_URI_ENV",
+    "STATS_USER",
+    "STATS_PASS",
+    "STATS_URI",
+    "STATS_PORT",
+    "API_USER",
+    "API_PASS",
+    "ENABLE_H2",
+    "CA_FILE",
+    "PREFERRED_CERTIFICATE",
 ];
 
 /// Every variable [`Settings::from_vars`] reads, in table order.
@@ -269,6 +359,14 @@ impl Default for Settings {
             reload_interval: Duration::from_millis(5000),
             reload_attempts: 5,
             repeat_reload: false,
+            users: None,
+            users_pass_encrypted: false,
+            stats: None,
+            api_auth: None,
+            default_ports_set: false,
+            enable_h2: true,
+            ca_file: None,
+            preferred_certificates: Vec::new(),
         }
     }
 }
@@ -327,6 +425,63 @@ impl Reader<'_> {
         self.number::<u64>(var, "a whole number of seconds")
             .map(|s| s.map_or(default, Duration::from_secs))
     }
+
+    /// A value read through DFP's `<NAME>_ENV` indirection: `indirection` names the variable
+    /// holding it (default `name`).
+    fn indirect(&self, indirection: &str, name: &str) -> Option<String> {
+        let target = self
+            .vars
+            .var(indirection)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| name.to_string());
+        self.vars.var(&target)
+    }
+
+    fn stats(&self) -> Result<Option<StatsSettings>, SettingsError> {
+        let user = self.indirect("STATS_USER_ENV", "STATS_USER");
+        let pass = self.indirect("STATS_PASS_ENV", "STATS_PASS");
+        let uri = self
+            .indirect("STATS_URI_ENV", "STATS_URI")
+            .map(|u| u.trim().to_string())
+            .unwrap_or_else(|| DEFAULT_STATS_URI.to_string());
+        if !uri.starts_with('/') {
+            return Err(SettingsError::Invalid {
+                var: "STATS_URI".into(),
+                value: uri,
+                reason: "must start with '/'".into(),
+            });
+        }
+        let port = self
+            .number::<u16>("STATS_PORT", "a port number (0-65535)")?
+            .filter(|p| *p != 80);
+        let (Some(user), Some(password)) = (user, pass) else {
+            return Ok(None);
+        };
+        let auth = if user.eq_ignore_ascii_case("none") && password.eq_ignore_ascii_case("none") {
+            StatsAuth::Open
+        } else {
+            StatsAuth::Basic(Credentials { user, password })
+        };
+        Ok(Some(StatsSettings { auth, uri, port }))
+    }
+
+    fn api_auth(&self) -> Result<Option<Credentials>, SettingsError> {
+        match (self.vars.var("API_USER"), self.vars.var("API_PASS")) {
+            (Some(user), Some(password)) => Ok(Some(Credentials { user, password })),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(SettingsError::Invalid {
+                var: "API_PASS".into(),
+                value: String::new(),
+                reason: "API_USER is set, so API_PASS must be set too".into(),
+            }),
+            (None, Some(_)) => Err(SettingsError::Invalid {
+                var: "API_USER".into(),
+                value: String::new(),
+                reason: "API_PASS is set, so API_USER must be set too".into(),
+            }),
+        }
+    }
 }
 
 impl Settings {
@@ -345,9 +500,9 @@ impl Settings {
         let port = r
             .number::<u16>("PORT", "a port number (0-65535)")?
             .unwrap_or(d.port);
-        let default_ports = r
-            .parsed("DEFAULT_PORTS", PortSpec::parse_list)?
-            .unwrap_or(d.default_ports);
+        let given_default_ports = r.parsed("DEFAULT_PORTS", PortSpec::parse_list)?;
+        let default_ports_set = given_default_ports.is_some();
+        let default_ports = given_default_ports.unwrap_or(d.default_ports);
         let bind_ports = r
             .parsed("BIND_PORTS", PortSpec::parse_list)?
             .unwrap_or(d.bind_ports);
@@ -412,6 +567,27 @@ impl Settings {
             .number::<u32>("RELOAD_ATTEMPTS", "a whole number")?
             .unwrap_or(d.reload_attempts);
         let repeat_reload = r.boolean("REPEAT_RELOAD", d.repeat_reload)?;
+        let users = r.vars.var("USERS").map(|text| {
+            let mut users = parse_user_list(&text);
+            users.retain(|u| u.password.is_some());
+            users
+        });
+        let users_pass_encrypted = r.boolean("USERS_PASS_ENCRYPTED", d.users_pass_encrypted)?;
+        let stats = r.stats()?;
+        let api_auth = r.api_auth()?;
+        let enable_h2 = r.boolean("ENABLE_H2", d.enable_h2)?;
+        let ca_file = r.vars.var("CA_FILE").map(PathBuf::from);
+        let preferred_certificates = r
+            .vars
+            .var("PREFERRED_CERTIFICATE")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or(d.preferred_certificates);
 
         Ok(Settings {
             ip,
@@ -438,6 +614,14 @@ impl Settings {
             reload_interval,
             reload_attempts,
             repeat_reload,
+            users,
+            users_pass_encrypted,
+            stats,
+            api_auth,
+            default_ports_set,
+            enable_h2,
+            ca_file,
+            preferred_certificates,
         })
     }
 }
@@ -525,6 +709,47 @@ mod tests {
         assert_eq!(s.reload_interval, Duration::from_millis(5000));
         assert_eq!(s.reload_attempts, 5);
         assert!(!s.repeat_reload);
+        assert_eq!(s.users, None);
+        assert!(!s.users_pass_encrypted);
+        assert_eq!(s.stats, None);
+        assert_eq!(s.api_auth, None);
+        assert!(!s.default_ports_set);
+        assert!(s.enable_h2);
+        assert_eq!(s.ca_file, None);
+        assert!(s.preferred_certificates.is_empty());
+    }
+
+    #[test]
+    fn certificates_add_a_tls_port_only_to_the_default() {
+        let plain = PortSpec {
+            port: 80,
+            ssl: false,
+        };
+        let tls = PortSpec {
+            port: 443,
+            ssl: true,
+        };
+        let d = Settings::from_vars(&vars(&[("BIND_PORTS", "8080")])).unwrap();
+        let extra = PortSpec {
+            port: 8080,
+            ssl: false,
+        };
+        assert_eq!(d.listener_ports(false), [plain, extra]);
+        assert_eq!(d.listener_ports(true), [plain, tls, extra]);
+        let given = Settings::from_vars(&vars(&[("DEFAULT_PORTS", "80")])).unwrap();
+        assert_eq!(given.listener_ports(true), [plain]);
+        let given = Settings::from_vars(&vars(&[("DEFAULT_PORTS", "80,8443:ssl")])).unwrap();
+        assert_eq!(
+            given.listener_ports(true),
+            [
+                plain,
+                PortSpec {
+                    port: 8443,
+                    ssl: true
+                }
+            ]
+        );
+        assert_eq!(error_var(&[("ENABLE_H2", "yes")]), "ENABLE_H2");
     }
 
     #[test]
@@ -558,6 +783,20 @@ mod tests {
             ("RELOAD_INTERVAL", "250"),
             ("RELOAD_ATTEMPTS", "9"),
             ("REPEAT_RELOAD", "True"),
+            ("USERS", "a:1,b:2:3"),
+            ("USERS_PASS_ENCRYPTED", "true"),
+            ("STATS_USER_ENV", "STATS_USER"),
+            ("STATS_PASS_ENV", "STATS_PASS"),
+            ("STATS_URI_ENV", "STATS_URI"),
+            ("STATS_USER", "admin"),
+            ("STATS_PASS", "secret"),
+            ("STATS_URI", "/stats"),
+            ("STATS_PORT", "9000"),
+            ("API_USER", "api"),
+            ("API_PASS", "key"),
+            ("ENABLE_H2", "false"),
+            ("CA_FILE", "/ca.pem"),
+            ("PREFERRED_CERTIFICATE", "main*, ,other.pem"),
         ]);
         let recording = Recording {
             inner: v,
@@ -627,6 +866,32 @@ mod tests {
         assert_eq!(s.reload_interval, Duration::from_millis(250));
         assert_eq!(s.reload_attempts, 9);
         assert!(s.repeat_reload);
+        let users = s.users.clone().unwrap();
+        assert_eq!(users.len(), 2);
+        assert_eq!(users[1].password.as_deref(), Some("2:3"));
+        assert!(s.users_pass_encrypted);
+        assert_eq!(
+            s.stats,
+            Some(StatsSettings {
+                auth: StatsAuth::Basic(Credentials {
+                    user: "admin".into(),
+                    password: "secret".into()
+                }),
+                uri: "/stats".into(),
+                port: Some(9000),
+            })
+        );
+        assert_eq!(
+            s.api_auth,
+            Some(Credentials {
+                user: "api".into(),
+                password: "key".into()
+            })
+        );
+        assert!(s.default_ports_set);
+        assert!(!s.enable_h2);
+        assert_eq!(s.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(s.preferred_certificates, ["main*", "other.pem"]);
 
         let mut read = recording.read.into_inner();
         read.sort();
@@ -674,6 +939,8 @@ mod tests {
             ("RELOAD_INTERVAL", "5s"),
             ("RELOAD_ATTEMPTS", "-2"),
             ("REPEAT_RELOAD", "2"),
+            ("USERS_PASS_ENCRYPTED", "yes"),
+            ("STATS_PORT", "x"),
         ];
         for (var, value) in cases {
             let e = error(&[(var, value)]);
@@ -774,6 +1041,77 @@ mod tests {
             e.to_string(),
             "invalid BIND_PORTS=\"8085,8443 accept-proxy:ssl\": bind option 'accept-proxy' is not supported"
         );
+    }
+
+    #[test]
+    fn global_users_drop_entries_without_password_and_fail_closed() {
+        let s = Settings::from_vars(&vars(&[("USERS", "my-user:my-pass\nnopass")])).unwrap();
+        let users = s.users.unwrap();
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].name, "my-user");
+        let s = Settings::from_vars(&vars(&[("USERS", "nopass, :x")])).unwrap();
+        assert_eq!(s.users, Some(Vec::new()), "asked for but unusable");
+    }
+
+    #[test]
+    fn stats_need_both_values_and_open_only_on_none_none() {
+        assert_eq!(
+            Settings::from_vars(&vars(&[("STATS_USER", "u")]))
+                .unwrap()
+                .stats,
+            None
+        );
+        let s = Settings::from_vars(&vars(&[("STATS_USER", "None"), ("STATS_PASS", "NONE")]))
+            .unwrap()
+            .stats
+            .unwrap();
+        assert_eq!(s.auth, StatsAuth::Open);
+        assert_eq!(s.uri, DEFAULT_STATS_URI);
+        assert_eq!(s.port, None);
+        let s = Settings::from_vars(&vars(&[
+            ("STATS_USER", "none"),
+            ("STATS_PASS", "secret"),
+            ("STATS_PORT", "80"),
+        ]))
+        .unwrap()
+        .stats
+        .unwrap();
+        assert!(
+            matches!(s.auth, StatsAuth::Basic(_)),
+            "one 'none' is not open"
+        );
+        assert_eq!(s.port, None, "port 80 is the HTTP listener itself");
+        assert_eq!(error_var(&[("STATS_URI", "admin")]), "STATS_URI");
+    }
+
+    #[test]
+    fn stats_indirection_reads_the_named_variables() {
+        let s = Settings::from_vars(&vars(&[
+            ("STATS_USER_ENV", "MY_USER"),
+            ("STATS_PASS_ENV", "MY_PASS"),
+            ("STATS_URI_ENV", "MY_URI"),
+            ("MY_USER", "x"),
+            ("MY_PASS", "y"),
+            ("MY_URI", "/s"),
+            ("STATS_USER", "ignored"),
+        ]))
+        .unwrap()
+        .stats
+        .unwrap();
+        assert_eq!(
+            s.auth,
+            StatsAuth::Basic(Credentials {
+                user: "x".into(),
+                password: "y".into()
+            })
+        );
+        assert_eq!(s.uri, "/s");
+    }
+
+    #[test]
+    fn api_credentials_come_in_pairs() {
+        assert_eq!(error_var(&[("API_USER", "u")]), "API_PASS");
+        assert_eq!(error_var(&[("API_PASS", "p")]), "API_USER");
     }
 
     #[test]

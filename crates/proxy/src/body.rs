@@ -22,6 +22,8 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     /// A body streamed from an upstream.
     Upstream(UpstreamBody),
+    /// Another body whose bytes are counted for a destination ([`crate::stats`]).
+    Metered(crate::stats::MeteredBody),
 }
 
 impl ProxyBody {
@@ -81,6 +83,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Metered(body) => body.poll_frame(cx),
             ProxyBody::Upstream(body) => match Pin::new(&mut body.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     body.timer = None;
@@ -117,6 +120,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Metered(body) => body.is_end_stream(),
             ProxyBody::Upstream(body) => body.inner.is_end_stream(),
         }
     }
@@ -125,6 +129,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Metered(body) => body.size_hint(),
             ProxyBody::Upstream(body) => body.inner.size_hint(),
         }
     }

@@ -3,16 +3,21 @@
 //! 1. **route** — the snapshot's table picks a route, a redirect, or nothing (503).
 //! 2. **redirect** — `httpsOnly` sends plain-HTTP requests to https.
 //! 3. **deny** — `verifyClientSsl`, `allowedMethods`, `deniedMethods`, `denyHttp` answer 403
-//!    (before authentication, as DFP does).
+//!    (before authentication, as DFP does). Then **auth**: the destination's basic-auth gate
+//!    answers 401 ([`crate::auth`]), and the checked `Authorization` header is not forwarded.
 //! 4. **rewrite** — path rewrites, forwarding headers and the service's request header rules.
 //! 5. **upstream** — the request goes to one of the service's task addresses (503 when none
 //!    answers, 504 on the server timeout, 502 on a broken response).
 //! 6. **response** — hop-by-hop headers go, the service's response header rules apply, and an
 //!    upgrade (WebSocket) becomes a tunnel.
+//!
+//! Before routing, a request for `STATS_URI` gets the statistics page ([`crate::stats_page`]);
+//! every other request is counted ([`crate::stats`]).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::header::{
     HeaderName, HeaderValue, CONNECTION, COOKIE, HOST, SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING,
@@ -25,6 +30,8 @@ use sluice_core::service::{ConnectionMode, HeaderOp, ReqMode};
 
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::error_page::{self, Failure};
+use crate::snapshot::Snapshot;
+use crate::stats::{DestStats, RequestBody};
 use crate::upstream::{SendError, Target, Upstreams};
 use crate::worker::Worker;
 
@@ -51,6 +58,13 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let snapshot = worker.snapshot.load_full();
+    if let Some(page) = &worker.stats.page {
+        let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        if let Some(format) = page.format(pq) {
+            return page.respond(format, req.headers(), &worker.stats.hub, &snapshot);
+        }
+    }
+    worker.stats.hub.request_arrived();
     let host = request_host(&req).map(str::to_owned);
     let decision = {
         let path = req.uri().path();
@@ -67,11 +81,34 @@ pub(crate) async fn handle(
         };
         snapshot.table.decide(&facts)
     };
-    match decision {
-        Decision::NoRoute => error_page::page(Failure::NoRoute),
+    let resp = match decision {
+        Decision::NoRoute => {
+            worker.stats.hub.unrouted();
+            error_page::page(Failure::NoRoute)
+        }
         Decision::Redirect { status, location } => error_page::redirect(status, &location),
-        Decision::Forward(route) => forward(&worker, &conn, route, host.as_deref(), req).await,
-    }
+        Decision::Forward(route) => {
+            let started = Instant::now();
+            let stats = snapshot.stats.of(route);
+            let in_flight = stats.map(DestStats::begin);
+            let resp = forward(
+                &worker,
+                &conn,
+                &snapshot,
+                route,
+                stats,
+                host.as_deref(),
+                req,
+            )
+            .await;
+            match in_flight {
+                Some(in_flight) => crate::stats::finish(resp, in_flight, started),
+                None => resp,
+            }
+        }
+    };
+    worker.stats.hub.responded(resp.status().as_u16());
+    resp
 }
 
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
@@ -84,7 +121,9 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
 async fn forward(
     worker: &Worker,
     conn: &ConnInfo,
+    snapshot: &Snapshot,
     route: &Route,
+    stats: Option<&Arc<DestStats>>,
     host: Option<&str>,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
@@ -94,7 +133,7 @@ async fn forward(
 
     // Phase: redirect.
     if dest.https_only && !conn.tls {
-        let location = https_location(host, req.uri());
+        let location = https_location(host, req.uri(), worker.https_port);
         return error_page::redirect(dest.https_redirect_code.get(), &location);
     }
 
@@ -105,7 +144,21 @@ async fn forward(
         || dest.denied_methods.iter().any(|m| m == method)
         || (dest.deny_http && !conn.tls);
     if denied {
+        if let Some(stats) = stats {
+            stats.denied();
+        }
         return error_page::page(Failure::Forbidden);
+    }
+
+    // Phase: auth.
+    if let Some(gate) = snapshot.auth.gate(&service.name, dest.ignore_authorization) {
+        if !gate.admits(req.headers()).await {
+            if let Some(stats) = stats {
+                stats.unauthorized();
+            }
+            return crate::auth::challenge(gate.realm());
+        }
+        req.headers_mut().remove(http::header::AUTHORIZATION);
     }
 
     // Phase: rewrite.
@@ -128,6 +181,7 @@ async fn forward(
         headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(conn.local_port));
         apply_header_ops(headers, &service.request_headers, conn, &client_ip);
     }
+    crate::tls::to_http1(&mut req);
     *req.version_mut() = http::Version::HTTP_11;
     let sticky_index = if service.sticky {
         sticky_choice(req.headers(), &service.name)
@@ -140,11 +194,13 @@ async fn forward(
     let target = Target {
         host: route.upstream_host(),
         tasks_first: dest.outbound_hostname.is_none(),
+        tls: dest.ssl_verify_none,
     };
     let server_timeout = dest
         .timeout_server
         .map(|s| Duration::from_secs(u64::from(s)))
         .unwrap_or(worker.timeouts.server);
+    let req = req.map(|body| RequestBody::new(body, stats.cloned()));
     let exchange = match worker
         .upstreams
         .send(
@@ -157,8 +213,16 @@ async fn forward(
         )
         .await
     {
-        Ok(exchange) => exchange,
+        Ok(exchange) => {
+            if let Some(stats) = stats {
+                stats.upstream_answered(exchange.addr, &exchange.failed);
+            }
+            exchange
+        }
         Err(error) => {
+            if let Some(stats) = stats {
+                stats.upstream_failed(&error);
+            }
             let failure = match &error {
                 SendError::Resolve { .. } | SendError::Unreachable { .. } => Failure::Unavailable,
                 SendError::Timeout { .. } => Failure::Timeout,
@@ -224,8 +288,9 @@ async fn forward(
     )
 }
 
-/// `https://<host without port><path?query>` for https redirects.
-fn https_location(host: Option<&str>, uri: &Uri) -> String {
+/// `https://<host without port>[:<https port>]<path?query>` for https redirects; the port is
+/// the proxy's first TLS port, left out when it is 443 (or there is none).
+fn https_location(host: Option<&str>, uri: &Uri, https_port: Option<u16>) -> String {
     let host = host.unwrap_or("");
     let bare = match host.rfind(':') {
         Some(at) if !host.ends_with(']') && host[at + 1..].bytes().all(|b| b.is_ascii_digit()) => {
@@ -234,7 +299,10 @@ fn https_location(host: Option<&str>, uri: &Uri) -> String {
         _ => host,
     };
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    format!("https://{bare}{pq}")
+    match https_port {
+        Some(port) if port != 443 => format!("https://{bare}:{port}{pq}"),
+        _ => format!("https://{bare}{pq}"),
+    }
 }
 
 /// Applies the destination's rewrites to the path, keeping the query.
@@ -400,12 +468,16 @@ mod tests {
     fn https_location_drops_the_plain_port() {
         let uri: Uri = "/a?b=1".parse().unwrap();
         assert_eq!(
-            https_location(Some("example.com:8080"), &uri),
+            https_location(Some("example.com:8080"), &uri, None),
             "https://example.com/a?b=1"
         );
         assert_eq!(
-            https_location(Some("example.com"), &uri),
+            https_location(Some("example.com"), &uri, Some(443)),
             "https://example.com/a?b=1"
+        );
+        assert_eq!(
+            https_location(Some("example.com:8080"), &uri, Some(8443)),
+            "https://example.com:8443/a?b=1"
         );
     }
 

@@ -3,10 +3,17 @@
 //! It reads routing decisions from the published [`snapshot::Snapshot`] and never writes
 //! them; the control API is the one writer. It does not parse parameters or talk to Docker.
 
+pub mod auth;
 pub mod body;
+pub mod certs;
 pub mod error_page;
 mod forward;
+pub mod resolve;
 pub mod snapshot;
+pub mod stats;
+pub mod stats_page;
+pub mod stream;
+pub mod tls;
 mod tunnel;
 mod upstream;
 mod worker;

@@ -5,6 +5,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use sluice_core::route::RouteTable;
+use sluice_core::stream::StreamTable;
+
+use crate::auth::AuthTable;
+use crate::stats::RouteStats;
 
 /// One published routing state.
 pub struct Snapshot {
@@ -14,6 +18,12 @@ pub struct Snapshot {
     pub digest: String,
     /// The compiled HTTP routes.
     pub table: RouteTable,
+    /// The basic-auth gates (global and per service).
+    pub auth: AuthTable,
+    /// The counters of each route of `table`, by route position.
+    pub stats: RouteStats,
+    /// The compiled layer-4 (tcp and sni) routes.
+    pub stream: StreamTable,
 }
 
 impl Snapshot {
@@ -23,6 +33,9 @@ impl Snapshot {
             generation: 0,
             digest: String::new(),
             table: RouteTable::build(std::iter::empty()),
+            auth: AuthTable::default(),
+            stats: RouteStats::default(),
+            stream: StreamTable::default(),
         }
     }
 }

@@ -10,6 +10,9 @@
 //! through the system resolver (`/etc/hosts`, then DNS). Answers are cached for a short TTL
 //! and refreshed in the background; a failed connect marks the name for refresh and the
 //! request is retried on another address.
+//!
+//! Destinations with `sslVerifyNone` are reached over TLS without certificate verification;
+//! their idle connections are pooled apart from plain ones (the pool key includes TLS).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use http::Request;
 use hyper::body::Incoming;
+
+use crate::stats::RequestBody as ReqBody;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::Response;
 use hyper_util::rt::TokioIo;
@@ -39,7 +44,12 @@ pub(crate) struct Target<'a> {
     pub(crate) host: &'a str,
     /// Look up `tasks.<host>` first (Swarm task records).
     pub(crate) tasks_first: bool,
+    /// Speak TLS to the upstream without verifying it (`sslVerifyNone`).
+    pub(crate) tls: bool,
 }
+
+/// Idle connections are pooled per address and transport (plain or TLS).
+type PoolKey = (SocketAddr, bool);
 
 struct NameEntry {
     result: Result<Rc<[IpAddr]>, String>,
@@ -52,15 +62,16 @@ struct NameEntry {
 pub(crate) struct Upstreams {
     me: Weak<Upstreams>,
     names: RefCell<HashMap<(String, bool), NameEntry>>,
-    idle: RefCell<HashMap<SocketAddr, Vec<SendRequest<Incoming>>>>,
+    idle: RefCell<HashMap<PoolKey, Vec<SendRequest<ReqBody>>>>,
+    tls_connector: std::cell::OnceCell<Option<tokio_rustls::TlsConnector>>,
     connect_timeout: Duration,
     hosts_file: Option<Rc<Path>>,
 }
 
 /// A pooled connection lent to one response; [`Lease::release`] gives it back.
 pub(crate) struct Lease {
-    sender: SendRequest<Incoming>,
-    addr: SocketAddr,
+    sender: SendRequest<ReqBody>,
+    key: PoolKey,
     pool: Weak<Upstreams>,
 }
 
@@ -68,7 +79,7 @@ impl Lease {
     /// Returns the connection to the idle pool (call once the response body is complete).
     pub(crate) fn release(self) {
         if let Some(pool) = self.pool.upgrade() {
-            pool.put_idle(self.addr, self.sender);
+            pool.put_idle(self.key, self.sender);
         }
     }
 }
@@ -91,6 +102,8 @@ pub(crate) enum SendError {
         host: String,
         /// How many addresses were tried.
         tried: usize,
+        /// The addresses whose connect failed (for statistics).
+        failed: Vec<SocketAddr>,
     },
     /// The upstream did not answer within the server timeout.
     #[error("upstream {addr} timed out")]
@@ -112,6 +125,8 @@ pub(crate) enum SendError {
 /// A successful exchange.
 pub(crate) struct Exchange {
     pub(crate) response: Response<Incoming>,
+    /// Addresses whose connect failed before this exchange (for statistics).
+    pub(crate) failed: Vec<SocketAddr>,
     pub(crate) lease: Option<Lease>,
     pub(crate) addr: SocketAddr,
 }
@@ -122,25 +137,26 @@ impl Upstreams {
             me: me.clone(),
             names: RefCell::new(HashMap::new()),
             idle: RefCell::new(HashMap::new()),
+            tls_connector: std::cell::OnceCell::new(),
             connect_timeout,
             hosts_file: hosts_file.map(Rc::from),
         })
     }
 
-    fn put_idle(&self, addr: SocketAddr, sender: SendRequest<Incoming>) {
+    fn put_idle(&self, key: PoolKey, sender: SendRequest<ReqBody>) {
         if sender.is_closed() {
             return;
         }
         let mut idle = self.idle.borrow_mut();
-        let list = idle.entry(addr).or_default();
+        let list = idle.entry(key).or_default();
         if list.len() < MAX_IDLE_PER_ADDR {
             list.push(sender);
         }
     }
 
-    fn take_idle(&self, addr: SocketAddr) -> Option<SendRequest<Incoming>> {
+    fn take_idle(&self, key: PoolKey) -> Option<SendRequest<ReqBody>> {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(&key)?;
         while let Some(sender) = list.pop() {
             if sender.is_ready() {
                 return Some(sender);
@@ -233,7 +249,7 @@ impl Upstreams {
         &self,
         target: Target<'_>,
         port: u16,
-        mut req: Request<Incoming>,
+        mut req: Request<ReqBody>,
         upgrade: bool,
         server_timeout: Duration,
         preferred: Option<usize>,
@@ -247,17 +263,19 @@ impl Upstreams {
         }
         let start = preferred.filter(|i| *i < addrs.len()).unwrap_or(start);
         let attempts = addrs.len().min(MAX_ATTEMPTS);
+        let mut failed = Vec::new();
         for attempt in 0..attempts {
             let addr = SocketAddr::new(addrs[(start + attempt) % addrs.len()], port);
             if !upgrade {
-                while let Some(mut sender) = self.take_idle(addr) {
+                while let Some(mut sender) = self.take_idle((addr, target.tls)) {
                     match tokio::time::timeout(server_timeout, sender.try_send_request(req)).await {
                         Err(_) => return Err(SendError::Timeout { addr }),
                         Ok(Ok(response)) => {
                             return Ok(Exchange {
                                 response,
-                                lease: Some(self.lease(sender, addr)),
+                                lease: Some(self.lease(sender, (addr, target.tls))),
                                 addr,
+                                failed,
                             })
                         }
                         Ok(Err(mut e)) => match e.take_message() {
@@ -273,11 +291,12 @@ impl Upstreams {
                     }
                 }
             }
-            let mut sender = match self.connect(addr, upgrade).await {
+            let mut sender = match self.connect(addr, upgrade, target).await {
                 Ok(sender) => sender,
                 Err(error) => {
                     tracing::warn!(%addr, host = target.host, %error, "upstream connect failed");
                     self.invalidate(target);
+                    failed.push(addr);
                     continue;
                 }
             };
@@ -285,8 +304,9 @@ impl Upstreams {
                 Err(_) => Err(SendError::Timeout { addr }),
                 Ok(Ok(response)) => Ok(Exchange {
                     response,
-                    lease: (!upgrade).then(|| self.lease(sender, addr)),
+                    lease: (!upgrade).then(|| self.lease(sender, (addr, target.tls))),
                     addr,
+                    failed,
                 }),
                 Ok(Err(e)) => Err(SendError::Broken {
                     addr,
@@ -297,46 +317,93 @@ impl Upstreams {
         Err(SendError::Unreachable {
             host: target.host.to_string(),
             tried: attempts,
+            failed,
         })
     }
 
-    fn lease(&self, sender: SendRequest<Incoming>, addr: SocketAddr) -> Lease {
+    fn lease(&self, sender: SendRequest<ReqBody>, key: PoolKey) -> Lease {
         Lease {
             sender,
-            addr,
+            key,
             pool: self.me.clone(),
         }
+    }
+
+    /// Opens a TCP connection to `addr` within the connect timeout (no protocol on top).
+    pub(crate) async fn connect_tcp(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connect timed out after {:?}", self.connect_timeout),
+                )
+            })??;
+        // Small messages must not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    fn tls_connector(&self) -> Option<tokio_rustls::TlsConnector> {
+        self.tls_connector
+            .get_or_init(|| match crate::tls::insecure_client_config() {
+                Ok(config) => Some(tokio_rustls::TlsConnector::from(config)),
+                Err(error) => {
+                    tracing::error!(%error, "cannot build the upstream TLS configuration");
+                    None
+                }
+            })
+            .clone()
     }
 
     async fn connect(
         &self,
         addr: SocketAddr,
         upgrade: bool,
-    ) -> Result<SendRequest<Incoming>, ConnectError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ConnectError::Timeout(self.connect_timeout))?
-            .map_err(ConnectError::Io)?;
-        // Small responses must not wait for Nagle.
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(ConnectError::Handshake)?;
-        if upgrade {
-            tokio::task::spawn_local(async move {
-                if let Err(error) = conn.with_upgrades().await {
-                    tracing::debug!(%addr, %error, "upstream connection ended");
-                }
-            });
+        target: Target<'_>,
+    ) -> Result<SendRequest<ReqBody>, ConnectError> {
+        let stream = self.connect_tcp(addr).await.map_err(ConnectError::Io)?;
+        let (sender, conn) = if target.tls {
+            let connector = self.tls_connector().ok_or(ConnectError::TlsUnavailable)?;
+            let name = crate::tls::upstream_name(target.host, addr);
+            let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name, stream))
+                .await
+                .map_err(|_| ConnectError::Timeout(self.connect_timeout))?
+                .map_err(ConnectError::Tls)?;
+            let (sender, conn) = http1::Builder::new()
+                .handshake(TokioIo::new(tls))
+                .await
+                .map_err(ConnectError::Handshake)?;
+            spawn_connection(addr, upgrade, conn);
+            return Ok(sender);
         } else {
-            tokio::task::spawn_local(async move {
-                if let Err(error) = conn.await {
-                    tracing::debug!(%addr, %error, "upstream connection ended");
-                }
-            });
-        }
+            http1::Builder::new()
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(ConnectError::Handshake)?
+        };
+        spawn_connection(addr, upgrade, conn);
         Ok(sender)
+    }
+}
+
+/// Drives an upstream connection on the worker until it closes.
+fn spawn_connection<T>(addr: SocketAddr, upgrade: bool, conn: http1::Connection<T, ReqBody>)
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    if upgrade {
+        tokio::task::spawn_local(async move {
+            if let Err(error) = conn.with_upgrades().await {
+                tracing::debug!(%addr, %error, "upstream connection ended");
+            }
+        });
+    } else {
+        tokio::task::spawn_local(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%addr, %error, "upstream connection ended");
+            }
+        });
     }
 }
 
@@ -348,6 +415,10 @@ enum ConnectError {
     Io(std::io::Error),
     #[error("handshake failed: {0}")]
     Handshake(hyper::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("upstream TLS is not available")]
+    TlsUnavailable,
 }
 
 /// Resolves `host` the way the system resolver does, `tasks.<host>` first when asked.
@@ -358,64 +429,21 @@ async fn lookup(
     hosts_file: Option<&Path>,
 ) -> Result<Rc<[IpAddr]>, String> {
     if tasks_first {
-        if let Ok(addrs) = lookup_one(&format!("tasks.{host}"), hosts_file).await {
+        if let Ok(addrs) = crate::resolve::lookup(&format!("tasks.{host}"), hosts_file).await {
             if !addrs.is_empty() {
-                return Ok(addrs);
+                return Ok(Rc::from(addrs));
             }
         }
     }
-    lookup_one(host, hosts_file)
+    crate::resolve::lookup(host, hosts_file)
         .await
+        .map(Rc::from)
         .map_err(|e| e.to_string())
-}
-
-/// Looks a name up in `HOSTS_FILE` (when set), then through the system resolver.
-async fn lookup_one(host: &str, hosts_file: Option<&Path>) -> std::io::Result<Rc<[IpAddr]>> {
-    if let Some(path) = hosts_file {
-        let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
-        let mut ips = hosts_entries(&text, host);
-        if !ips.is_empty() {
-            ips.sort();
-            ips.dedup();
-            return Ok(Rc::from(ips));
-        }
-    }
-    let mut ips: Vec<IpAddr> = tokio::net::lookup_host((host, 0u16))
-        .await?
-        .map(|a| a.ip())
-        .collect();
-    ips.sort();
-    ips.dedup();
-    Ok(Rc::from(ips))
-}
-
-/// The addresses a hosts-format text gives `host` (`<ip> <name> [<name>…]`, `#` comments).
-fn hosts_entries(text: &str, host: &str) -> Vec<IpAddr> {
-    text.lines()
-        .map(|line| line.split('#').next().unwrap_or(""))
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let ip: IpAddr = fields.next()?.parse().ok()?;
-            fields
-                .any(|name| name.eq_ignore_ascii_case(host))
-                .then_some(ip)
-        })
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hosts_file_lines_are_parsed() {
-        let text =
-            "# comment\n127.0.0.2 tasks.go-demo go-demo\n127.0.0.3 tasks.go-demo\nbad line\n";
-        let ips = hosts_entries(text, "TASKS.go-demo");
-        assert_eq!(ips.len(), 2);
-        assert_eq!(hosts_entries(text, "go-demo").len(), 1);
-        assert!(hosts_entries(text, "other").is_empty());
-    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn ip_literals_are_not_looked_up() {
@@ -427,6 +455,7 @@ mod tests {
                     .addresses(Target {
                         host: "127.0.0.1",
                         tasks_first: true,
+                        tls: false,
                     })
                     .await
                     .unwrap();
@@ -445,6 +474,7 @@ mod tests {
                     .addresses(Target {
                         host: "localhost",
                         tasks_first: true,
+                        tls: false,
                     })
                     .await
                     .unwrap();
@@ -463,6 +493,7 @@ mod tests {
                     .addresses(Target {
                         host: "no-such-service.invalid",
                         tasks_first: true,
+                        tls: false,
                     })
                     .await
                     .unwrap_err();

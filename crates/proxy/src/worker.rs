@@ -1,10 +1,12 @@
 //! The data plane's threads: one worker per core, each with its own current-thread runtime,
 //! its own `SO_REUSEPORT` listener on every HTTP port, and its own upstream pools. Workers
-//! share nothing but the published routing snapshot.
+//! share nothing but the published routing snapshot, the TLS configuration of `:ssl` ports
+//! and the layer-4 listener set ([`crate::stream`]).
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -12,20 +14,26 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use sluice_core::service::ConnectionMode;
-use sluice_core::settings::Timeouts;
+use sluice_core::settings::{PortSpec, Timeouts};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::forward::{self, ConnInfo};
 use crate::snapshot::SnapshotCell;
+use crate::stream::StreamListeners;
 use crate::upstream::Upstreams;
 
 /// What the data plane needs to start.
 #[derive(Debug, Clone)]
 pub struct DataPlaneConfig {
-    /// HTTP ports to listen on (`0` picks a free port, shared by all workers).
-    pub ports: Vec<u16>,
+    /// HTTP ports to listen on (`0` picks a free port, shared by all workers); `:ssl` ports
+    /// terminate TLS with [`DataPlaneConfig::tls`].
+    pub ports: Vec<PortSpec>,
+    /// The TLS configuration of `:ssl` ports (see [`crate::tls::server_config`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The layer-4 (tcp/sni) listener set the workers serve.
+    pub streams: Option<Arc<StreamListeners>>,
     /// Worker threads (at least one).
     pub workers: usize,
     /// DFP's `TIMEOUT_*` values.
@@ -34,6 +42,8 @@ pub struct DataPlaneConfig {
     pub connection_mode: ConnectionMode,
     /// `HOSTS_FILE`: extra name-to-address entries consulted before the system resolver.
     pub hosts_file: Option<std::path::PathBuf>,
+    /// Traffic counters and the statistics page ([`crate::stats_page`]).
+    pub stats: crate::stats_page::StatsConfig,
 }
 
 /// A data plane could not start.
@@ -51,6 +61,12 @@ pub enum DataPlaneError {
     /// A worker thread or its runtime could not start.
     #[error("cannot start worker thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// An `:ssl` port was asked for without a TLS configuration.
+    #[error("port {port} is an :ssl port but no TLS configuration was given")]
+    NoTls {
+        /// The port.
+        port: u16,
+    },
 }
 
 /// The per-thread state every request of a worker sees.
@@ -59,11 +75,16 @@ pub(crate) struct Worker {
     pub(crate) upstreams: Rc<Upstreams>,
     pub(crate) timeouts: Timeouts,
     pub(crate) connection_mode: ConnectionMode,
+    /// The first TLS port, for `httpsOnly` redirects.
+    pub(crate) https_port: Option<u16>,
+    /// Traffic counters and the statistics page.
+    pub(crate) stats: crate::stats_page::StatsConfig,
 }
 
 /// The running data plane.
 pub struct DataPlane {
     addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
     threads: Vec<JoinHandle<()>>,
     stop: watch::Sender<Option<Duration>>,
 }
@@ -77,22 +98,35 @@ impl DataPlane {
         let workers = config.workers.max(1);
         // Bind the first socket of each port here, so port 0 resolves to one concrete port that
         // every other worker then shares through SO_REUSEPORT.
-        let mut per_worker: Vec<Vec<StdListener>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut per_worker: Vec<Vec<(StdListener, bool)>> =
+            (0..workers).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
-        for &port in &config.ports {
+        let mut tls_addrs = Vec::new();
+        for &PortSpec { port, ssl } in &config.ports {
+            if ssl && config.tls.is_none() {
+                return Err(DataPlaneError::NoTls { port });
+            }
             let first =
                 bind_reuseport(port).map_err(|source| DataPlaneError::Bind { port, source })?;
             let actual = first
                 .local_addr()
                 .map_err(|source| DataPlaneError::Bind { port, source })?;
             addrs.push(actual);
-            per_worker[0].push(first);
+            if ssl {
+                tls_addrs.push(actual);
+            }
+            per_worker[0].push((first, ssl));
             for listeners in per_worker.iter_mut().skip(1) {
                 let more = bind_reuseport(actual.port())
                     .map_err(|source| DataPlaneError::Bind { port, source })?;
-                listeners.push(more);
+                listeners.push((more, ssl));
             }
         }
+        if let Some(streams) = &config.streams {
+            let bound: Vec<u16> = addrs.iter().map(SocketAddr::port).collect();
+            streams.set_http_ports(&bound);
+        }
+        let https_port = tls_addrs.first().map(SocketAddr::port);
         let (stop, stop_rx) = watch::channel(None);
         let mut threads = Vec::with_capacity(workers);
         for (index, listeners) in per_worker.into_iter().enumerate() {
@@ -101,12 +135,13 @@ impl DataPlane {
             let stop_rx = stop_rx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("sluice-worker-{index}"))
-                .spawn(move || run_worker(index, listeners, snapshot, config, stop_rx))
+                .spawn(move || run_worker(index, listeners, snapshot, config, https_port, stop_rx))
                 .map_err(DataPlaneError::Thread)?;
             threads.push(handle);
         }
         Ok(DataPlane {
             addrs,
+            tls_addrs,
             threads,
             stop,
         })
@@ -115,6 +150,11 @@ impl DataPlane {
     /// The bound HTTP addresses, in the order of the configured ports.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The bound TLS (`:ssl`) addresses, in the order of the configured ports.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `grace`, then closes the rest.
@@ -139,9 +179,10 @@ fn bind_reuseport(port: u16) -> std::io::Result<StdListener> {
 
 fn run_worker(
     index: usize,
-    listeners: Vec<StdListener>,
+    listeners: Vec<(StdListener, bool)>,
     snapshot: SnapshotCell,
     config: DataPlaneConfig,
+    https_port: Option<u16>,
     stop: watch::Receiver<Option<Duration>>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -161,11 +202,14 @@ fn run_worker(
             upstreams: Upstreams::new(config.timeouts.connect, config.hosts_file.as_deref()),
             timeouts: config.timeouts,
             connection_mode: config.connection_mode,
+            https_port,
+            stats: config.stats.clone(),
         });
         // Every connection task holds a sender; when all are gone, the worker has drained.
         let (drain_tx, mut drain_rx) = tokio::sync::mpsc::channel::<()>(1);
         let mut accept_loops = Vec::new();
-        for std_listener in listeners {
+        let acceptor = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        for (std_listener, ssl) in listeners {
             let listener = match TcpListener::from_std(std_listener) {
                 Ok(l) => l,
                 Err(error) => {
@@ -176,6 +220,16 @@ fn run_worker(
             accept_loops.push(tokio::task::spawn_local(accept_loop(
                 listener,
                 worker.clone(),
+                drain_tx.clone(),
+                stop.clone(),
+                if ssl { acceptor.clone() } else { None },
+            )));
+        }
+        if let Some(streams) = config.streams.clone() {
+            accept_loops.push(tokio::task::spawn_local(crate::stream::supervise(
+                index,
+                worker.clone(),
+                streams,
                 drain_tx.clone(),
                 stop.clone(),
             )));
@@ -208,6 +262,7 @@ async fn accept_loop(
     worker: Rc<Worker>,
     drain: tokio::sync::mpsc::Sender<()>,
     mut stop: watch::Receiver<Option<Duration>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let mut builder = http1::Builder::new();
@@ -237,6 +292,22 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        if let Some(acceptor) = &tls {
+            let serve = crate::tls::serve(
+                worker.clone(),
+                acceptor.clone(),
+                stream,
+                client,
+                local_port,
+                stop.clone(),
+            );
+            let drain = drain.clone();
+            tokio::task::spawn_local(async move {
+                serve.await;
+                drop(drain);
+            });
+            continue;
+        }
         let conn = Rc::new(ConnInfo {
             client,
             local_port,

@@ -2,7 +2,9 @@
 //! the crates together; the work itself lives in `sluice-core`, `sluice-proxy`, `sluice-api`
 //! and `sluice-docker`.
 
+mod listener;
 mod proxy;
+mod signal;
 mod vars;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run the proxy: the HTTP data plane on DEFAULT_PORTS/BIND_PORTS and the control API on PORT.
     Proxy,
+    /// Run the Swarm listener: watch Docker services and notify the proxies (DFSL's job).
+    Listener,
 }
 
 fn main() -> std::process::ExitCode {
@@ -26,6 +30,7 @@ fn main() -> std::process::ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Proxy => proxy::run(),
+        Command::Listener => listener::run(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

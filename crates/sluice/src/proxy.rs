@@ -10,6 +10,8 @@ use sluice_api::store::Store;
 use sluice_api::ApiState;
 use sluice_core::params::{parse_service, services_from_env};
 use sluice_core::settings::{Settings, Vars};
+use sluice_proxy::certs::{CertSources, CertStore};
+use sluice_proxy::stream::StreamListeners;
 use sluice_proxy::{DataPlane, DataPlaneConfig};
 
 use crate::vars::ProcessVars;
@@ -30,6 +32,23 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
     let store = Store::open(&settings.data_dir)?;
     let snapshot = sluice_proxy::snapshot::new_cell();
     let (registry, persister) = Registry::new(snapshot.clone(), Some(store.clone()));
+    registry
+        .set_users(sluice_api::users::UserSource::from_settings(&settings))
+        .await;
+    let stats_page = settings
+        .stats
+        .as_ref()
+        .map(|s| Arc::new(sluice_proxy::stats_page::StatsPage::new(s)));
+    // Certificates decide the default listener ports; layer-4 ports are checked against those.
+    let certs = CertStore::load(CertSources {
+        certs_dir: settings.certs_dir.clone(),
+        secrets_dir: settings.secrets_dir.clone(),
+        preferred: settings.preferred_certificates.clone(),
+    });
+    let listener_ports = settings.listener_ports(!certs.is_empty());
+    let http_ports: Vec<u16> = listener_ports.iter().map(|p| p.port).collect();
+    let streams = StreamListeners::new(settings.worker_threads, &http_ports);
+    registry.attach_stream_listeners(streams.clone());
 
     // State first, then DFP_SERVICE_* services: nothing is served before both are live.
     let mut initial = Vec::new();
@@ -56,36 +75,66 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
     tracing::info!(from_state, from_env, "loaded services");
     tokio::spawn(persister.run());
 
-    let ports: Vec<u16> = settings
-        .default_ports
-        .iter()
-        .chain(settings.bind_ports.iter())
-        .map(|p| p.port)
-        .collect();
+    let hosts_file = vars.var("HOSTS_FILE").map(std::path::PathBuf::from);
+    let tls = if listener_ports.iter().any(|p| p.ssl) {
+        Some(sluice_proxy::tls::server_config(
+            &certs,
+            settings.enable_h2,
+            settings.ca_file.as_deref(),
+        )?)
+    } else {
+        None
+    };
     let dataplane = DataPlane::start(
         DataPlaneConfig {
-            ports,
+            ports: listener_ports,
+            tls,
+            streams: Some(streams),
             workers: settings.worker_threads,
             timeouts: settings.timeouts,
             connection_mode: settings.connection_mode,
-            hosts_file: vars.var("HOSTS_FILE").map(std::path::PathBuf::from),
+            hosts_file: hosts_file.clone(),
+            stats: sluice_proxy::stats_page::StatsConfig {
+                hub: registry.stats(),
+                page: stats_page.clone(),
+            },
         },
-        snapshot,
+        snapshot.clone(),
     )?;
     for addr in dataplane.local_addrs() {
-        tracing::info!(%addr, "http listener bound");
+        let tls = dataplane.tls_addrs().contains(addr);
+        tracing::info!(%addr, tls, "http listener bound");
     }
+    tokio::spawn(certs.clone().watch(Duration::from_secs(5)));
 
     let api_listener = tokio::net::TcpListener::bind((settings.ip, settings.port))
         .await
         .with_context(|| format!("cannot listen on IP={} PORT={}", settings.ip, settings.port))?;
     tracing::info!(addr = %api_listener.local_addr()?, "api listener bound");
-    let state = Arc::new(ApiState {
-        registry: registry.clone(),
-        settings: settings.clone(),
-    });
+    let state = Arc::new(ApiState::new(
+        registry.clone(),
+        settings.clone(),
+        sluice_api::access::peer_authorization(&settings),
+        hosts_file,
+    ));
+    let _ = state.certs.set(certs);
+    sluice_api::certs::sync_from_peers(&state).await;
+    tokio::spawn(sluice_api::sync::run(state.clone()));
     let app = sluice_api::router(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let (Some(page), Some(port)) = (&stats_page, settings.stats.as_ref().and_then(|s| s.port)) {
+        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port))
+            .await
+            .with_context(|| format!("cannot listen on STATS_PORT={port}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "stats listener bound");
+        tokio::spawn(sluice_proxy::stats_page::serve_listener(
+            listener,
+            page.clone(),
+            registry.stats(),
+            snapshot.clone(),
+            stop_rx.clone(),
+        ));
+    }
     let api = tokio::spawn(async move {
         let mut stop_rx = stop_rx;
         axum::serve(api_listener, app)
@@ -95,7 +144,7 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
             .await
     });
 
-    wait_for_signal().await?;
+    crate::signal::wait().await?;
     tracing::info!(grace = ?settings.shutdown_grace, "shutting down");
     let _ = stop_tx.send(true);
     let grace = settings.shutdown_grace;
@@ -106,16 +155,5 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
         tracing::warn!("the last change may not have reached DATA_DIR");
     }
     tracing::info!("stopped");
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }

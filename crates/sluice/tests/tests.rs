@@ -3,8 +3,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 mod api;
+mod auth;
+mod docs;
+mod layer4;
 mod persistence;
 mod reconfigure;
+mod replicas;
 mod routing;
+mod stats;
 mod support;
+mod tls;
 mod upstreams;

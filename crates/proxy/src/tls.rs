@@ -1,0 +1,339 @@
+//! TLS termination on `:ssl` HTTP ports, and TLS towards upstreams (`sslVerifyNone`).
+//!
+//! [`server_config`] builds the one rustls configuration every worker shares: certificates come
+//! from the hot [`CertStore`] through its SNI resolver, ALPN offers `h2,http/1.1` (`ENABLE_H2`)
+//! or `http/1.1`, and with `CA_FILE` client certificates are requested but optional (HAProxy's
+//! `verify optional`): a client without one still connects, and destinations with
+//! `verifyClientSsl=true` answer 403. A client certificate that does not verify ends the
+//! handshake. Session tickets and a session cache make resumed handshakes cheap.
+//!
+//! [`serve`] runs on a worker for every accepted TLS connection: the handshake (bounded by
+//! `TIMEOUT_HTTP_REQUEST`), then HTTP/1.1 or HTTP/2 (as negotiated) over the TLS stream, with
+//! the same request path as plain HTTP and `ConnInfo.tls = true`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::certs::CertStore;
+use crate::forward::{self, ConnInfo};
+use crate::worker::Worker;
+
+/// The TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// `CA_FILE` is unreadable or holds no usable certificate.
+    #[error("CA_FILE {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The shared server configuration of the `:ssl` ports.
+pub fn server_config(
+    store: &Arc<CertStore>,
+    enable_h2: bool,
+    ca_file: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let config_error = |e: rustls::Error| TlsError::Config(e.to_string());
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(config_error)?;
+    let builder = match ca_file {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let ca_error = |reason: String| TlsError::CaFile {
+                path: path.to_path_buf(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| ca_error(e.to_string()))?;
+                roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(ca_error("no CERTIFICATE block".into()));
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| ca_error(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(store.resolver());
+    config.alpn_protocols = if enable_h2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(config_error)?;
+    Ok(Arc::new(config))
+}
+
+/// Runs futures hyper's HTTP/2 server spawns on the worker's `LocalSet`.
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+/// Handshakes and serves one TLS client connection.
+pub(crate) async fn serve(
+    worker: Rc<Worker>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    client: SocketAddr,
+    local_port: u16,
+    mut stop: watch::Receiver<Option<Duration>>,
+) {
+    let limit = worker.timeouts.http_request;
+    let handshake = tokio::select! {
+        result = tokio::time::timeout(limit, acceptor.accept(stream)) => result,
+        _ = stop.wait_for(Option::is_some) => return,
+    };
+    let tls = match handshake {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            tracing::debug!(%client, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%client, ?limit, "TLS handshake timed out");
+            return;
+        }
+    };
+    let (_, session) = tls.get_ref();
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let client_cert_verified = session
+        .peer_certificates()
+        .is_some_and(|chain| !chain.is_empty());
+    let conn = Rc::new(ConnInfo {
+        client,
+        local_port,
+        tls: true,
+        client_cert_verified,
+    });
+    let service_worker = worker.clone();
+    let service = service_fn(move |req| {
+        let worker = service_worker.clone();
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(forward::handle(worker, conn, req).await) }
+    });
+    let io = TokioIo::new(tls);
+    let result = if h2 {
+        let mut builder = http2::Builder::new(LocalExec);
+        builder.timer(TokioTimer::new());
+        let mut connection = builder.serve_connection(io, service);
+        tokio::select! {
+            result = &mut connection => result,
+            _ = stop.wait_for(Option::is_some) => {
+                std::pin::Pin::new(&mut connection).graceful_shutdown();
+                connection.await
+            }
+        }
+    } else {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .header_read_timeout(
+                worker
+                    .timeouts
+                    .http_keep_alive
+                    .max(worker.timeouts.http_request),
+            );
+        let mut connection = builder.serve_connection(io, service).with_upgrades();
+        tokio::select! {
+            result = &mut connection => result,
+            _ = stop.wait_for(Option::is_some) => {
+                std::pin::Pin::new(&mut connection).graceful_shutdown();
+                connection.await
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%client, %error, "TLS client connection ended with an error");
+    }
+}
+
+/// Turns an HTTP/2 request into one an HTTP/1.1 upstream understands: the target becomes
+/// origin-form (`/path?query`) and the `:authority` becomes the `Host` header.
+pub(crate) fn to_http1<B>(req: &mut Request<B>) {
+    if req.version() != http::Version::HTTP_2 {
+        return;
+    }
+    if !req.headers().contains_key(http::header::HOST) {
+        if let Some(value) = req
+            .uri()
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(http::header::HOST, value);
+        }
+    }
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
+    if let Ok(uri) = pq.parse() {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// The client configuration for `sslVerifyNone` upstreams: TLS without certificate
+/// verification (handshake signatures are still checked).
+pub(crate) fn insecure_client_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let provider = provider();
+    let verifier = Arc::new(NoVerify(provider.clone()));
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The server name sent to an upstream: its host name, or its address.
+pub(crate) fn upstream_name(host: &str, addr: SocketAddr) -> ServerName<'static> {
+    ServerName::try_from(host.to_string()).unwrap_or_else(|_| ServerName::from(addr.ip()))
+}
+
+/// `ssl verify none`: any certificate is accepted.
+#[derive(Debug)]
+struct NoVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h2_requests_become_origin_form() {
+        let mut req = Request::builder()
+            .version(http::Version::HTTP_2)
+            .uri("https://example.com:8443/a/b?c=1")
+            .body(())
+            .unwrap();
+        to_http1(&mut req);
+        assert_eq!(req.uri().to_string(), "/a/b?c=1");
+        assert_eq!(req.headers()[http::header::HOST], "example.com:8443");
+
+        let mut plain = Request::builder().uri("http://x/abs").body(()).unwrap();
+        to_http1(&mut plain);
+        assert_eq!(plain.uri().to_string(), "http://x/abs", "HTTP/1 untouched");
+    }
+
+    #[test]
+    fn bad_ca_files_are_named() {
+        let dir = std::env::temp_dir().join(format!("sluice-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "nothing here").unwrap();
+        let store = CertStore::load(crate::certs::CertSources {
+            certs_dir: dir.join("none"),
+            secrets_dir: dir.join("none"),
+            preferred: Vec::new(),
+        });
+        let e = server_config(&store, true, Some(&ca)).unwrap_err();
+        assert!(e.to_string().starts_with("CA_FILE "), "{e}");
+        let e = server_config(&store, true, Some(&dir.join("missing.pem"))).unwrap_err();
+        assert!(e.to_string().contains("missing.pem"), "{e}");
+        assert!(server_config(&store, false, None).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn upstream_names_fall_back_to_the_address() {
+        let addr: SocketAddr = "10.0.0.1:443".parse().unwrap();
+        assert!(matches!(
+            upstream_name("go-demo", addr),
+            ServerName::DnsName(_)
+        ));
+        assert!(matches!(
+            upstream_name("bad name", addr),
+            ServerName::IpAddress(_)
+        ));
+    }
+}

@@ -1,0 +1,131 @@
+//! Replica state: the initial sync from the Swarm listener, readiness, `fromListener`, and
+//! `distribute` to the other replicas.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::support::{Backend, Proxy, TempDir};
+
+/// A fake Swarm listener answering `get-services` with `services` once `delay` has passed
+/// (503 before), and counting `notify-services` calls.
+struct FakeListener {
+    addr: SocketAddr,
+    notified: Arc<AtomicUsize>,
+}
+
+fn fake_listener(services: String, delay: Duration) -> FakeListener {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let notified = Arc::new(AtomicUsize::new(0));
+    let counter = notified.clone();
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            let (status, body) = if head.contains("/notify-services") {
+                counter.fetch_add(1, Ordering::SeqCst);
+                ("200 OK", "{\"Status\":\"OK\"}".to_string())
+            } else if head.contains("/get-services") && started.elapsed() >= delay {
+                ("200 OK", services.clone())
+            } else {
+                ("503 Service Unavailable", "[]".to_string())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    FakeListener { addr, notified }
+}
+
+#[test]
+fn initial_sync_from_the_listener_gates_readiness() {
+    let b = Backend::start("synced");
+    let services = format!(
+        r#"[{{"serviceName":"go-demo","servicePath":"/demo","port":"{}","outboundHostname":"127.0.0.1","replicas":"3","distribute":"true"}},{{"serviceName":"broken","port":"x"}}]"#,
+        b.port()
+    );
+    let listener = fake_listener(services, Duration::from_millis(1500));
+    let p = Proxy::builder()
+        .env("LISTENER_ADDRESS", &listener.addr.to_string())
+        .env("RELOAD_INTERVAL", "200")
+        .start();
+    assert_eq!(p.api("ping", "").status, 503, "not ready before the listener answered");
+    assert_eq!(p.api("successfulinitreload", "").status, 500);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.api("ping", "").status != 200 {
+        assert!(Instant::now() < deadline, "never became ready:\n{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(p.api("successfulinitreload", "").status, 200);
+    assert_eq!(p.get("/demo/hello", &[]).header("x-backend"), Some("synced"));
+    // The invalid entry was skipped without affecting the valid one.
+    assert!(p.api("config", "type=json").json().get("broken").is_none());
+    assert_eq!(p.api("reload", "fromListener=true").status, 200);
+    assert_eq!(listener.notified.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn reload_from_listener_without_listener_is_500() {
+    let p = Proxy::start();
+    let r = p.api("reload", "fromListener=true");
+    assert_eq!(r.status, 500);
+    assert!(r.body.contains("LISTENER_ADDRESS"));
+}
+
+/// Two replicas on 127.0.0.2 and 127.0.0.3 sharing one API port, found through
+/// `tasks.<SERVICE_NAME>` in a hosts file, plus a dead one on 127.0.0.4.
+#[test]
+fn distribute_reaches_every_replica_and_names_failures() {
+    let dir = TempDir::new("peers");
+    let port = {
+        let l = TcpListener::bind("127.0.0.2:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let hosts = dir.0.join("hosts");
+    std::fs::write(&hosts, "127.0.0.2 tasks.proxy-peers\n127.0.0.3 tasks.proxy-peers\n").unwrap();
+    let start = |ip: &str| {
+        Proxy::builder()
+            .env("IP", ip)
+            .env("PORT", &port.to_string())
+            .env("SERVICE_NAME", "proxy-peers")
+            .env("HOSTS_FILE", hosts.to_str().unwrap())
+            .start()
+    };
+    let a = start("127.0.0.2");
+    let b = start("127.0.0.3");
+    let backend = Backend::start("shared");
+    let query = format!(
+        "serviceName=go-demo&servicePath=/demo&port={}&outboundHostname=127.0.0.1&distribute=true",
+        backend.port()
+    );
+    let r = a.reconfigure(&query);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json()["Message"].as_str().unwrap().contains("Distributed"), "{}", r.body);
+    assert_eq!(b.get("/demo/x", &[]).header("x-backend"), Some("shared"));
+    assert_eq!(a.get("/demo/x", &[]).header("x-backend"), Some("shared"));
+    // Both replicas report the same routing digest.
+    let digest = |p: &Proxy| p.api("config", "").header("x-sluice-digest").unwrap().to_string();
+    assert_eq!(digest(&a), digest(&b));
+    let r = b.api("remove", "serviceName=go-demo&distribute=true");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(a.get("/demo/x", &[]).status, 503);
+    // A dead replica makes the answer a 500 naming it; the live ones still applied it.
+    std::fs::write(
+        &hosts,
+        "127.0.0.2 tasks.proxy-peers\n127.0.0.3 tasks.proxy-peers\n127.0.0.4 tasks.proxy-peers\n",
+    )
+    .unwrap();
+    let r = a.reconfigure(&query);
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert!(r.json()["Message"].as_str().unwrap().contains("127.0.0.4"), "{}", r.body);
+    assert_eq!(b.get("/demo/x", &[]).status, 200);
+}
