@@ -10,6 +10,7 @@
 #
 # Environment (defaults in brackets):
 #   DURATION [10s]  WARMUP [2s]  THREADS [1]  CONNECTIONS [64]  WRK_THREADS [1]
+#   ROUNDS [3]  rounds per proxy; the proxy order alternates each round and the median is reported
 #   PROXIES ["haproxy sluice"]   SKIP_BUILD [0]   KEEP_WORK [0]
 #   RESULTS [bench/results/tls-latest.txt]
 set -Eeuo pipefail
@@ -21,6 +22,7 @@ THREADS=${THREADS:-1}
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-1}
 PROXIES=${PROXIES:-haproxy sluice}
+ROUNDS=${ROUNDS:-3}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_WORK=${KEEP_WORK:-0}
 RESULTS=${RESULTS:-$ROOT/bench/results/tls-latest.txt}
@@ -96,7 +98,7 @@ start_proxy() {
       cat >"$WORK/haproxy.cfg" <<EOF
 global
     nbthread $THREADS
-    maxconn 20000
+    maxconn 4096
     tune.ssl.default-dh-param 2048
 defaults
     mode http
@@ -147,6 +149,7 @@ rps() { awk '/^Requests\/sec:/ {print $2}' <<<"$1"; }
 errors() { awk '/Socket errors|Non-2xx/ {print}' <<<"$1" | tr '\n' ' '; }
 
 declare -A RESULT
+declare -A SAMPLES
 measure() { # measure PROXY NAME [wrk args...]
   local proxy=$1 name=$2
   shift 2
@@ -155,27 +158,42 @@ measure() { # measure PROXY NAME [wrk args...]
   fi
   local out
   out=$(wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d "$DURATION" "$@" "https://127.0.0.1:$TLS_PORT/" 2>&1) || true
-  RESULT[$proxy,$name]=$(rps "$out")
-  log "$proxy $name: ${RESULT[$proxy,$name]:-n/a} req/s $(errors "$out")"
+  local value
+  value=$(rps "$out")
+  SAMPLES[$proxy,$name]+="${value:-0} "
+  log "$proxy $name: ${value:-n/a} req/s $(errors "$out")"
 }
 
-for proxy in $PROXIES; do
-  log "starting $proxy"
-  start_proxy "$proxy"
-  measure "$proxy" keepalive
-  measure "$proxy" handshakes -H "Connection: close"
-  stop_proxy
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
+
+read -r -a ORDER <<<"$PROXIES"
+for ((round = 1; round <= ROUNDS; round++)); do
+  for proxy in "${ORDER[@]}"; do
+    log "round $round: starting $proxy"
+    start_proxy "$proxy"
+    measure "$proxy" keepalive
+    measure "$proxy" handshakes -H "Connection: close"
+    stop_proxy
+  done
+  # Alternate the order so neither proxy always runs first.
+  ORDER=("${ORDER[@]:1}" "${ORDER[0]}")
+done
+for key in "${!SAMPLES[@]}"; do
+  RESULT[$key]=$(median <<<"${SAMPLES[$key]}")
 done
 
 mkdir -p "$(dirname "$RESULTS")"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2fx", a / b }'; }
 {
-  echo "TLS bench $(date -u +%FT%TZ): threads=$THREADS connections=$CONNECTIONS duration=$DURATION cert=ECDSA-P256"
+  echo "TLS bench $(date -u +%FT%TZ): threads=$THREADS connections=$CONNECTIONS duration=$DURATION rounds=$ROUNDS (median) cert=ECDSA-P256"
   printf '  %-22s %14s %14s %10s\n' measurement haproxy sluice sluice/haproxy
   for name in keepalive handshakes; do
     label=$([[ $name == keepalive ]] && echo "keep-alive req/s" || echo "handshakes/s (close)")
     printf '  %-22s %14s %14s %10s\n' "$label" "${RESULT[haproxy,$name]:-n/a}" "${RESULT[sluice,$name]:-n/a}" \
       "$(ratio "${RESULT[sluice,$name]:-}" "${RESULT[haproxy,$name]:-}")"
   done
+  for key in "${!SAMPLES[@]}"; do
+    echo "  samples $key: ${SAMPLES[$key]}"
+  done | sort
 } | tee /dev/stderr >"$RESULTS.tmp"
 mv "$RESULTS.tmp" "$RESULTS"

@@ -14,12 +14,15 @@
 #   E2E_DEADLINE [540]   seconds (after the image build) past which the remaining steps are
 #                        skipped, which counts as a failure
 #   E2E_KEEP [0]         1 = leave the services and networks in place (debugging)
+#   E2E_LOCK_WAIT [900]  seconds to wait for another run of the suite on this engine to finish
+#                        (runs share the service names, so they take /tmp/sluice-e2e.lock)
 #
 # Adding a step (e.g. the walkthrough's auth, stats or TCP sections): write `step_<name>` in a
 # file under scripts/e2e/ using the helpers of scripts/e2e/lib.sh (run, check, wait_until,
 # track, every_replica, front, …), source it below, and put <name> into E2E_STEPS at the
 # walkthrough's position. A step returns non-zero only when the steps after it cannot run
 # meaningfully; its checks are counted either way.
+# shellcheck source-path=SCRIPTDIR
 set -Euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,13 +35,15 @@ source "$ROOT/scripts/e2e/lib.sh"
 source "$ROOT/scripts/e2e/seed.sh"
 # shellcheck source=e2e/stack.sh
 source "$ROOT/scripts/e2e/stack.sh"
+# shellcheck source=e2e/tcp.sh
+source "$ROOT/scripts/e2e/tcp.sh"
 
 # The walkthrough's order. Steps whose failure stops the suite are in E2E_FATAL.
 E2E_STEPS=(
     networks listener proxy go_demo_db
     go_demo scale_demo paths domain remove timing
     recreate scale_proxy label_change rolling_update
-    rewrite
+    rewrite tcp
     stack
 )
 E2E_FATAL=" networks listener proxy "
@@ -63,7 +68,17 @@ die_preflight() {
     exit 1
 }
 
+# take_lock — one run of the suite at a time on this machine (they use the same names).
+take_lock() {
+    exec 9>/tmp/sluice-e2e.lock
+    if ! flock -n 9; then
+        log "another scripts/e2e.sh is running; waiting up to ${E2E_LOCK_WAIT:-900}s for it"
+        flock -w "${E2E_LOCK_WAIT:-900}" 9 || die_preflight "another scripts/e2e.sh still holds /tmp/sluice-e2e.lock"
+    fi
+}
+
 preflight() {
+    take_lock
     command -v docker >/dev/null ||
         die_preflight "the docker CLI is not installed (apt-get install -y docker.io; .ci/run does it)"
     command -v curl >/dev/null || die_preflight "curl is not installed"
@@ -100,13 +115,7 @@ remove_leftovers() {
         stale=1
     done
     if ((stale)); then
-        leftovers_gone() {
-            local n
-            for n in "${OWN_SERVICES[@]}"; do
-                [[ -z $(docker ps -aq --filter "label=com.docker.swarm.service.name=$n") ]] || return 1
-            done
-        }
-        wait_until 40 leftovers_gone || log "some leftover containers are still stopping"
+        wait_until 40 no_containers_of "${OWN_SERVICES[@]}" || log "some leftover containers are still stopping"
     fi
     for name in "${OWN_NETWORKS[@]}"; do
         if docker network inspect "$name" >/dev/null 2>&1; then

@@ -17,6 +17,7 @@ E2E_CURL_TIMEOUT=${E2E_CURL_TIMEOUT:-3}
 
 PASSED=0
 FAILED=0
+# shellcheck disable=SC2034 # counted by scripts/e2e.sh
 SKIPPED=0
 FAILURES=()
 CURRENT_STEP=""
@@ -45,9 +46,15 @@ check() {
 
 # run CMD… — echoes and runs a command; on failure prints its output and records a failure.
 run() {
-    local out status
+    local out status arg
     printf '  $'
-    printf ' %q' "$@"
+    for arg in "$@"; do
+        if [[ $arg =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then
+            printf ' %s' "$arg"
+        else
+            printf " '%s'" "${arg//\'/\'\\\'\'}"
+        fi
+    done
     printf '\n'
     out=$("$@" 2>&1)
     status=$?
@@ -183,6 +190,15 @@ update_completed() {
 
 # --- cleanup ----------------------------------------------------------------------------------
 
+# no_containers_of SERVICE… — no container (running or stopping) of these services is left.
+no_containers_of() {
+    local s
+    for s in "$@"; do
+        [[ -z $(docker ps -aq --filter "label=com.docker.swarm.service.name=$s" 2>/dev/null) ]] || return 1
+    done
+    return 0
+}
+
 # track KIND NAME — remember something the suite is about to create (removed by cleanup).
 track() { TRACKED+=("$1:$2"); }
 
@@ -212,14 +228,7 @@ cleanup() {
         mapfile -t -O "${#all[@]}" all < <(docker ps -a --filter "label=com.docker.stack.namespace=$name" \
             --format '{{index .Labels "com.docker.swarm.service.name"}}' 2>/dev/null)
     done
-    _gone() {
-        local s
-        for s in "${all[@]}"; do
-            [[ -z $(docker ps -aq --filter "label=com.docker.swarm.service.name=$s" 2>/dev/null) ]] || return 1
-        done
-        return 0
-    }
-    wait_until 40 _gone || log "cleanup: some containers are still stopping"
+    wait_until 40 no_containers_of "${all[@]}" || log "cleanup: some containers are still stopping"
     for name in "${secrets[@]}"; do
         docker secret rm "$name" >/dev/null 2>&1 || true
     done

@@ -2,7 +2,9 @@
 //!
 //! With `API_USER`/`API_PASS` set (environment or `dfp_api_user`/`dfp_api_pass` secrets),
 //! every request needs those credentials as HTTP basic auth (realm `Sluice API`), except the
-//! liveness probe `/v1/docker-flow-proxy/ping` and the Prometheus endpoint `/metrics`. The
+//! probes `/v1/docker-flow-proxy/ping` and `/v1/docker-flow-proxy/successfulinitreload` (they
+//! reveal one bit each and health checks cannot send credentials) and the Prometheus
+//! endpoint `/metrics`. The
 //! list is of open paths rather than protected ones, so a path spelled in an unexpected way is
 //! protected by default. Without the variables nothing changes. Replicas of one proxy service
 //! share the variables, and send them to each other with [`peer_authorization`].
@@ -22,7 +24,11 @@ use crate::{view, ApiState};
 pub const API_REALM: &str = "Sluice API";
 
 /// Paths that never need credentials.
-const OPEN_PATHS: [&str; 2] = ["/v1/docker-flow-proxy/ping", "/metrics"];
+const OPEN_PATHS: [&str; 3] = [
+    "/v1/docker-flow-proxy/ping",
+    "/v1/docker-flow-proxy/successfulinitreload",
+    "/metrics",
+];
 
 /// True when `path` needs credentials (when credentials are configured at all).
 pub fn is_protected(path: &str) -> bool {
@@ -72,8 +78,9 @@ mod tests {
     use sluice_core::credentials::Credentials;
 
     #[test]
-    fn only_ping_and_metrics_are_open() {
+    fn only_probes_and_metrics_are_open() {
         assert!(!is_protected("/v1/docker-flow-proxy/ping"));
+        assert!(!is_protected("/v1/docker-flow-proxy/successfulinitreload"));
         assert!(!is_protected("/metrics"));
         for path in [
             "/v1/docker-flow-proxy/reconfigure",

@@ -10,7 +10,7 @@
 //! - `/v1/docker-flow-proxy/metrics` — statistics as HAProxy CSV (`distribute=true`: all
 //!   replicas); `/metrics` — Prometheus text ([`metrics`]).
 //!
-//! With `API_USER`/`API_PASS` set, every endpoint but `ping` and `/metrics` needs them
+//! With `API_USER`/`API_PASS` set, every endpoint but the probes and `/metrics` needs them
 //! ([`access`]).
 //!
 //! The API never touches sockets of the data plane; it changes routing only through the
@@ -102,7 +102,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", any(metrics::prometheus))
         .route(&format!("{BASE}/cert"), any(certs::cert))
         .route(&format!("{BASE}/certs"), any(certs::list))
-        .route(&format!("{BASE}/successfulinitreload"), any(successful_init_reload))
+        .route(
+            &format!("{BASE}/successfulinitreload"),
+            any(successful_init_reload),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -211,7 +214,10 @@ async fn reconfigure(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery
             } else {
                 StatusCode::INTERNAL_SERVER_ERROR
             };
-            return json_response(status, view::envelope("NOK", &error.to_string(), &name, None));
+            return json_response(
+                status,
+                view::envelope("NOK", &error.to_string(), &name, None),
+            );
         }
     };
     if let Some(service) = cert_service {
@@ -225,7 +231,10 @@ async fn reconfigure(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery
     );
     let mut status = StatusCode::OK;
     if distribute {
-        let outcome = state.distributor.forward(&format!("{BASE}/reconfigure"), &params).await;
+        let outcome = state
+            .distributor
+            .forward(&format!("{BASE}/reconfigure"), &params)
+            .await;
         status = distribution_status(&outcome, &mut messages);
     }
     body["Message"] = Value::String(messages.join("; "));
@@ -241,7 +250,10 @@ fn distribution_status(outcome: &Distribution, messages: &mut Vec<String>) -> St
     if let Some(note) = &outcome.note {
         messages.push(format!("distribute: {note}; applied on this replica only"));
     } else if !outcome.delivered.is_empty() && outcome.failed.is_empty() {
-        messages.push(format!("Distributed to all instances ({} peers)", outcome.delivered.len()));
+        messages.push(format!(
+            "Distributed to all instances ({} peers)",
+            outcome.delivered.len()
+        ));
     }
     if outcome.failed.is_empty() {
         return StatusCode::OK;
@@ -277,11 +289,21 @@ async fn remove(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> 
     let mut messages = Vec::new();
     let mut status = StatusCode::OK;
     if is_true(&params, "distribute") {
-        let outcome = state.distributor.forward(&format!("{BASE}/remove"), &params).await;
+        let outcome = state
+            .distributor
+            .forward(&format!("{BASE}/remove"), &params)
+            .await;
         status = distribution_status(&outcome, &mut messages);
     }
-    let verdict = if status == StatusCode::OK { "OK" } else { "NOK" };
-    json_response(status, view::envelope(verdict, &messages.join("; "), &name, None))
+    let verdict = if status == StatusCode::OK {
+        "OK"
+    } else {
+        "NOK"
+    };
+    json_response(
+        status,
+        view::envelope(verdict, &messages.join("; "), &name, None),
+    )
 }
 
 async fn reload(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Response {
@@ -354,7 +376,12 @@ async fn ping(State(state): State<Arc<ApiState>>) -> Response {
     } else {
         json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            view::envelope("NOK", "waiting for the initial sync from LISTENER_ADDRESS", "", None),
+            view::envelope(
+                "NOK",
+                "waiting for the initial sync from LISTENER_ADDRESS",
+                "",
+                None,
+            ),
         )
     }
 }

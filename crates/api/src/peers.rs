@@ -237,7 +237,9 @@ impl Distributor {
 /// True when packets to `ip` would leave from `ip` itself, i.e. it is one of our addresses.
 fn is_own_address(ip: IpAddr) -> bool {
     let bind: SocketAddr = match ip {
-        IpAddr::V4(_) => "0.0.0.0:0".parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+        IpAddr::V4(_) => "0.0.0.0:0"
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
         IpAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
     };
     UdpSocket::bind(bind)
@@ -257,7 +259,9 @@ pub fn listener_base(address: &str) -> String {
         None => ("http", address),
     };
     let has_port = match rest.rsplit_once(':') {
-        Some((host, port)) => !host.ends_with('[') && port.bytes().all(|b| b.is_ascii_digit()) && !port.is_empty(),
+        Some((host, port)) => {
+            !host.ends_with('[') && port.bytes().all(|b| b.is_ascii_digit()) && !port.is_empty()
+        }
         None => false,
     };
     if has_port {
@@ -293,15 +297,22 @@ mod tests {
 
     #[test]
     fn listener_addresses_get_scheme_and_port() {
-        assert_eq!(listener_base("swarm-listener"), "http://swarm-listener:8080");
-        assert_eq!(listener_base("swarm-listener:9000"), "http://swarm-listener:9000");
+        assert_eq!(
+            listener_base("swarm-listener"),
+            "http://swarm-listener:8080"
+        );
+        assert_eq!(
+            listener_base("swarm-listener:9000"),
+            "http://swarm-listener:9000"
+        );
         assert_eq!(listener_base("http://l:1/"), "http://l:1");
         assert_eq!(listener_base("https://l"), "https://l:8080");
     }
 
     #[test]
     fn services_parse_from_listener_json() {
-        let body = br#"[{"serviceName":"go-demo","servicePath":"/demo","port":"8080","replicas":3}]"#;
+        let body =
+            br#"[{"serviceName":"go-demo","servicePath":"/demo","port":"8080","replicas":3}]"#;
         let list = parse_services(body).unwrap();
         assert_eq!(list[0]["serviceName"], "go-demo");
         assert_eq!(list[0]["replicas"], "3");

@@ -7,7 +7,7 @@
 //! the background (coalescing bursts) and is flushed on shutdown.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use sluice_core::route::RouteTable;
 use sluice_core::service::Service;
 use sluice_proxy::auth::{AuthTable, Gate};
 use sluice_proxy::snapshot::{Snapshot, SnapshotCell};
-use sluice_proxy::stats::StatsHub;
+use sluice_proxy::stats::{RouteStats, StatsHub};
 use tokio::sync::{watch, Mutex};
 
 use crate::metrics::Counters;
@@ -25,8 +25,9 @@ use crate::store::Store;
 use crate::streams::{StreamError, StreamGate};
 use crate::users::UserSource;
 
-/// The service set, keyed by service name.
-pub type ServiceMap = BTreeMap<String, Arc<Service>>;
+/// The service set, keyed by service name: a persistent map, so publishing a version to
+/// readers and the persister is O(1) however many services there are.
+pub type ServiceMap = imbl::OrdMap<String, Arc<Service>>;
 
 #[derive(Clone)]
 struct Version {
@@ -36,7 +37,13 @@ struct Version {
 
 struct Inner {
     services: ServiceMap,
-    digests: BTreeMap<String, u64>,
+    digests: HashMap<String, u64>,
+    /// XOR of `digests`' values, kept up to date change by change.
+    digest: u64,
+    /// The routing table of `services`, updated change by change.
+    table: RouteTable,
+    /// The traffic counters of `services`, updated change by change.
+    stats: RouteStats,
     generation: u64,
     /// Where basic-auth users come from, and the gates compiled from it.
     users: UserSource,
@@ -56,6 +63,9 @@ pub struct Registry {
     /// Checks layer-4 ports before publishing and opens/closes their listeners.
     streams: StreamGate,
 }
+
+/// How long the persister lets changes accumulate before writing them out together.
+const PERSIST_DELAY: Duration = Duration::from_millis(100);
 
 /// Writes the service set to the store whenever it changes.
 pub struct Persister {
@@ -86,7 +96,10 @@ impl Registry {
         let registry = Arc::new(Registry {
             inner: Mutex::new(Inner {
                 services: ServiceMap::new(),
-                digests: BTreeMap::new(),
+                digests: HashMap::new(),
+                digest: 0,
+                table: RouteTable::default(),
+                stats: RouteStats::default(),
                 generation: 0,
                 users: UserSource::default(),
                 global_gate: None,
@@ -162,10 +175,9 @@ impl Registry {
         let mut inner = self.inner.lock().await;
         self.streams.check(&inner.services, &service)?;
         Self::compile_gate(&mut inner, &service).await;
-        let name = service.name.clone();
-        inner.digests.insert(name.clone(), service_digest(&service));
-        let existed = inner.services.insert(name, Arc::new(service)).is_some();
-        let generation = self.publish(&mut inner);
+        let service = Arc::new(service);
+        let existed = Self::insert(&mut inner, service.clone());
+        let generation = self.publish(&mut inner, &[service], &[]);
         Ok(Change {
             generation,
             existed,
@@ -175,11 +187,13 @@ impl Registry {
     /// Removes a service by name.
     pub async fn remove(&self, name: &str) -> Change {
         let mut inner = self.inner.lock().await;
-        inner.digests.remove(name);
+        if let Some(old) = inner.digests.remove(name) {
+            inner.digest ^= old;
+        }
         inner.gates.remove(name);
         let existed = inner.services.remove(name).is_some();
         let generation = if existed {
-            self.publish(&mut inner)
+            self.publish(&mut inner, &[], &[name])
         } else {
             inner.generation
         };
@@ -192,32 +206,58 @@ impl Registry {
     /// Adds or replaces several services with one publication (startup load, listener sync).
     pub async fn apply_all(&self, services: Vec<Service>) -> u64 {
         let mut inner = self.inner.lock().await;
+        let mut applied = Vec::with_capacity(services.len());
         for service in services {
             if let Err(error) = self.streams.check(&inner.services, &service) {
                 tracing::error!(service = %service.name, %error, "service not applied");
                 continue;
             }
             Self::compile_gate(&mut inner, &service).await;
-            inner
-                .digests
-                .insert(service.name.clone(), service_digest(&service));
-            inner
-                .services
-                .insert(service.name.clone(), Arc::new(service));
+            let service = Arc::new(service);
+            Self::insert(&mut inner, service.clone());
+            applied.push(service);
         }
-        self.publish(&mut inner)
+        self.publish(&mut inner, &applied, &[])
+    }
+
+    /// Puts `service` into the set, keeping the running digest. True when it replaced one.
+    fn insert(inner: &mut Inner, service: Arc<Service>) -> bool {
+        let digest = service_digest(&service);
+        if let Some(old) = inner.digests.insert(service.name.clone(), digest) {
+            inner.digest ^= old;
+        }
+        inner.digest ^= digest;
+        inner
+            .services
+            .insert(service.name.clone(), service)
+            .is_some()
     }
 
     /// Compiles and publishes the current set again (`/reload?recreate=true`).
     pub async fn republish(&self) -> u64 {
         let mut inner = self.inner.lock().await;
         Self::compile_gates(&mut inner).await;
-        self.publish(&mut inner)
+        inner.table = RouteTable::build(inner.services.values());
+        inner.stats = self.stats.bind(&inner.table);
+        self.publish(&mut inner, &[], &[])
     }
 
-    fn publish(&self, inner: &mut Inner) -> u64 {
+    /// Publishes the set after `upserts` were put in and `removed` taken out of it: the route
+    /// table and the counters are updated for those services only.
+    fn publish(&self, inner: &mut Inner, upserts: &[Arc<Service>], removed: &[&str]) -> u64 {
         inner.generation += 1;
-        let table = RouteTable::build(inner.services.values());
+        if !upserts.is_empty() || !removed.is_empty() {
+            inner.table = inner.table.update(upserts, removed);
+            let mut stats = inner.stats.clone();
+            for service in upserts {
+                stats = self.stats.bind_service(&stats, service);
+            }
+            for name in removed {
+                stats = self.stats.unbind_service(&stats, name);
+            }
+            inner.stats = stats;
+        }
+        let table = inner.table.clone();
         let auth = AuthTable::new(
             inner.global_gate.clone(),
             inner
@@ -226,8 +266,8 @@ impl Registry {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         );
-        let stats = self.stats.bind(&table);
-        let digest = inner.digests.values().fold(0u64, |acc, d| acc ^ d);
+        let stats = inner.stats.clone();
+        let digest = inner.digest;
         let stream = self
             .streams
             .table(&inner.services, &self.snapshot.load().stream);
@@ -265,15 +305,10 @@ impl Persister {
         loop {
             let version = self.rx.borrow_and_update().clone();
             if let Some(store) = &self.store {
-                let params = version
-                    .services
-                    .iter()
-                    .map(|(name, svc)| (name, &svc.params));
                 let store = store.clone();
-                let owned: Vec<(String, sluice_core::service::Params)> =
-                    params.map(|(n, p)| (n.clone(), p.clone())).collect();
+                let services = version.services.clone();
                 let result = tokio::task::spawn_blocking(move || {
-                    store.save(owned.iter().map(|(n, p)| (n, p)))
+                    store.save(services.iter().map(|(name, svc)| (name, &svc.params)))
                 })
                 .await;
                 match result {
@@ -286,6 +321,8 @@ impl Persister {
             if self.rx.changed().await.is_err() {
                 break;
             }
+            // Let a burst of changes settle into one write.
+            tokio::time::sleep(PERSIST_DELAY).await;
         }
     }
 }
@@ -294,7 +331,11 @@ impl Persister {
 /// the request travelled (a replica receives `distribute=false` from the one that got `true`).
 fn service_digest(service: &Service) -> u64 {
     let mut h = DefaultHasher::new();
-    for (key, value) in service.params.iter().filter(|(k, _)| k.as_str() != "distribute") {
+    for (key, value) in service
+        .params
+        .iter()
+        .filter(|(k, _)| k.as_str() != "distribute")
+    {
         key.hash(&mut h);
         value.hash(&mut h);
     }

@@ -37,7 +37,9 @@ pub async fn run(state: Arc<ApiState>) {
                     }
                     break;
                 }
-                Err(error) => tracing::warn!(listener = %address, %error, "cannot fetch services from the listener"),
+                Err(error) => {
+                    tracing::warn!(listener = %address, %error, "cannot fetch services from the listener")
+                }
             }
         }
         tokio::time::sleep(settings.reload_interval).await;
@@ -65,7 +67,11 @@ async fn fetch_and_apply(state: &ApiState, address: &str) -> Result<usize, PeerE
     let count = services.len();
     if count > 0 {
         let generation = state.registry.apply_all(services).await;
-        tracing::info!(services = count, generation, "applied services from the listener");
+        tracing::info!(
+            services = count,
+            generation,
+            "applied services from the listener"
+        );
     }
     Ok(count)
 }

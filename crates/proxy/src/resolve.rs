@@ -52,5 +52,4 @@ mod tests {
         assert_eq!(hosts_entries(text, "go-demo").len(), 1);
         assert!(hosts_entries(text, "other").is_empty());
     }
-
 }

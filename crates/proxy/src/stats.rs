@@ -275,14 +275,27 @@ struct FrontendStats {
     unrouted: AtomicU64,
 }
 
-/// The destinations' counters in routing order, published with each [`Snapshot`].
+/// The destinations' counters by service name, published with each [`Snapshot`]. A
+/// persistent map: the writer updates one service in O(log n) and unchanged services share
+/// structure with the previous snapshot.
 #[derive(Default, Clone)]
-pub struct RouteStats(Vec<Arc<DestStats>>);
+pub struct RouteStats(imbl::HashMap<String, Arc<Vec<Arc<DestStats>>>>);
 
 impl RouteStats {
-    /// The counters of the route at position `order` of the snapshot's table.
+    /// The counters of `route`'s destination.
     pub(crate) fn of(&self, route: &Route) -> Option<&Arc<DestStats>> {
-        self.0.get(route.order)
+        self.0.get(route.service.name.as_str())?.get(route.dest)
+    }
+}
+
+/// Removes `service`'s counters of destinations `from` and up.
+fn drop_range(dests: &mut BTreeMap<(String, usize), Arc<DestStats>>, service: &str, from: usize) {
+    let gone: Vec<(String, usize)> = dests
+        .range((service.to_string(), from)..=(service.to_string(), usize::MAX))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in gone {
+        dests.remove(&key);
     }
 }
 
@@ -309,28 +322,54 @@ impl StatsHub {
         })
     }
 
-    /// The counters for every route of `table`, reusing those of destinations that already
-    /// existed and dropping those of destinations that are gone. Called by the one writer
-    /// when it publishes a snapshot.
+    /// The counters for every service of `table`, reusing those of destinations that already
+    /// existed and dropping those of services that are gone (a full rebind).
     pub fn bind(&self, table: &RouteTable) -> RouteStats {
+        let mut services: Vec<&Arc<sluice_core::service::Service>> = Vec::new();
+        for route in table.routes() {
+            if services.last().is_none_or(|s| s.name != route.service.name) {
+                services.push(&route.service);
+            }
+        }
+        let live: std::collections::HashSet<&str> =
+            services.iter().map(|s| s.name.as_str()).collect();
+        self.dests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(name, _), _| live.contains(name.as_str()));
+        services
+            .into_iter()
+            .fold(RouteStats::default(), |stats, service| {
+                self.bind_service(&stats, service)
+            })
+    }
+
+    /// `stats` with `service`'s counters added or updated: destinations that existed keep
+    /// their counters, destinations the service no longer has are dropped. O(log n).
+    pub fn bind_service(
+        &self,
+        stats: &RouteStats,
+        service: &sluice_core::service::Service,
+    ) -> RouteStats {
         let mut dests = self.dests.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut kept = BTreeMap::new();
-        let list = table
-            .routes()
-            .iter()
-            .map(|route| {
-                let key = (route.service.name.clone(), route.dest);
-                let stats = kept
-                    .get(&key)
-                    .or_else(|| dests.get(&key))
-                    .cloned()
-                    .unwrap_or_default();
-                kept.insert(key, stats.clone());
-                stats
+        let count = service.destinations.len();
+        let list: Vec<Arc<DestStats>> = (0..count)
+            .map(|dest| {
+                dests
+                    .entry((service.name.clone(), dest))
+                    .or_default()
+                    .clone()
             })
             .collect();
-        *dests = kept;
-        RouteStats(list)
+        drop_range(&mut dests, &service.name, count);
+        RouteStats(stats.0.update(service.name.clone(), Arc::new(list)))
+    }
+
+    /// `stats` without `name`'s counters. O(log n).
+    pub fn unbind_service(&self, stats: &RouteStats, name: &str) -> RouteStats {
+        let mut dests = self.dests.lock().unwrap_or_else(PoisonError::into_inner);
+        drop_range(&mut dests, name, 0);
+        RouteStats(stats.0.without(name))
     }
 
     pub(crate) fn request_arrived(&self) {
@@ -824,7 +863,7 @@ mod tests {
         let a = service("a", "servicePath=/a&port=1");
         let b = service("b", "servicePath=/b&port=2");
         let first = snapshot(&hub, &[a.clone(), b.clone()]);
-        let route_a = &first.table.routes()[0];
+        let route_a = first.table.routes().next().unwrap();
         let stats_a = first.stats.of(route_a).unwrap().clone();
         drop(stats_a.begin());
         stats_a.finish(200, Duration::from_millis(3));
@@ -832,7 +871,10 @@ mod tests {
         let b2 = service("b", "servicePath=/b2&port=3");
         let c = service("c", "servicePath=/c&port=4");
         let second = snapshot(&hub, &[a.clone(), b2, c]);
-        let again = second.stats.of(&second.table.routes()[0]).unwrap();
+        let again = second
+            .stats
+            .of(second.table.routes().next().unwrap())
+            .unwrap();
         assert!(Arc::ptr_eq(&stats_a, again));
         let report = hub.report(&second);
         assert_eq!(report.destinations.len(), 3);

@@ -58,15 +58,26 @@ fn initial_sync_from_the_listener_gates_readiness() {
         .env("LISTENER_ADDRESS", &listener.addr.to_string())
         .env("RELOAD_INTERVAL", "200")
         .start();
-    assert_eq!(p.api("ping", "").status, 503, "not ready before the listener answered");
+    assert_eq!(
+        p.api("ping", "").status,
+        503,
+        "not ready before the listener answered"
+    );
     assert_eq!(p.api("successfulinitreload", "").status, 500);
     let deadline = Instant::now() + Duration::from_secs(10);
     while p.api("ping", "").status != 200 {
-        assert!(Instant::now() < deadline, "never became ready:\n{}", p.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "never became ready:\n{}",
+            p.log_text()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(p.api("successfulinitreload", "").status, 200);
-    assert_eq!(p.get("/demo/hello", &[]).header("x-backend"), Some("synced"));
+    assert_eq!(
+        p.get("/demo/hello", &[]).header("x-backend"),
+        Some("synced")
+    );
     // The invalid entry was skipped without affecting the valid one.
     assert!(p.api("config", "type=json").json().get("broken").is_none());
     assert_eq!(p.api("reload", "fromListener=true").status, 200);
@@ -91,7 +102,11 @@ fn distribute_reaches_every_replica_and_names_failures() {
         l.local_addr().unwrap().port()
     };
     let hosts = dir.0.join("hosts");
-    std::fs::write(&hosts, "127.0.0.2 tasks.proxy-peers\n127.0.0.3 tasks.proxy-peers\n").unwrap();
+    std::fs::write(
+        &hosts,
+        "127.0.0.2 tasks.proxy-peers\n127.0.0.3 tasks.proxy-peers\n",
+    )
+    .unwrap();
     let start = |ip: &str| {
         Proxy::builder()
             .env("IP", ip)
@@ -109,11 +124,23 @@ fn distribute_reaches_every_replica_and_names_failures() {
     );
     let r = a.reconfigure(&query);
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.json()["Message"].as_str().unwrap().contains("Distributed"), "{}", r.body);
+    assert!(
+        r.json()["Message"]
+            .as_str()
+            .unwrap()
+            .contains("Distributed"),
+        "{}",
+        r.body
+    );
     assert_eq!(b.get("/demo/x", &[]).header("x-backend"), Some("shared"));
     assert_eq!(a.get("/demo/x", &[]).header("x-backend"), Some("shared"));
     // Both replicas report the same routing digest.
-    let digest = |p: &Proxy| p.api("config", "").header("x-sluice-digest").unwrap().to_string();
+    let digest = |p: &Proxy| {
+        p.api("config", "")
+            .header("x-sluice-digest")
+            .unwrap()
+            .to_string()
+    };
     assert_eq!(digest(&a), digest(&b));
     let r = b.api("remove", "serviceName=go-demo&distribute=true");
     assert_eq!(r.status, 200, "{}", r.body);
@@ -126,6 +153,10 @@ fn distribute_reaches_every_replica_and_names_failures() {
     .unwrap();
     let r = a.reconfigure(&query);
     assert_eq!(r.status, 500, "{}", r.body);
-    assert!(r.json()["Message"].as_str().unwrap().contains("127.0.0.4"), "{}", r.body);
+    assert!(
+        r.json()["Message"].as_str().unwrap().contains("127.0.0.4"),
+        "{}",
+        r.body
+    );
     assert_eq!(b.get("/demo/x", &[]).status, 200);
 }
