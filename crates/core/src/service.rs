@@ -69,7 +69,12 @@ impl Service {
                 .iter()
                 .flat_map(|d| d.paths.iter().map(PathPattern::text))
         };
-        if paths().any(|p| p.to_ascii_lowercase().starts_with("/.well-known")) {
+        const WELL_KNOWN: &str = "/.well-known";
+        let well_known = |p: &str| {
+            p.get(..WELL_KNOWN.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(WELL_KNOWN))
+        };
+        if paths().any(well_known) {
             0
         } else if paths().any(|p| p == "/") {
             2

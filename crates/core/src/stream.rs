@@ -213,7 +213,12 @@ impl StreamTable {
         services: impl IntoIterator<Item = &'a Arc<Service>>,
         http_ports: &[u16],
     ) -> Result<StreamTable, PortConflict> {
-        let mut sorted: Vec<&'a Arc<Service>> = services.into_iter().collect();
+        // Only services with a tcp/sni destination matter here; most services are HTTP-only,
+        // so filter before sorting to keep this cheap for large service sets.
+        let mut sorted: Vec<&'a Arc<Service>> = services
+            .into_iter()
+            .filter(|s| s.destinations.iter().any(|d| d.req_mode != ReqMode::Http))
+            .collect();
         sorted.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
 
         let mut by_port: BTreeMap<u16, (ReqMode, Vec<Entry<'a>>)> = BTreeMap::new();

@@ -44,11 +44,31 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// What the data plane knows about the client connection a request arrived on.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnInfo {
-    pub(crate) client: SocketAddr,
     pub(crate) local_port: u16,
     pub(crate) tls: bool,
     /// The client presented a certificate that verified against `CA_FILE`.
     pub(crate) client_cert_verified: bool,
+    /// The client's IP address as text, rendered once per connection.
+    client_ip: String,
+    /// `local_port` as a header value, rendered once per connection.
+    port_header: HeaderValue,
+}
+
+impl ConnInfo {
+    pub(crate) fn new(
+        client: SocketAddr,
+        local_port: u16,
+        tls: bool,
+        client_cert_verified: bool,
+    ) -> ConnInfo {
+        ConnInfo {
+            local_port,
+            tls,
+            client_cert_verified,
+            client_ip: client.ip().to_string(),
+            port_header: HeaderValue::from(local_port),
+        }
+    }
 }
 
 /// Handles one request end to end. Never fails: every problem becomes a response.
@@ -169,17 +189,17 @@ async fn forward(
         }
     }
     let upgrade = is_upgrade(req.headers());
-    let client_ip = conn.client.ip().to_string();
+    let client_ip = conn.client_ip.as_str();
     {
         let headers = req.headers_mut();
         strip_hop_by_hop(headers, upgrade);
-        append_forwarded_for(headers, &client_ip);
+        append_forwarded_for(headers, client_ip);
         headers.insert(
             X_FORWARDED_PROTO.clone(),
             HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
         );
-        headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(conn.local_port));
-        apply_header_ops(headers, &service.request_headers, conn, &client_ip);
+        headers.insert(X_FORWARDED_PORT.clone(), conn.port_header.clone());
+        apply_header_ops(headers, &service.request_headers, conn, client_ip);
     }
     crate::tls::to_http1(&mut req);
     *req.version_mut() = http::Version::HTTP_11;
@@ -243,7 +263,7 @@ async fn forward(
         &mut parts.headers,
         &service.response_headers,
         conn,
-        &client_ip,
+        client_ip,
     );
     if service.sticky && sticky_index.is_none() {
         if let Some(index) = sticky_index_of(&worker.upstreams, target, exchange.addr).await {

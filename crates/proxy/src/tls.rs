@@ -144,12 +144,12 @@ pub(crate) async fn serve(
     let client_cert_verified = session
         .peer_certificates()
         .is_some_and(|chain| !chain.is_empty());
-    let conn = Rc::new(ConnInfo {
+    let conn = Rc::new(ConnInfo::new(
         client,
         local_port,
-        tls: true,
+        true,
         client_cert_verified,
-    });
+    ));
     let service_worker = worker.clone();
     let service = service_fn(move |req| {
         let worker = service_worker.clone();

@@ -308,12 +308,7 @@ async fn accept_loop(
             });
             continue;
         }
-        let conn = Rc::new(ConnInfo {
-            client,
-            local_port,
-            tls: false,
-            client_cert_verified: false,
-        });
+        let conn = Rc::new(ConnInfo::new(client, local_port, false, false));
         let worker = worker.clone();
         let service = service_fn(move |req| {
             let worker = worker.clone();
