@@ -10,6 +10,7 @@
 #   E2E_SKIP_BUILD [0]   1 = use the sluice-* images already built (no scripts/build-images.sh)
 #   E2E_RELEASE [0]      1 = build the images from the release profile
 #   E2E_ROUNDS [5]       create/rm rounds of go-demo measured for the propagation percentiles
+#   E2E_TARGET_MS [1000] the p50 bound checked for task running -> 200 and service rm -> 503
 #   E2E_WAIT [30]        bound of one wait, seconds;  E2E_POLL [0.05] poll interval, seconds
 #   E2E_DEADLINE [540]   seconds (after the image build) past which the remaining steps are
 #                        skipped, which counts as a failure

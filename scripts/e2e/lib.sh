@@ -178,7 +178,7 @@ task_running_ns() {
     [[ -n $ids ]] || return 1
     # shellcheck disable=SC2086
     docker inspect --format '{{if eq .Status.State "running"}}{{.Status.Timestamp.UnixNano}}{{end}}' $ids \
-        2>/dev/null | awk 'NF { print; exit }'
+        2>/dev/null | awk 'NF { print; found = 1; exit } END { exit !found }'
 }
 
 # update_completed SERVICE — the last `docker service update` finished rolling out.

@@ -77,7 +77,7 @@ pub(crate) async fn handle(
     conn: Rc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let snapshot = worker.snapshot.load_full();
+    let snapshot = worker.current_snapshot();
     if let Some(page) = &worker.stats.page {
         let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         if let Some(format) = page.format(pq) {

@@ -56,12 +56,15 @@ struct NameEntry {
     fetched: Instant,
     refreshing: bool,
     next: usize,
+    /// An IP address given as the host: never looked up again.
+    literal: bool,
 }
 
 /// The per-worker upstream state.
 pub(crate) struct Upstreams {
     me: Weak<Upstreams>,
-    names: RefCell<HashMap<(String, bool), NameEntry>>,
+    /// Resolved names, `[plain, tasks-first]`, looked up by `&str` so a hit allocates nothing.
+    names: RefCell<[HashMap<String, NameEntry>; 2]>,
     idle: RefCell<HashMap<PoolKey, Vec<SendRequest<ReqBody>>>>,
     tls_connector: std::cell::OnceCell<Option<tokio_rustls::TlsConnector>>,
     connect_timeout: Duration,
@@ -135,7 +138,7 @@ impl Upstreams {
     pub(crate) fn new(connect_timeout: Duration, hosts_file: Option<&Path>) -> Rc<Upstreams> {
         Rc::new_cyclic(|me| Upstreams {
             me: me.clone(),
-            names: RefCell::new(HashMap::new()),
+            names: RefCell::new([HashMap::new(), HashMap::new()]),
             idle: RefCell::new(HashMap::new()),
             tls_connector: std::cell::OnceCell::new(),
             connect_timeout,
@@ -171,19 +174,16 @@ impl Upstreams {
         &self,
         target: Target<'_>,
     ) -> Result<(Rc<[IpAddr]>, usize), SendError> {
-        if let Ok(ip) = target.host.parse::<IpAddr>() {
-            return Ok((Rc::from(vec![ip]), 0));
-        }
-        let key = (target.host.to_string(), target.tasks_first);
+        let slot = usize::from(target.tasks_first);
         let now = Instant::now();
         let cached = {
             let mut names = self.names.borrow_mut();
-            match names.get_mut(&key) {
+            match names[slot].get_mut(target.host) {
                 Some(entry) => {
-                    let stale = now.duration_since(entry.fetched) >= RESOLVE_TTL;
+                    let stale = !entry.literal && now.duration_since(entry.fetched) >= RESOLVE_TTL;
                     if stale && !entry.refreshing {
                         entry.refreshing = true;
-                        self.spawn_refresh(key.clone());
+                        self.spawn_refresh((target.host.to_string(), target.tasks_first));
                     }
                     entry.next = entry.next.wrapping_add(1);
                     Some((entry.result.clone(), entry.next))
@@ -194,15 +194,23 @@ impl Upstreams {
         let (result, start) = match cached {
             Some(hit) => hit,
             None => {
-                let result =
-                    lookup(target.host, target.tasks_first, self.hosts_file.as_deref()).await;
+                let literal = target.host.parse::<IpAddr>().ok();
+                let result = match literal {
+                    Some(ip) => Ok(Rc::from(vec![ip])),
+                    None => {
+                        lookup(target.host, target.tasks_first, self.hosts_file.as_deref()).await
+                    }
+                };
                 let mut names = self.names.borrow_mut();
-                let entry = names.entry(key).or_insert(NameEntry {
-                    result: result.clone(),
-                    fetched: Instant::now(),
-                    refreshing: false,
-                    next: 0,
-                });
+                let entry = names[slot]
+                    .entry(target.host.to_string())
+                    .or_insert(NameEntry {
+                        result: result.clone(),
+                        fetched: Instant::now(),
+                        refreshing: false,
+                        next: 0,
+                        literal: literal.is_some(),
+                    });
                 entry.next = entry.next.wrapping_add(1);
                 (result, entry.next)
             }
@@ -223,7 +231,7 @@ impl Upstreams {
             let result = lookup(&key.0, key.1, hosts_file.as_deref()).await;
             if let Some(me) = me.upgrade() {
                 let mut names = me.names.borrow_mut();
-                if let Some(entry) = names.get_mut(&key) {
+                if let Some(entry) = names[usize::from(key.1)].get_mut(&key.0) {
                     // Keep serving the last good answer when a refresh fails transiently.
                     if result.is_ok() || entry.result.is_err() {
                         entry.result = result;
@@ -237,9 +245,11 @@ impl Upstreams {
 
     /// Marks a name for refresh after its address failed.
     fn invalidate(&self, target: Target<'_>) {
-        let key = (target.host.to_string(), target.tasks_first);
-        if let Some(entry) = self.names.borrow_mut().get_mut(&key) {
-            entry.fetched = Instant::now() - RESOLVE_TTL;
+        let slot = usize::from(target.tasks_first);
+        if let Some(entry) = self.names.borrow_mut()[slot].get_mut(target.host) {
+            if let Some(expired) = Instant::now().checked_sub(RESOLVE_TTL) {
+                entry.fetched = expired;
+            }
         }
     }
 

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::forward::{self, ConnInfo};
-use crate::snapshot::SnapshotCell;
+use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::stream::StreamListeners;
 use crate::upstream::Upstreams;
 
@@ -72,6 +72,11 @@ pub enum DataPlaneError {
 /// The per-thread state every request of a worker sees.
 pub(crate) struct Worker {
     pub(crate) snapshot: SnapshotCell,
+    /// This worker's handle on the current snapshot: requests clone the `Rc` (no atomic
+    /// operation shared with other workers) and it is refreshed when the writer publishes.
+    /// The extra allocation happens once per publication, not per request.
+    #[allow(clippy::redundant_allocation)]
+    current: std::cell::RefCell<Rc<Arc<Snapshot>>>,
     pub(crate) upstreams: Rc<Upstreams>,
     pub(crate) timeouts: Timeouts,
     pub(crate) connection_mode: ConnectionMode,
@@ -79,6 +84,19 @@ pub(crate) struct Worker {
     pub(crate) https_port: Option<u16>,
     /// Traffic counters and the statistics page.
     pub(crate) stats: crate::stats_page::StatsConfig,
+}
+
+impl Worker {
+    /// The current snapshot, as of this request.
+    #[allow(clippy::redundant_allocation)]
+    pub(crate) fn current_snapshot(&self) -> Rc<Arc<Snapshot>> {
+        let published = self.snapshot.load();
+        let mut current = self.current.borrow_mut();
+        if !Arc::ptr_eq(&**current, &*published) {
+            *current = Rc::new(arc_swap::Guard::into_inner(published));
+        }
+        current.clone()
+    }
 }
 
 /// The running data plane.
@@ -198,6 +216,7 @@ fn run_worker(
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         let worker = Rc::new(Worker {
+            current: std::cell::RefCell::new(Rc::new(snapshot.load_full())),
             snapshot,
             upstreams: Upstreams::new(config.timeouts.connect, config.hosts_file.as_deref()),
             timeouts: config.timeouts,
