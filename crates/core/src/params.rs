@@ -1607,6 +1607,23 @@ fn parse_compression(
     Ok(Some(Compression { algos, types }))
 }
 
+/// The `compressionAlgo` / `compressionType` rules applied to values from elsewhere (the
+/// `COMPRESSION_ALGO` / `COMPRESSION_TYPE` defaults). Each value comes with the name an error
+/// reports it under.
+pub(crate) fn parse_compression_values(
+    algo: Option<(&str, &str)>,
+    types: Option<(&str, &str)>,
+    sep: &str,
+) -> Result<Option<Compression>, ParamError> {
+    fn val<'a>((key, value): (&str, &'a str)) -> Val<'a> {
+        Val {
+            key: key.to_string(),
+            value,
+        }
+    }
+    parse_compression(algo.map(val), types.map(val), sep)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

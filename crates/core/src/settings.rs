@@ -39,6 +39,7 @@
 //! | `ENABLE_H2` | `true` | [`Settings::enable_h2`] (ALPN `h2,http/1.1` on TLS ports, else `http/1.1`) |
 //! | `CA_FILE` | (none) | [`Settings::ca_file`] (client certificates are requested and verified against it) |
 //! | `PREFERRED_CERTIFICATE` | (none) | [`Settings::preferred_certificates`] (comma-separated file-name globs) |
+//! | `COMPRESSION_ALGO` / `COMPRESSION_TYPE` | (none) | [`Settings::compression`] (the `compressionAlgo` / `compressionType` rules; a service's own setting wins) |
 //!
 //! Port lists (`DEFAULT_PORTS`, `BIND_PORTS`) are comma-separated items `80`, `443:ssl`. HAProxy
 //! bind options such as `8443 accept-proxy:ssl` are rejected with an error naming the option.
@@ -60,8 +61,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::credentials::{parse_user_list, Credentials};
-use crate::params::{parse_decimal, parse_go_bool, ParseContext};
-use crate::service::{ConnectionMode, DomainAlgo, User};
+use crate::params::{parse_compression_values, parse_decimal, parse_go_bool, ParseContext};
+use crate::service::{Compression, ConnectionMode, DomainAlgo, User};
 
 /// Where settings come from: the process environment with `SECRETS_DIR/dfp_<name>` files
 /// overlaid (in the binary), or a plain map (in tests).
@@ -259,6 +260,9 @@ pub struct Settings {
     /// `PREFERRED_CERTIFICATE`: file-name globs (`*` only) ordering certificates; the first
     /// certificate in that order is the default one.
     pub preferred_certificates: Vec<String>,
+    /// `COMPRESSION_ALGO` / `COMPRESSION_TYPE`: response compression for services that do
+    /// not set `compressionAlgo` themselves.
+    pub compression: Option<Compression>,
 }
 
 impl Settings {
@@ -320,6 +324,8 @@ const KNOWN_VARIABLES: &[&str] = &[
     "ENABLE_H2",
     "CA_FILE",
     "PREFERRED_CERTIFICATE",
+    "COMPRESSION_ALGO",
+    "COMPRESSION_TYPE",
 ];
 
 /// Every variable [`Settings::from_vars`] reads, in table order.
@@ -367,6 +373,7 @@ impl Default for Settings {
             enable_h2: true,
             ca_file: None,
             preferred_certificates: Vec::new(),
+            compression: None,
         }
     }
 }
@@ -464,6 +471,36 @@ impl Reader<'_> {
             StatsAuth::Basic(Credentials { user, password })
         };
         Ok(Some(StatsSettings { auth, uri, port }))
+    }
+
+    /// `COMPRESSION_ALGO` / `COMPRESSION_TYPE`, parsed like the service parameters (split on
+    /// `SEPARATOR` and whitespace).
+    fn compression(&self, separator: &str) -> Result<Option<Compression>, SettingsError> {
+        const ALGO: &str = "COMPRESSION_ALGO";
+        const TYPE: &str = "COMPRESSION_TYPE";
+        let algo = self.vars.var(ALGO);
+        let types = self.vars.var(TYPE);
+        parse_compression_values(
+            algo.as_deref().map(|v| (ALGO, v)),
+            types.as_deref().map(|v| (TYPE, v)),
+            separator,
+        )
+        .map_err(|e| match e {
+            crate::params::ParamError::Invalid {
+                param,
+                value,
+                reason,
+            } => SettingsError::Invalid {
+                var: param,
+                value,
+                reason,
+            },
+            other => SettingsError::Invalid {
+                var: ALGO.into(),
+                value: algo.unwrap_or_default(),
+                reason: other.to_string(),
+            },
+        })
     }
 
     fn api_auth(&self) -> Result<Option<Credentials>, SettingsError> {
@@ -588,6 +625,7 @@ impl Settings {
                     .collect()
             })
             .unwrap_or(d.preferred_certificates);
+        let compression = r.compression(&separator)?;
 
         Ok(Settings {
             ip,
@@ -622,6 +660,7 @@ impl Settings {
             enable_h2,
             ca_file,
             preferred_certificates,
+            compression,
         })
     }
 }
@@ -631,6 +670,7 @@ mod tests {
     use std::cell::RefCell;
 
     use super::*;
+    use crate::service::CompressionAlgo;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
@@ -717,6 +757,7 @@ mod tests {
         assert!(s.enable_h2);
         assert_eq!(s.ca_file, None);
         assert!(s.preferred_certificates.is_empty());
+        assert_eq!(s.compression, None);
     }
 
     #[test]
@@ -797,6 +838,8 @@ mod tests {
             ("ENABLE_H2", "false"),
             ("CA_FILE", "/ca.pem"),
             ("PREFERRED_CERTIFICATE", "main*, ,other.pem"),
+            ("COMPRESSION_ALGO", "gzip;deflate"),
+            ("COMPRESSION_TYPE", "Text/HTML text/css"),
         ]);
         let recording = Recording {
             inner: v,
@@ -892,6 +935,14 @@ mod tests {
         assert!(!s.enable_h2);
         assert_eq!(s.ca_file, Some(PathBuf::from("/ca.pem")));
         assert_eq!(s.preferred_certificates, ["main*", "other.pem"]);
+        assert_eq!(
+            s.compression,
+            Some(Compression {
+                algos: vec![CompressionAlgo::Gzip, CompressionAlgo::Deflate],
+                types: vec!["text/html".into(), "text/css".into()],
+            }),
+            "split on SEPARATOR (here ';') and whitespace, as the service parameters"
+        );
 
         let mut read = recording.read.into_inner();
         read.sort();
@@ -941,6 +992,7 @@ mod tests {
             ("REPEAT_RELOAD", "2"),
             ("USERS_PASS_ENCRYPTED", "yes"),
             ("STATS_PORT", "x"),
+            ("COMPRESSION_ALGO", "br"),
         ];
         for (var, value) in cases {
             let e = error(&[(var, value)]);
@@ -1112,6 +1164,40 @@ mod tests {
     fn api_credentials_come_in_pairs() {
         assert_eq!(error_var(&[("API_USER", "u")]), "API_PASS");
         assert_eq!(error_var(&[("API_PASS", "p")]), "API_USER");
+    }
+
+    #[test]
+    fn compression_defaults_follow_the_service_parameter_rules() {
+        let c = Settings::from_vars(&vars(&[("COMPRESSION_ALGO", "raw-deflate identity,gzip")]))
+            .unwrap()
+            .compression
+            .unwrap();
+        assert_eq!(
+            c.algos,
+            [
+                CompressionAlgo::Deflate,
+                CompressionAlgo::Identity,
+                CompressionAlgo::Gzip
+            ]
+        );
+        assert!(c.types.is_empty(), "no COMPRESSION_TYPE = every type");
+        let types_only = Settings::from_vars(&vars(&[("COMPRESSION_TYPE", "text/plain")]));
+        assert_eq!(
+            types_only.unwrap().compression,
+            None,
+            "no effect without an algorithm"
+        );
+        let e = error(&[("COMPRESSION_ALGO", "gzip br")]);
+        assert_eq!(
+            e,
+            SettingsError::Invalid {
+                var: "COMPRESSION_ALGO".into(),
+                value: "br".into(),
+                reason:
+                    "unsupported compression algorithm (identity, gzip, deflate or raw-deflate)"
+                        .into(),
+            }
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub enum ProxyBody {
     Upstream(UpstreamBody),
     /// Another body whose bytes are counted for a destination ([`crate::stats`]).
     Metered(crate::stats::MeteredBody),
+    /// Another body compressed on the way out ([`crate::compress`]).
+    Compressed(Box<crate::compress::CompressedBody>),
 }
 
 impl ProxyBody {
@@ -84,6 +86,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Metered(body) => body.poll_frame(cx),
+            ProxyBody::Compressed(body) => Pin::new(body.as_mut()).poll_frame(cx),
             ProxyBody::Upstream(body) => match Pin::new(&mut body.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     body.timer = None;
@@ -121,6 +124,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Metered(body) => body.is_end_stream(),
+            ProxyBody::Compressed(body) => body.is_end_stream(),
             ProxyBody::Upstream(body) => body.inner.is_end_stream(),
         }
     }
@@ -130,6 +134,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Metered(body) => body.size_hint(),
+            ProxyBody::Compressed(body) => body.size_hint(),
             ProxyBody::Upstream(body) => body.inner.size_hint(),
         }
     }

@@ -8,8 +8,8 @@
 //! 4. **rewrite** — path rewrites, forwarding headers and the service's request header rules.
 //! 5. **upstream** — the request goes to one of the service's task addresses (503 when none
 //!    answers, 504 on the server timeout, 502 on a broken response).
-//! 6. **response** — hop-by-hop headers go, the service's response header rules apply, and an
-//!    upgrade (WebSocket) becomes a tunnel.
+//! 6. **response** — hop-by-hop headers go, the service's response header rules apply, an
+//!    upgrade (WebSocket) becomes a tunnel, and the body may be compressed ([`crate::compress`]).
 //!
 //! Before routing, a request for `STATS_URI` gets the statistics page ([`crate::stats_page`]);
 //! every other request is counted ([`crate::stats`]).
@@ -209,6 +209,11 @@ async fn forward(
         None
     };
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let compression = crate::compress::offer(
+        service.compression.as_ref().or(worker.compression.as_ref()),
+        req.method(),
+        req.headers(),
+    );
 
     // Phase: upstream.
     let target = Target {
@@ -302,10 +307,9 @@ async fn forward(
             return Response::from_parts(parts, ProxyBody::empty());
         }
     }
-    Response::from_parts(
-        parts,
-        ProxyBody::Upstream(UpstreamBody::new(body, lease, server_timeout)),
-    )
+    let body = ProxyBody::Upstream(UpstreamBody::new(body, lease, server_timeout));
+    let body = crate::compress::apply(compression, &mut parts, body);
+    Response::from_parts(parts, body)
 }
 
 /// `https://<host without port>[:<https port>]<path?query>` for https redirects; the port is

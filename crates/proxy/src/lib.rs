@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod body;
 pub mod certs;
+pub mod compress;
 pub mod error_page;
 mod forward;
 pub mod resolve;

@@ -44,6 +44,9 @@ pub struct DataPlaneConfig {
     pub hosts_file: Option<std::path::PathBuf>,
     /// Traffic counters and the statistics page ([`crate::stats_page`]).
     pub stats: crate::stats_page::StatsConfig,
+    /// `COMPRESSION_ALGO` / `COMPRESSION_TYPE`: compression for services without their own
+    /// `compressionAlgo` ([`crate::compress`]).
+    pub compression: Option<sluice_core::service::Compression>,
 }
 
 /// A data plane could not start.
@@ -84,6 +87,8 @@ pub(crate) struct Worker {
     pub(crate) https_port: Option<u16>,
     /// Traffic counters and the statistics page.
     pub(crate) stats: crate::stats_page::StatsConfig,
+    /// The global compression default.
+    pub(crate) compression: Option<sluice_core::service::Compression>,
 }
 
 impl Worker {
@@ -223,6 +228,7 @@ fn run_worker(
             connection_mode: config.connection_mode,
             https_port,
             stats: config.stats.clone(),
+            compression: config.compression.clone(),
         });
         // Every connection task holds a sender; when all are gone, the worker has drained.
         let (drain_tx, mut drain_rx) = tokio::sync::mpsc::channel::<()>(1);

@@ -98,6 +98,7 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
                 hub: registry.stats(),
                 page: stats_page.clone(),
             },
+            compression: settings.compression.clone(),
         },
         snapshot.clone(),
     )?;

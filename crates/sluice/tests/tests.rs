@@ -4,6 +4,7 @@
 
 mod api;
 mod auth;
+mod compression;
 mod docs;
 mod layer4;
 mod persistence;
