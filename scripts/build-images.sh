@@ -114,11 +114,16 @@ if [[ -z ${DOCKER_BUILDKIT:-} ]] && ! docker buildx version >/dev/null 2>&1; the
 fi
 
 build_image() {
-    local image=$1 dockerfile=$2 context=$3
+    local image=$1 dockerfile=$2 context=$3 previous
+    previous=$(docker image inspect --format '{{.Id}}' "$image:$TAG" 2>/dev/null || true)
     cp "$ROOT/docker/$dockerfile" "$context/Dockerfile"
     log "docker build $image:$TAG ($(du -sh "$context/rootfs" | cut -f1) root filesystem)"
     docker build --quiet --tag "$image:$TAG" "$context" >/dev/null 2>"$context/build.log" ||
         { cat "$context/build.log" >&2; die "docker build of $image failed"; }
+    # The image this tag named before is garbage now (unless a container still uses it).
+    if [[ -n $previous && $previous != "$(docker image inspect --format '{{.Id}}' "$image:$TAG")" ]]; then
+        docker image rm "$previous" >/dev/null 2>&1 || true
+    fi
 }
 
 started=$(date +%s)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and integration tests, and (when a Docker
-# engine can run here) the end-to-end suite on a real Swarm.
+# The whole test suite: formatting, lints, unit and integration tests, and the end-to-end
+# suite on a real Docker Swarm (it needs a running Docker engine: .ci/run starts one, and the
+# suite fails, saying why, when there is none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -23,7 +23,8 @@ fi
 
 if ! docker info >/dev/null 2>&1; then
     say "starting dockerd (log: /tmp/dockerd.log)"
-    nohup dockerd >/tmp/dockerd.log 2>&1 </dev/null &
+    # fd 9 is the e2e lock (scripts/e2e.sh): the daemon must not inherit it and hold it forever.
+    nohup dockerd >/tmp/dockerd.log 2>&1 </dev/null 9>&- &
     for ((i = 0; i < 120; i++)); do
         docker info >/dev/null 2>&1 && break
         if ! kill -0 $! 2>/dev/null; then

@@ -32,6 +32,20 @@ use tokio::net::TcpStream;
 
 /// How long resolved addresses are used before they are looked up again.
 const RESOLVE_TTL: Duration = Duration::from_secs(2);
+/// How long past [`RESOLVE_TTL`] an answer may still be served while a background refresh
+/// runs. A name idle for longer is looked up before use: its tasks may be long gone (a
+/// service removed and created again gets new task addresses), and connecting to an address
+/// nobody holds any more hangs until the connect timeout.
+const STALE_GRACE: Duration = Duration::from_secs(1);
+/// How long a provisional answer is used: a failed lookup, or a `tasks.<host>` name that only
+/// resolved through its fallback `<host>` (a Swarm service whose tasks are not running yet:
+/// its virtual IP, which routes nowhere while no task runs, and not at all without IPVS).
+/// Provisional answers are never served stale, so a starting task is seen within this time.
+const PROVISIONAL_TTL: Duration = Duration::from_millis(250);
+/// How long one connect attempt waits for the SYN-ACK before a fresh SYN is sent, within the
+/// connect timeout. The kernel would resend after 1 s, then 3 s; but a Swarm task's address is
+/// in DNS before its container is attached, so the first SYN to a starting task is dropped.
+const SYN_RETRY: Duration = Duration::from_millis(200);
 /// How many distinct addresses one request tries before giving up.
 const MAX_ATTEMPTS: usize = 3;
 /// Idle connections kept per upstream address.
@@ -58,6 +72,22 @@ struct NameEntry {
     next: usize,
     /// An IP address given as the host: never looked up again.
     literal: bool,
+    /// A failure or a fallback answer (see [`PROVISIONAL_TTL`]).
+    provisional: bool,
+}
+
+impl NameEntry {
+    /// Whether the entry may answer now, and whether it should be refreshed in the background.
+    fn usable(&self, now: Instant) -> (bool, bool) {
+        if self.literal {
+            return (true, false);
+        }
+        let age = now.duration_since(self.fetched);
+        if self.provisional {
+            return (age < PROVISIONAL_TTL, false);
+        }
+        (age < RESOLVE_TTL + STALE_GRACE, age >= RESOLVE_TTL)
+    }
 }
 
 /// The per-worker upstream state.
@@ -179,15 +209,17 @@ impl Upstreams {
         let cached = {
             let mut names = self.names.borrow_mut();
             match names[slot].get_mut(target.host) {
-                Some(entry) => {
-                    let stale = !entry.literal && now.duration_since(entry.fetched) >= RESOLVE_TTL;
-                    if stale && !entry.refreshing {
-                        entry.refreshing = true;
-                        self.spawn_refresh((target.host.to_string(), target.tasks_first));
+                Some(entry) => match entry.usable(now) {
+                    (false, _) => None,
+                    (true, stale) => {
+                        if stale && !entry.refreshing {
+                            entry.refreshing = true;
+                            self.spawn_refresh((target.host.to_string(), target.tasks_first));
+                        }
+                        entry.next = entry.next.wrapping_add(1);
+                        Some((entry.result.clone(), entry.next))
                     }
-                    entry.next = entry.next.wrapping_add(1);
-                    Some((entry.result.clone(), entry.next))
-                }
+                },
                 None => None,
             }
         };
@@ -195,8 +227,8 @@ impl Upstreams {
             Some(hit) => hit,
             None => {
                 let literal = target.host.parse::<IpAddr>().ok();
-                let result = match literal {
-                    Some(ip) => Ok(Rc::from(vec![ip])),
+                let (result, provisional) = match literal {
+                    Some(ip) => (Ok(Rc::from(vec![ip])), false),
                     None => {
                         lookup(target.host, target.tasks_first, self.hosts_file.as_deref()).await
                     }
@@ -210,7 +242,12 @@ impl Upstreams {
                         refreshing: false,
                         next: 0,
                         literal: literal.is_some(),
+                        provisional,
                     });
+                // An entry that was too old or provisional is replaced by the fresh answer.
+                entry.result = result.clone();
+                entry.provisional = provisional;
+                entry.fetched = Instant::now();
                 entry.next = entry.next.wrapping_add(1);
                 (result, entry.next)
             }
@@ -228,15 +265,17 @@ impl Upstreams {
         let me = self.me.clone();
         let hosts_file = self.hosts_file.clone();
         tokio::task::spawn_local(async move {
-            let result = lookup(&key.0, key.1, hosts_file.as_deref()).await;
+            let (result, provisional) = lookup(&key.0, key.1, hosts_file.as_deref()).await;
             if let Some(me) = me.upgrade() {
                 let mut names = me.names.borrow_mut();
                 if let Some(entry) = names[usize::from(key.1)].get_mut(&key.0) {
-                    // Keep serving the last good answer when a refresh fails transiently.
-                    if result.is_ok() || entry.result.is_err() {
+                    // A failed or fallback refresh never replaces task addresses: the entry
+                    // goes on serving them until its grace ends, then looks up again.
+                    if !provisional {
                         entry.result = result;
+                        entry.provisional = false;
+                        entry.fetched = Instant::now();
                     }
-                    entry.fetched = Instant::now();
                     entry.refreshing = false;
                 }
             }
@@ -341,14 +380,22 @@ impl Upstreams {
 
     /// Opens a TCP connection to `addr` within the connect timeout (no protocol on top).
     pub(crate) async fn connect_tcp(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(
+        // A fresh SYN every SYN_RETRY until the connect timeout (see SYN_RETRY).
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let stream = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     format!("connect timed out after {:?}", self.connect_timeout),
-                )
-            })??;
+                ));
+            }
+            if let Ok(result) =
+                tokio::time::timeout(left.min(SYN_RETRY), TcpStream::connect(addr)).await
+            {
+                break result?;
+            }
+        };
         // Small messages must not wait for Nagle.
         let _ = stream.set_nodelay(true);
         Ok(stream)
@@ -433,27 +480,80 @@ enum ConnectError {
 
 /// Resolves `host` the way the system resolver does, `tasks.<host>` first when asked.
 /// Addresses come back sorted so every worker (and every replica) sees the same order.
+/// The flag is true for a provisional answer: a failure, or `<host>` standing in for a
+/// `tasks.<host>` that has no records (yet).
 async fn lookup(
     host: &str,
     tasks_first: bool,
     hosts_file: Option<&Path>,
-) -> Result<Rc<[IpAddr]>, String> {
+) -> (Result<Rc<[IpAddr]>, String>, bool) {
     if tasks_first {
         if let Ok(addrs) = crate::resolve::lookup(&format!("tasks.{host}"), hosts_file).await {
             if !addrs.is_empty() {
-                return Ok(Rc::from(addrs));
+                return (Ok(Rc::from(addrs)), false);
             }
         }
     }
-    crate::resolve::lookup(host, hosts_file)
+    let result = crate::resolve::lookup(host, hosts_file)
         .await
         .map(Rc::from)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+    let provisional = tasks_first || result.is_err();
+    (result, provisional)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(provisional: bool, literal: bool, age: Duration, now: Instant) -> NameEntry {
+        NameEntry {
+            result: Err("unused".into()),
+            fetched: now - age,
+            refreshing: false,
+            next: 0,
+            literal,
+            provisional,
+        }
+    }
+
+    #[test]
+    fn good_answers_are_served_stale_only_within_the_grace() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(entry(false, false, ms(10), now).usable(now), (true, false));
+        let stale = RESOLVE_TTL + ms(10);
+        assert_eq!(entry(false, false, stale, now).usable(now), (true, true));
+        let idle = RESOLVE_TTL + STALE_GRACE + ms(10);
+        assert!(!entry(false, false, idle, now).usable(now).0);
+        assert_eq!(
+            entry(false, true, idle * 10, now).usable(now),
+            (true, false)
+        );
+    }
+
+    #[test]
+    fn provisional_answers_expire_quickly_and_are_never_served_stale() {
+        let now = Instant::now();
+        let young = PROVISIONAL_TTL / 2;
+        assert_eq!(entry(true, false, young, now).usable(now), (true, false));
+        let expired = PROVISIONAL_TTL + Duration::from_millis(1);
+        assert_eq!(entry(true, false, expired, now).usable(now), (false, false));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_fallback_answer_is_provisional() {
+        // `tasks.localhost` does not exist, so `localhost` stands in: provisional.
+        let (result, provisional) = lookup("localhost", true, None).await;
+        assert!(result.is_ok());
+        assert!(provisional);
+        let (result, provisional) = lookup("localhost", false, None).await;
+        assert!(result.is_ok());
+        assert!(!provisional);
+        let (result, provisional) = lookup("no-such-service.invalid", false, None).await;
+        assert!(result.is_err());
+        assert!(provisional);
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn ip_literals_are_not_looked_up() {
