@@ -25,7 +25,7 @@ use std::cell::RefCell;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,7 +33,7 @@ use std::time::Duration;
 use sluice_core::client_hello::{self, Peek};
 use sluice_core::service::Balance;
 use sluice_core::stream::{StreamRoute, StreamTable};
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::SockRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -135,7 +135,7 @@ impl StreamListeners {
             let mut sockets = Vec::with_capacity(self.workers);
             for _ in 0..self.workers {
                 sockets.push(
-                    bind_reuseport(port)
+                    crate::worker::bind_reuseport(port)
                         .map_err(|source| StreamListenError::Bind { port, source })?,
                 );
             }
@@ -176,17 +176,6 @@ impl StreamListeners {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn bind_reuseport(port: u16) -> std::io::Result<StdListener> {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_tcp_nodelay(true)?;
-    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
-    socket.listen(1024)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
 }
 
 /// Per-worker balancing and health state.

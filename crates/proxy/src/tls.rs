@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -169,16 +169,7 @@ pub(crate) async fn serve(
             }
         }
     } else {
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .keep_alive(true)
-            .header_read_timeout(
-                worker
-                    .timeouts
-                    .http_keep_alive
-                    .max(worker.timeouts.http_request),
-            );
+        let builder = crate::worker::http1_builder(&worker.timeouts);
         let mut connection = builder.serve_connection(io, service).with_upgrades();
         tokio::select! {
             result = &mut connection => result,

@@ -104,6 +104,18 @@ impl Worker {
     }
 }
 
+/// The HTTP/1 server settings every client connection uses, plain or TLS.
+pub(crate) fn http1_builder(timeouts: &Timeouts) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // hyper's header timer runs while a connection waits for its next request, so it
+        // bounds both the idle keep-alive time and the time to send request headers.
+        .header_read_timeout(timeouts.http_keep_alive.max(timeouts.http_request));
+    builder
+}
+
 /// The running data plane.
 pub struct DataPlane {
     addrs: Vec<SocketAddr>,
@@ -189,7 +201,9 @@ impl DataPlane {
     }
 }
 
-fn bind_reuseport(port: u16) -> std::io::Result<StdListener> {
+/// A non-blocking listening socket on `0.0.0.0:port` that other workers can bind too
+/// (`SO_REUSEPORT`): the kernel spreads connections across them.
+pub(crate) fn bind_reuseport(port: u16) -> std::io::Result<StdListener> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
@@ -290,18 +304,7 @@ async fn accept_loop(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        // hyper's header timer runs while a connection waits for its next request, so it
-        // bounds both the idle keep-alive time and the time to send request headers.
-        .header_read_timeout(
-            worker
-                .timeouts
-                .http_keep_alive
-                .max(worker.timeouts.http_request),
-        );
+    let builder = http1_builder(&worker.timeouts);
     loop {
         let accepted = tokio::select! {
             biased;
