@@ -179,10 +179,7 @@ pub async fn cert(
     };
     let mut message = String::new();
     let mut status = StatusCode::OK;
-    if params
-        .get("distribute")
-        .is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
-    {
+    if crate::is_true(&params, "distribute") {
         match state.distributor.peers().await {
             Err(note) => message = format!("distribute: {note}; stored on this replica only"),
             Ok(peers) if peers.is_empty() => {

@@ -36,7 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 use serde_json::Value;
-use sluice_core::params::{params_from_query, parse_service};
+use sluice_core::params::{params_from_query, parse_go_bool, parse_service};
 use sluice_core::service::Params;
 use sluice_core::settings::Settings;
 
@@ -131,10 +131,11 @@ fn query_params(raw: Option<String>) -> Params {
     params_from_query(raw.as_deref().unwrap_or(""))
 }
 
-fn is_true(params: &Params, key: &str) -> bool {
+/// True when the parameter holds one of Go's `ParseBool` truths (as DFP's query decoding).
+pub(crate) fn is_true(params: &Params, key: &str) -> bool {
     params
         .get(key)
-        .is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
+        .is_some_and(|v| parse_go_bool(v) == Some(true))
 }
 
 async fn reconfigure(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Response {

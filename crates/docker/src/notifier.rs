@@ -375,19 +375,23 @@ impl<D: Deliver> EndpointWorker<D> {
         Flow::Continue
     }
 
+    /// Records the create parameters last sent for `service`; `confirmed` when the proxy
+    /// accepted them.
+    fn remember(&mut self, service: &str, params: &ServiceParams, confirmed: bool) {
+        self.delivered.insert(
+            service.to_string(),
+            Delivered {
+                params: params.clone(),
+                confirmed,
+            },
+        );
+    }
+
     fn record_success(&mut self, change: &Change) {
         match change {
             Change::Create {
                 service, params, ..
-            } => {
-                self.delivered.insert(
-                    service.clone(),
-                    Delivered {
-                        params: params.clone(),
-                        confirmed: true,
-                    },
-                );
-            }
+            } => self.remember(service, params, true),
             Change::Remove { service, .. } => {
                 self.delivered.remove(service);
             }
@@ -399,15 +403,7 @@ impl<D: Deliver> EndpointWorker<D> {
         match change {
             Change::Create {
                 service, params, ..
-            } => {
-                self.delivered.insert(
-                    service.clone(),
-                    Delivered {
-                        params: params.clone(),
-                        confirmed: false,
-                    },
-                );
-            }
+            } => self.remember(service, params, false),
             Change::Remove { service, .. } => {
                 if let Some(d) = self.delivered.get_mut(service) {
                     d.confirmed = false;
