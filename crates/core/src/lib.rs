@@ -8,6 +8,7 @@
 pub mod client_hello;
 pub mod credentials;
 pub mod params;
+pub mod redact;
 pub mod route;
 pub mod service;
 pub mod settings;
