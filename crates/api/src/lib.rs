@@ -188,7 +188,16 @@ async fn reconfigure(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery
         }
     }
     if service.replicas == Some(0) {
-        let change = state.registry.remove(&service.name).await;
+        let change = match state.registry.remove(&service.name).await {
+            Ok(change) => change,
+            Err(error) => {
+                tracing::error!(service = %name, %error, "reconfigure rejected");
+                return json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    view::envelope("NOK", &error.to_string(), &name, None),
+                );
+            }
+        };
         tracing::info!(service = %name, generation = change.generation, "Removing {name} configuration (replicas=0)");
         return json_response(
             StatusCode::OK,
@@ -281,7 +290,16 @@ async fn remove(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> 
         );
     };
     tracing::info!(service = %name, "Processing remove request");
-    let change = state.registry.remove(&name).await;
+    let change = match state.registry.remove(&name).await {
+        Ok(change) => change,
+        Err(error) => {
+            tracing::error!(service = %name, %error, "remove rejected");
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                view::envelope("NOK", &error.to_string(), &name, None),
+            );
+        }
+    };
     if change.existed {
         tracing::info!(service = %name, generation = change.generation, "Removing {name} configuration");
     } else {

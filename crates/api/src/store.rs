@@ -142,11 +142,14 @@ impl Store {
             path: path.clone(),
             source,
         })?;
-        // Make the rename itself durable.
-        if let Ok(dir) = fs::File::open(&self.dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
+        // Make the rename itself durable: until the directory is synced, a crash may bring
+        // the old file back.
+        fs::File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|source| StoreError::Write {
+                path: self.dir.clone(),
+                source,
+            })
     }
 }
 

@@ -31,7 +31,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
 async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()> {
     let store = Store::open(&settings.data_dir)?;
     let snapshot = sluice_proxy::snapshot::new_cell();
-    let (registry, persister) = Registry::new(snapshot.clone(), Some(store.clone()));
+    let registry = Registry::new(snapshot.clone(), Some(store.clone()));
     registry
         .set_users(sluice_api::users::UserSource::from_settings(&settings))
         .await;
@@ -73,7 +73,6 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
         registry.apply_all(initial).await;
     }
     tracing::info!(from_state, from_env, "loaded services");
-    tokio::spawn(persister.run());
 
     let hosts_file = vars.var("HOSTS_FILE").map(std::path::PathBuf::from);
     let tls = if listener_ports.iter().any(|p| p.ssl) {
