@@ -20,6 +20,7 @@ pub mod access;
 pub mod certs;
 pub mod metrics;
 pub mod peers;
+pub mod recovery;
 pub mod registry;
 pub mod store;
 pub mod streams;

@@ -511,10 +511,10 @@ mod tests {
         }
         // One batch, one write, one publication for the fifty changes.
         assert_eq!(generations.into_iter().collect::<Vec<_>>(), [1]);
-        assert_eq!(store.load().unwrap().len(), 50);
+        assert_eq!(store.recover().unwrap().services.len(), 50);
         let change = registry.remove("s7").await.unwrap();
         assert!(change.existed);
-        assert!(!store.load().unwrap().contains_key("s7"));
+        assert!(!store.recover().unwrap().services.contains_key("s7"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -534,7 +534,7 @@ mod tests {
         assert_eq!(registry.snapshot().generation, 1);
         std::fs::remove_dir(dir.join("services.json.tmp")).unwrap();
         registry.remove("kept").await.unwrap();
-        assert!(store.load().unwrap().is_empty());
+        assert!(store.recover().unwrap().services.is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

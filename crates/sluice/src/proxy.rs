@@ -51,16 +51,8 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
     registry.attach_stream_listeners(streams.clone());
 
     // State first, then DFP_SERVICE_* services: nothing is served before both are live.
-    let mut initial = Vec::new();
-    for (name, params) in store.load()? {
-        let service = parse_service(&params, &settings.parse).map_err(|e| {
-            anyhow!(
-                "{} holds service {name:?} that no longer parses: {e}",
-                store.path().display()
-            )
-        })?;
-        initial.push(service);
-    }
+    let mut initial =
+        sluice_api::recovery::saved_services(&store, &settings.parse, registry.counters())?;
     let from_state = initial.len();
     for params in services_from_env(&vars) {
         let name = params.get("serviceName").cloned().unwrap_or_default();

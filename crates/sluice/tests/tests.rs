@@ -12,6 +12,7 @@ mod persistence;
 mod reconfigure;
 mod replicas;
 mod routing;
+mod state;
 mod stats;
 mod support;
 mod tls;
