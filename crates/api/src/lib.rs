@@ -189,6 +189,7 @@ async fn reconfigure(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery
         }
     }
     if service.replicas == Some(0) {
+        // Like any other reconfigure: removed here, then sent to the other replicas.
         let change = match state.registry.remove(&service.name).await {
             Ok(change) => change,
             Err(error) => {
@@ -200,9 +201,23 @@ async fn reconfigure(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery
             }
         };
         tracing::info!(service = %name, generation = change.generation, "Removing {name} configuration (replicas=0)");
+        let mut messages = Vec::new();
+        let mut status = StatusCode::OK;
+        if service.distribute {
+            let outcome = state
+                .distributor
+                .forward(&format!("{BASE}/reconfigure"), &params)
+                .await;
+            status = distribution_status(&outcome, &mut messages);
+        }
+        let verdict = if status == StatusCode::OK {
+            "OK"
+        } else {
+            "NOK"
+        };
         return json_response(
-            StatusCode::OK,
-            view::envelope("OK", "", &name, Some(&service)),
+            status,
+            view::envelope(verdict, &messages.join("; "), &name, Some(&service)),
         );
     }
     let distribute = service.distribute;

@@ -537,4 +537,26 @@ mod tests {
         assert!(store.recover().unwrap().services.is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    /// The digest is SHA-256 based: the same on every build, so replicas of different versions
+    /// (a rolling upgrade) agree. Pinned here so a change of hash shows up as a failing test.
+    #[tokio::test]
+    async fn the_digest_of_a_known_state_is_fixed() {
+        let registry = Registry::new(sluice_proxy::snapshot::new_cell(), None);
+        registry.apply(svc("go-demo")).await.unwrap();
+        assert_eq!(registry.snapshot().digest, "d03a3b6664077650");
+        let mut distributed = svc("go-demo");
+        distributed
+            .params
+            .insert("distribute".into(), "false".into());
+        registry.apply(distributed).await.unwrap();
+        assert_eq!(
+            registry.snapshot().digest,
+            "d03a3b6664077650",
+            "distribute does not count"
+        );
+        registry.apply(svc("other")).await.unwrap();
+        registry.remove("other").await.unwrap();
+        assert_eq!(registry.snapshot().digest, "d03a3b6664077650");
+    }
 }

@@ -5,6 +5,7 @@
 mod api;
 mod auth;
 mod compression;
+mod distribution;
 mod docs;
 mod durability;
 mod layer4;
