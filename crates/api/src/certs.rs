@@ -422,19 +422,85 @@ pub fn check_service_cert(service: &Service) -> Result<(), CertError> {
     }
 }
 
-/// Stores a service's `serviceCert` (call after the service was applied). Returns a message
-/// for the response when storing failed.
-pub async fn store_service_cert(state: &ApiState, service: &Service) -> Option<String> {
-    let pem = service.service_cert.clone()?;
-    let Some(store) = store(state).cloned() else {
-        return Some("serviceCert ignored: certificates are not enabled on this proxy".into());
+/// A `serviceCert` that could not be stored (the service is then not applied).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceCertError {
+    /// This proxy has no certificate store.
+    #[error("serviceCert not stored: certificates are not enabled on this proxy")]
+    Disabled,
+    /// Writing the file failed.
+    #[error("serviceCert not stored: {0}")]
+    Store(#[source] CertError),
+    /// The blocking write task failed.
+    #[error("serviceCert not stored: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// A stored `serviceCert`, and what to put back should the service not be applied after all.
+#[derive(Debug)]
+pub struct StoredServiceCert {
+    store: Arc<CertStore>,
+    name: String,
+    /// The bundle the file held before (`None`: there was no file).
+    previous: Option<Vec<u8>>,
+}
+
+/// Stores a service's `serviceCert` before the service is applied. Returns `None` when the
+/// service has none.
+pub async fn store_service_cert(
+    state: &ApiState,
+    service: &Service,
+) -> Result<Option<StoredServiceCert>, ServiceCertError> {
+    let Some(pem) = service.service_cert.clone() else {
+        return Ok(None);
     };
+    let store = store(state).cloned().ok_or(ServiceCertError::Disabled)?;
     let name = service_cert_name(service);
-    let result = tokio::task::spawn_blocking(move || store.put(&name, pem.as_bytes())).await;
-    match result {
-        Ok(Ok(_)) => None,
-        Ok(Err(error)) => Some(format!("serviceCert not stored: {error}")),
-        Err(error) => Some(format!("serviceCert not stored: {error}")),
+    let task = {
+        let store = store.clone();
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || {
+            let previous = store.bundle(&name).ok();
+            store.put(&name, pem.as_bytes()).map(|_| previous)
+        })
+    };
+    let previous = task
+        .await
+        .map_err(ServiceCertError::Task)?
+        .map_err(ServiceCertError::Store)?;
+    Ok(Some(StoredServiceCert {
+        store,
+        name,
+        previous,
+    }))
+}
+
+impl StoredServiceCert {
+    /// Puts back what the file held before (the service it came with was not applied).
+    pub async fn restore(self) {
+        let StoredServiceCert {
+            store,
+            name,
+            previous,
+        } = self;
+        let task = tokio::task::spawn_blocking(move || match previous {
+            Some(bundle) => store
+                .put(&name, &bundle)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => {
+                let removed = std::fs::remove_file(store.certs_dir().join(&name));
+                store.reload();
+                removed.map_err(|e| format!("cannot remove {name}: {e}"))
+            }
+        });
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, "serviceCert of a rejected change not restored")
+            }
+            Err(error) => tracing::error!(%error, "serviceCert restore task failed"),
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 //! [`registry::Registry`]. A rejected request changes nothing.
 
 pub mod access;
+pub mod admission;
 pub mod certs;
 pub mod metrics;
 pub mod peers;
@@ -37,7 +38,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 use serde_json::Value;
-use sluice_core::params::{params_from_query, parse_go_bool, parse_service};
+use sluice_core::params::{params_from_query, parse_go_bool};
 use sluice_core::service::Params;
 use sluice_core::settings::Settings;
 
@@ -143,7 +144,7 @@ async fn reconfigure(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery
     let params = query_params(raw);
     let name = params.get("serviceName").cloned().unwrap_or_default();
     tracing::info!(service = %name, "Processing reconfigure request");
-    let service = match parse_service(&params, &state.settings.parse) {
+    let service = match admission::admit(&params, &state.settings.parse) {
         Ok(service) => service,
         Err(error) => {
             let status = if error.is_conflict() {
@@ -230,10 +231,24 @@ async fn reconfigure(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery
             view::envelope("NOK", &error.to_string(), &name, None),
         );
     }
-    let cert_service = service.service_cert.is_some().then(|| service.clone());
+    // The certificate is stored first: a service is never live with a certificate that could
+    // not be stored. Should the service not be applied, the old certificate is put back.
+    let stored_cert = match certs::store_service_cert(&state, &service).await {
+        Ok(stored) => stored,
+        Err(error) => {
+            tracing::error!(service = %name, %error, "reconfigure rejected");
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                view::envelope("NOK", &error.to_string(), &name, None),
+            );
+        }
+    };
     let change = match state.registry.apply(service).await {
         Ok(change) => change,
         Err(error) => {
+            if let Some(stored) = stored_cert {
+                stored.restore().await;
+            }
             tracing::warn!(service = %name, %error, "reconfigure rejected");
             let status = if error.is_client_error() {
                 StatusCode::BAD_REQUEST
@@ -246,9 +261,6 @@ async fn reconfigure(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery
             );
         }
     };
-    if let Some(service) = cert_service {
-        messages.extend(certs::store_service_cert(&state, &service).await);
-    }
     tracing::info!(
         service = %name,
         generation = change.generation,
@@ -387,6 +399,9 @@ async fn config(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> 
         if !snapshot.stream.is_empty() {
             text.push_str(&snapshot.stream.render());
         }
+        // A value never forges a line: control characters other than the line breaks are
+        // escaped (and values with any are refused at admission).
+        let text = admission::escape_control_keep_lines(&text);
         let mut resp = (StatusCode::OK, text).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -7,7 +7,9 @@
 //! (`sluice_state_dropped_entries_total`, `sluice_state_damaged_files_total`), and the
 //! listener's sync fills in the rest.
 
-use sluice_core::params::{parse_service, ParseContext};
+use sluice_core::params::ParseContext;
+
+use crate::admission::admit;
 use sluice_core::service::Service;
 
 use crate::metrics::Counters;
@@ -37,7 +39,7 @@ pub fn saved_services(
     let mut services = Vec::with_capacity(found.services.len());
     for (name, params) in found.services {
         // Parameter errors never carry a secret value (core redacts `users`).
-        match parse_service(&params, parse) {
+        match admit(&params, parse) {
             Ok(service) => services.push(service),
             Err(error) => {
                 tracing::error!(service = %name, reason = %error, "saved service dropped: it no longer validates");

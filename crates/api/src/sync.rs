@@ -6,8 +6,6 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use sluice_core::params::parse_service;
-
 use crate::peers::{listener_base, parse_services, PeerError};
 use crate::ApiState;
 
@@ -55,7 +53,7 @@ async fn fetch_and_apply(state: &ApiState, address: &str) -> Result<usize, PeerE
     })?;
     let mut services = Vec::new();
     for params in list {
-        match parse_service(&params, &state.settings.parse) {
+        match crate::admission::admit(&params, &state.settings.parse) {
             Ok(service) if service.replicas == Some(0) => {}
             Ok(service) => services.push(service),
             Err(error) => {
