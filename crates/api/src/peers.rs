@@ -80,9 +80,11 @@ impl PeerClient {
         }
     }
 
-    /// `GET url`; the body of a 2xx answer.
+    /// `GET url`; the body of a 2xx answer. Errors name the URL with secret-bearing query
+    /// values redacted (a distributed reconfigure carries `users` and `serviceCert`).
     pub async fn get(&self, url: &str) -> Result<Bytes, PeerError> {
         let mut builder = Request::get(url);
+        let url = &*sluice_core::redact::redact_url(url);
         if let Some(auth) = &self.authorization {
             builder = builder.header(hyper::header::AUTHORIZATION, auth);
         }

@@ -13,6 +13,7 @@ mod persistence;
 mod reconfigure;
 mod replicas;
 mod routing;
+mod secrets;
 mod service_cert;
 mod state;
 mod stats;
