@@ -63,7 +63,7 @@ struct Inner {
 
 /// A requested change, waiting for the next commit.
 enum Op {
-    Upsert(Service),
+    Upsert(Box<Service>),
     Remove(String),
 }
 
@@ -204,7 +204,7 @@ impl Registry {
     /// port conflict, a port that cannot be bound or a failed write is an error and changes
     /// nothing.
     pub async fn apply(self: &Arc<Self>, service: Service) -> Result<Change, CommitError> {
-        self.commit(Op::Upsert(service)).await
+        self.commit(Op::Upsert(Box::new(service))).await
     }
 
     /// Removes a service by name; returns once the removal is on disk and published. A failed
@@ -253,7 +253,7 @@ impl Registry {
                         continue;
                     }
                     let name = service.name.clone();
-                    let existed = candidate.insert(name.clone(), Arc::new(service)).is_some();
+                    let existed = candidate.insert(name.clone(), Arc::from(service)).is_some();
                     touched.insert(name);
                     accepted.push((reply, existed));
                 }

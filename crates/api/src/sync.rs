@@ -47,9 +47,9 @@ pub async fn run(state: Arc<ApiState>) {
 async fn fetch_and_apply(state: &ApiState, address: &str) -> Result<usize, PeerError> {
     let url = format!("{}{GET_SERVICES}", listener_base(address));
     let body = state.peer_client.get(&url).await?;
-    let list = parse_services(&body).map_err(|reason| PeerError::Transport {
+    let list = parse_services(&body).map_err(|e| PeerError::Transport {
         url: url.clone(),
-        reason,
+        reason: format!("not a JSON array of objects: {e}"),
     })?;
     let mut services = Vec::new();
     for params in list {
@@ -74,21 +74,40 @@ async fn fetch_and_apply(state: &ApiState, address: &str) -> Result<usize, PeerE
     Ok(count)
 }
 
-/// Asks every listener to re-send its notifications. Returns the failures, joined.
-pub async fn notify_listeners(state: &ApiState) -> Result<(), String> {
+/// `reload?fromListener=true` could not reach the listeners.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// No `LISTENER_ADDRESS`.
+    #[error("LISTENER_ADDRESS is not set")]
+    NoListener,
+    /// Some listeners did not answer.
+    #[error("{}", join(.0))]
+    Unreachable(Vec<PeerError>),
+}
+
+fn join(errors: &[PeerError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Asks every listener to re-send its notifications.
+pub async fn notify_listeners(state: &ApiState) -> Result<(), NotifyError> {
     if state.settings.listener_addresses.is_empty() {
-        return Err("LISTENER_ADDRESS is not set".into());
+        return Err(NotifyError::NoListener);
     }
     let mut errors = Vec::new();
     for address in &state.settings.listener_addresses {
         let url = format!("{}{NOTIFY_SERVICES}", listener_base(address));
         if let Err(error) = state.peer_client.get(&url).await {
-            errors.push(error.to_string());
+            errors.push(error);
         }
     }
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(errors.join(", "))
+        Err(NotifyError::Unreachable(errors))
     }
 }

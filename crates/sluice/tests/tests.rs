@@ -8,6 +8,7 @@ mod compression;
 mod distribution;
 mod docs;
 mod durability;
+mod envelope;
 mod layer4;
 mod persistence;
 mod reconfigure;
