@@ -203,26 +203,40 @@ pub struct Damaged {
     /// Where it is now.
     pub aside: PathBuf,
     /// Why it could not be parsed.
-    pub reason: String,
+    pub reason: Damage,
 }
 
+/// Why a state file is not one.
+#[derive(Debug, thiserror::Error)]
+pub enum Damage {
+    /// Not JSON (empty, truncated, garbage).
+    #[error("not JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    /// JSON, but not an object with a `version` and a `services` object.
+    #[error("not a Sluice state file (no version and services object)")]
+    Shape,
+    /// Written in another format version.
+    #[error("format version {0} is not {FORMAT_VERSION}")]
+    Version(u64),
+}
+
+/// The entries of a state file, and the entries dropped (name, reason).
+type Entries = (BTreeMap<String, Params>, Vec<(String, String)>);
+
 /// Parses a state file entry by entry: an error only when the file as a whole is not one.
-#[allow(clippy::type_complexity)]
-fn lenient_parse(
-    bytes: &[u8],
-) -> Result<(BTreeMap<String, Params>, Vec<(String, String)>), String> {
+fn lenient_parse(bytes: &[u8]) -> Result<Entries, Damage> {
     use serde_json::Value;
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let value: Value = serde_json::from_slice(bytes).map_err(Damage::Json)?;
     let Value::Object(mut top) = value else {
-        return Err("not a JSON object".into());
+        return Err(Damage::Shape);
     };
     match top.get("version").and_then(Value::as_u64) {
         Some(v) if v == u64::from(FORMAT_VERSION) => {}
-        Some(v) => return Err(format!("format version {v} is not {FORMAT_VERSION}")),
-        None => return Err("no format version".into()),
+        Some(v) => return Err(Damage::Version(v)),
+        None => return Err(Damage::Shape),
     }
     let Some(Value::Object(entries)) = top.remove("services") else {
-        return Err("no services object".into());
+        return Err(Damage::Shape);
     };
     let mut services = BTreeMap::new();
     let mut dropped = Vec::new();
