@@ -221,7 +221,7 @@ enum Admission {
 }
 
 /// The checks between parsing and committing: the proxy instance filter, address validation
-/// and the `serviceCert` bundle.
+/// and the `serviceCert` bundle (not for `replicas=0`, which only removes).
 async fn admit(state: &ApiState, service: &Service) -> Result<Admission, ApiError> {
     let settings = &state.settings;
     if settings.filter_proxy_instance_name {
@@ -250,10 +250,12 @@ async fn admit(state: &ApiState, service: &Service) -> Result<Admission, ApiErro
             });
         }
     }
-    certs::check_service_cert(service).map_err(|source| ApiError::InvalidServiceCert {
-        service: service.name.clone(),
-        source,
-    })?;
+    if service.replicas != Some(0) {
+        certs::check_service_cert(service).map_err(|source| ApiError::InvalidServiceCert {
+            service: service.name.clone(),
+            source,
+        })?;
+    }
     Ok(Admission::Accepted)
 }
 

@@ -334,17 +334,24 @@ impl Registry {
     pub async fn apply_all(&self, services: Vec<Service>) -> u64 {
         let mut inner = self.inner.lock().await;
         let mut applied = Vec::with_capacity(services.len());
+        let mut changed = false;
         for service in services {
             if let Err(error) = self.streams.check(&inner.services, &service) {
                 tracing::error!(service = %service.name, %error, "service not applied");
                 continue;
             }
+            changed |=
+                inner.services.get(&service.name).map(|old| &old.params) != Some(&service.params);
             Self::compile_gate(&mut inner, &service).await;
             let service = Arc::new(service);
             Self::insert(&mut inner, service.clone());
             applied.push(service);
         }
         let generation = self.publish(&mut inner, &applied, &[]);
+        if !changed && !inner.dirty {
+            // A repeated sync that brought nothing new: the file already says this.
+            return generation;
+        }
         let services = inner.services.clone();
         match self.save(&services).await {
             Ok(()) => inner.dirty = false,
