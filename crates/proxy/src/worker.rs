@@ -110,6 +110,9 @@ pub(crate) fn http1_builder(timeouts: &Timeouts) -> http1::Builder {
     builder
         .timer(TokioTimer::new())
         .keep_alive(true)
+        // A client that sends its request and then shuts down its sending side still gets
+        // the answer (as HAProxy and most servers give it).
+        .half_close(true)
         // hyper's header timer runs while a connection waits for its next request, so it
         // bounds both the idle keep-alive time and the time to send request headers.
         .header_read_timeout(timeouts.http_keep_alive.max(timeouts.http_request));

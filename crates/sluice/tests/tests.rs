@@ -11,6 +11,7 @@ mod persistence;
 mod reconfigure;
 mod replicas;
 mod routing;
+mod security;
 mod stats;
 mod support;
 mod tls;
