@@ -233,3 +233,21 @@ fn half_closed_clients_get_their_answer() {
     assert_eq!(status_of(&response), 200, "{response}");
     assert_eq!(open.hit_count(), 2);
 }
+
+#[test]
+fn a_second_proxy_on_a_port_in_use_fails_at_start() {
+    let first = Proxy::start();
+    let port = first.http_port().to_string();
+    let second = Proxy::builder().env("DEFAULT_PORTS", &port).try_start();
+    let text = match second {
+        Ok(_) => panic!("a second proxy started on port {port}"),
+        Err(text) => text,
+    };
+    assert!(text.contains("exited with"), "{text}");
+    assert!(!text.contains("exit status: 0"), "{text}");
+    assert!(text.contains(&format!("port {port}")), "{text}");
+    assert!(text.contains("DEFAULT_PORTS"), "{text}");
+    // The first proxy still answers on its port.
+    let response = get(first.http[0], "/", "");
+    assert_eq!(status_of(&response), 503, "{response}");
+}
