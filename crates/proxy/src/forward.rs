@@ -152,6 +152,10 @@ enum Ambiguous {
     Path(#[from] PathError),
     #[error("the request has more than one Host header")]
     TwoHosts,
+    #[error("the * request target is only allowed with OPTIONS")]
+    Asterisk,
+    #[error("an authority-form (CONNECT) target is not served: this is not a forward proxy")]
+    AuthorityForm,
     #[error("the request target cannot be rebuilt")]
     Target,
 }
@@ -164,10 +168,13 @@ fn canonical_request<B>(req: &mut Request<B>) -> Result<(), Ambiguous> {
     if hosts.next().is_some() && hosts.next().is_some() {
         return Err(Ambiguous::TwoHosts);
     }
-    if req.method() == Method::CONNECT {
-        return Ok(());
+    if req.uri().path() == "*" && req.method() != Method::OPTIONS {
+        return Err(Ambiguous::Asterisk);
     }
     let uri = req.uri();
+    if uri.path().is_empty() {
+        return Err(Ambiguous::AuthorityForm);
+    }
     let authority = match uri.authority() {
         Some(a) => {
             let host_port = a.as_str().rsplit('@').next().unwrap_or_default();
@@ -614,6 +621,11 @@ mod tests {
         assert!(err.contains("encoded slash"), "{err}");
         let err = canonical("/a", &["h", "h2"]).unwrap_err();
         assert!(err.contains("more than one Host"), "{err}");
+        let mut connect = Request::connect("example.com:443").body(()).unwrap();
+        let err = canonical_request(&mut connect).unwrap_err().to_string();
+        assert!(err.contains("not a forward proxy"), "{err}");
+        let err = canonical("*", &["h"]).unwrap_err();
+        assert!(err.contains("only allowed with OPTIONS"), "{err}");
     }
 
     #[test]

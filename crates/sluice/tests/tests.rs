@@ -6,6 +6,7 @@ mod api;
 mod auth;
 mod compression;
 mod docs;
+mod fuzz_http;
 mod layer4;
 mod persistence;
 mod reconfigure;
