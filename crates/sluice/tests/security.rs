@@ -119,6 +119,10 @@ fn no_spelling_of_a_protected_path_gets_past_its_gate() {
         open.hits.lock().unwrap().last().unwrap(),
         "GET /b~?x=%2e%2e/%2f"
     );
+    // The statistics page is found by its normal path too.
+    let response = get(addr, "/x/../admin?stats;json", "");
+    assert_eq!(status_of(&response), 200, "{response}");
+    assert!(response.contains("\"totals\""), "{response}");
     let totals = stats_totals(&p);
     assert!(
         totals["responses"]["4xx"].as_u64().unwrap() >= 13,
