@@ -7,8 +7,9 @@ use super::headers::parse_service_headers;
 use super::paths::{compile_path, compile_paths, parse_path_type};
 use super::rewrites::parse_rewrite_pair;
 use super::service::{ParseContext, Shared};
-use super::value::{parse_decimal, Source, Val};
+use super::value::{Source, Val};
 use super::ParamError;
+use crate::env::parse_decimal;
 use crate::service::{Balance, Destination, PathRewrite, RedirectCode, ReqMode};
 
 pub(super) fn parse_destination(

@@ -123,6 +123,7 @@ mod sources;
 mod users;
 mod value;
 
+pub use crate::env::parse_go_bool;
 pub use crate::service::Params;
 pub use error::ParamError;
 pub use known::{
@@ -134,8 +135,6 @@ pub use service::{parse_service, ParseContext};
 pub use sources::{
     params_from_labels, params_from_query, services_from_env, ENV_SERVICE_PREFIX, LABEL_PREFIX,
 };
-pub(crate) use value::parse_decimal;
-pub use value::parse_go_bool;
 
 #[cfg(test)]
 mod tests;

@@ -6,8 +6,9 @@ use super::headers::push_header_ops;
 use super::known::{ParamHandling, KNOWN_PARAMS};
 use super::rewrites::parse_legacy_rewrite;
 use super::users::{parse_users, parse_users_secret};
-use super::value::{parse_decimal, parse_go_bool, Source, Val};
+use super::value::{Source, Val};
 use super::ParamError;
+use crate::env::{parse_decimal, parse_go_bool};
 use crate::service::{
     Compression, CompressionAlgo, ConnectionMode, DomainAlgo, Params, PathRewrite, Service,
 };

@@ -4,8 +4,8 @@
 use percent_encoding::percent_decode_str;
 
 use super::known::{upper_snake, ParamHandling, ParamScope, INDEX_PARAMS, KNOWN_PARAMS, MAX_INDEX};
+use crate::env::Vars;
 use crate::service::Params;
-use crate::settings::Vars;
 
 /// The prefix of environment-defined services (`DFP_SERVICE_*`, `DFP_SERVICE_1_*`, …).
 pub const ENV_SERVICE_PREFIX: &str = "DFP_SERVICE";

@@ -3,24 +3,8 @@
 
 use super::known::{known_param, ParamScope, INDEX_PARAMS, MAX_INDEX};
 use super::ParamError;
+use crate::env::{list_items, parse_decimal, parse_go_bool, GO_BOOL_HELP};
 use crate::service::Params;
-
-/// Go's `strconv.ParseBool`: `1 t T TRUE true True` and `0 f F FALSE false False`.
-pub fn parse_go_bool(text: &str) -> Option<bool> {
-    match text {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
-/// A decimal number made of ASCII digits only (no sign, no spaces inside).
-pub(crate) fn parse_decimal<T: std::str::FromStr>(text: &str) -> Option<T> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
-}
 
 /// A parameter value together with the key it was read under (`port.1` or the fallback `port`).
 pub(super) struct Val<'a> {
@@ -42,9 +26,7 @@ impl Val<'_> {
     }
 
     pub(super) fn boolean(&self) -> Result<bool, ParamError> {
-        parse_go_bool(self.value.trim()).ok_or_else(|| {
-            self.invalid("not a boolean (use true/false, 1/0, t/f, TRUE/FALSE, True/False)")
-        })
+        parse_go_bool(self.value.trim()).ok_or_else(|| self.invalid(GO_BOOL_HELP))
     }
 
     pub(super) fn port(&self) -> Result<u16, ParamError> {
@@ -60,10 +42,7 @@ impl Val<'_> {
 
     /// Separator-split, trimmed, non-empty items.
     pub(super) fn items<'s>(&'s self, sep: &'s str) -> impl Iterator<Item = &'s str> + 's {
-        self.value
-            .split(sep)
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
+        list_items(self.value, sep)
     }
 }
 
