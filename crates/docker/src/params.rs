@@ -1,4 +1,4 @@
-//! Notification parameters derived from a Swarm service's spec (DFSL §3.1, §3.2).
+//! Notification parameters derived from a Swarm service's spec (see `docs/labels.md`).
 //!
 //! This module owns the rules that turn a Docker service into the query parameters the
 //! proxy receives: which services are watched (the notify label), how labels become
@@ -31,7 +31,7 @@ const STACK_LABEL: &str = "com.docker.stack.namespace";
 
 /// The opt-in label (`DF_NOTIFY_LABEL`), as `key` or `key=value`.
 ///
-/// DFSL (§4.2) lists services by the label's *presence* but, when handling an event,
+/// DFSL lists services by the label's *presence* but, when handling an event,
 /// requires the value `true`; so a `com.df.notify=false` service was announced at start-up
 /// and dropped on the next event. Sluice applies one rule everywhere:
 /// * `DF_NOTIFY_LABEL=key` (the default `com.df.notify`): the service is watched when the

@@ -1,7 +1,8 @@
 //! Listener settings: DFSL's environment variables and secrets, parsed and validated once.
 //!
 //! Owns the mapping from variable names to typed settings and every validation error.
-//! Defaults are DFSL's *image* defaults (DFSL §1.1). Differences from DFSL, all deliberate:
+//! Defaults are DFSL's *image* defaults (listed in `docs/configuration.md`). Differences from
+//! DFSL, all deliberate:
 //! * an unparsable number or boolean is an error naming the variable (DFSL silently used
 //!   `0` or the fallback). Both are read by [`sluice_core::env`], as the proxy's settings:
 //!   numbers are ASCII digits only, booleans Go's `strconv.ParseBool` set;
