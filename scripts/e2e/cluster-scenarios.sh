@@ -1,0 +1,173 @@
+# shellcheck shell=bash
+# Scenarios under load on the three-node cluster, sourced by cluster-test.sh (run in the
+# client namespace, DOCKER_HOST = the manager). Each runs a bounded load (cluster-load.sh)
+# through one proxy task, marks the moment of its event, and prints requests, failures and p99.
+# A scenario that misses its target fails loudly; nothing is retried to hide it.
+#
+#   drain            `docker node update --availability drain` a worker; target: 0 failed
+#   node_lost        a worker's engine killed and its link cut (the node is lost); target: only
+#                    requests in flight at the kill fail; measured: until Sluice stops choosing
+#                    the dead addresses (last failed or slow request after the kill)
+#   node_join        a new node joins (the lost one, wiped); target: its proxy task routes the
+#                    full state at its first ready /ping; 0 failed through the other proxy
+#   manager_restart  the manager's engine restarted; load through a worker's proxy; target: 0
+#                    failed; afterwards the listener resyncs and a label change reaches all
+
+CLUSTER_LEAD_IN=${CLUSTER_LEAD_IN:-3} # seconds of load before each event
+CLUSTER_LOST_BOUND_MS=${CLUSTER_LOST_BOUND_MS:-30000}
+
+demo_only_on() { [[ $(demo_nodes) == "$1 " ]] && service_converged go-demo "$DEMO_REPLICAS"; }
+node_state() { docker node inspect --format '{{.Status.State}}' "sluice-$1" 2>/dev/null; }
+node_is() { [[ $(node_state "$1") == "$2" ]]; }
+
+# rebalance — go-demo back on both workers (Swarm does not move running tasks by itself).
+rebalance() {
+    run docker service update --detach --force go-demo || return 1
+    wait_until 90 rebalanced || { fail "go-demo did not spread back over both workers (on: $(demo_nodes))"; return 1; }
+    note "go-demo rebalanced over $(demo_nodes)"
+}
+rebalanced() { update_completed go-demo && service_converged go-demo "$DEMO_REPLICAS" && [[ $(demo_nodes) == "n2 n3 " ]]; }
+
+step_drain() {
+    load_start drain "$(node_url n1 /demo/hello)" 25
+    sleep "$CLUSTER_LEAD_IN" # a baseline before the event
+    load_mark drain
+    run docker node update --availability drain sluice-n2 || { load_wait drain; return 1; }
+    local t0=$SECONDS
+    check "go-demo's $DEMO_REPLICAS tasks moved to n3" wait_until "$E2E_WAIT" demo_only_on n3 &&
+        note "rescheduled in $((SECONDS - t0))s"
+    load_wait drain
+    load_report drain
+    check "drain: 0 failed requests through the proxy on n1 (failed: $LOAD_FAILED)" test "$LOAD_FAILED" -eq 0 ||
+        load_failures_of drain | sed 's/^/           | /'
+    run docker node update --availability active sluice-n2
+    check "the proxy task on n2 is back and ready after the node is active again" \
+        wait_until "$E2E_WAIT" n2_proxy_back
+    rebalance
+}
+n2_proxy_back() { global_converged && proxy_ready n2; }
+
+# lose_node NODE — the node dies: its link goes down (no FIN, no RST: in-flight connections
+# hang, as when a machine loses power), then its engine, containerd, shims and containers are
+# killed (SIGKILL, by pid).
+lose_node() {
+    local node=$1 c pids=""
+    for c in $(ndocker "$node" ps -q 2>/dev/null); do
+        pids+=" $(ndocker "$node" inspect --format '{{.State.Pid}}' "$c" 2>/dev/null)"
+    done
+    pids+=" $(engine_pid "$node") $(leftover_pids "$node" | tr '\n' ' ')"
+    ip -n "$(node_ns "$node")" link set eth0 down
+    # shellcheck disable=SC2086
+    kill -KILL $pids 2>/dev/null || true
+    touch "$LOAD_DIR/lost-$node"
+    note "$node lost: link down, killed pids$pids"
+}
+
+step_node_lost() {
+    load_start lost "$(node_url n1 /demo/hello)" "${CLUSTER_LOST_SECONDS:-45}"
+    sleep "$CLUSTER_LEAD_IN"
+    note "go-demo before: $(running_tasks go-demo | tr '\n' ',')"
+    local t0
+    t0=$(now_ns)
+    load_mark lost
+    lose_node n3
+    if wait_until "$E2E_WAIT" node_is n3 down; then
+        note "the manager marked n3 down $(ms_between "$t0" "$(now_ns)") ms after the kill"
+    else
+        fail "the manager did not mark n3 down within ${E2E_WAIT}s"
+    fi
+    if wait_until "$E2E_WAIT" demo_only_on n2; then
+        note "go-demo runs $DEMO_REPLICAS tasks on n2 $(ms_between "$t0" "$(now_ns)") ms after the kill"
+    else
+        fail "go-demo was not rescheduled onto n2 within ${E2E_WAIT}s of the kill"
+    fi
+    load_wait lost
+    load_report lost
+    check "node lost: no request started after the kill failed (failed: $LOAD_AFTER_FAILED; $LOAD_INFLIGHT_FAILED in flight at the kill)" \
+        test "$LOAD_AFTER_FAILED" -eq 0 || load_failures_of lost | sed 's/^/           | /'
+    check "node lost: Sluice stopped choosing the dead addresses within ${CLUSTER_LOST_BOUND_MS} ms (last failed or >${CLUSTER_SLOW_MS} ms request ended ${LOAD_LAST_BAD_MS} ms after the kill)" \
+        test "$LOAD_LAST_BAD_MS" -lt "$CLUSTER_LOST_BOUND_MS"
+    check "the proxy on n1 reaches exactly the rescheduled go-demo tasks" wait_until 20 reaches_every_task n1
+}
+
+# rejoin_fresh NODE — the lost node comes back as a new machine: its old node entry is removed,
+# its engine's files wiped, its link up, a new engine started and joined as a worker.
+rejoin_fresh() {
+    local node=$1
+    run docker node rm --force "sluice-$node" || true
+    kill_leftovers "$node"
+    unmount_under "$RUN/$node" "$STATE/$node"
+    rm -rf "${RUN:?}/$node" "${STATE:?}/$node"
+    ip -n "$(node_ns "$node")" link set eth0 up
+    (start_engine "$node") || return 1
+    (load_images) || return 1
+    rm -f "$LOAD_DIR/lost-$node"
+    (join_node "$node") || return 1
+}
+
+step_node_join() {
+    load_start join "$(node_url n1 /demo/hello)" 30
+    sleep "$CLUSTER_LEAD_IN"
+    load_mark join
+    local t0 t_ready ok=0 hello digest
+    t0=$(now_ns)
+    if ! rejoin_fresh n3; then
+        fail "n3 could not join again as a new node"
+        load_wait join
+        return 1
+    fi
+    note "n3 joined as a new node $(ms_between "$t0" "$(now_ns)") ms after the start (engine, images, join)"
+    # The first moment its proxy task says ready, it must route the full state.
+    if wait_until "$E2E_WAIT" proxy_ready n3; then
+        t_ready=$(now_ns)
+        hello=$(http_code "$(node_url n3 /demo/hello)")
+        digest=$(digest_of n3)
+        ok=1
+        note "the proxy task on n3 was ready $(ms_between "$t0" "$t_ready") ms after the start; at once: /demo/hello $hello, digest $digest (n1: $(digest_of n1))"
+    fi
+    check "the new node's proxy task became ready" test "$ok" -eq 1
+    check "at its first ready /ping the new proxy task routes /demo/hello (200; got ${hello:-none})" test "${hello:-}" == 200
+    check "at its first ready /ping the new proxy task has the full state (digest = n1's)" \
+        test "${digest:-}" == "$(digest_of n1)"
+    check "the new node's proxy reaches every go-demo task" wait_until 20 reaches_every_task n3
+    load_wait join
+    load_report join
+    check "node join: 0 failed requests through the proxy on n1 (failed: $LOAD_FAILED)" test "$LOAD_FAILED" -eq 0 ||
+        load_failures_of join | sed 's/^/           | /'
+    rebalance
+}
+
+manager_back() {
+    engine_answers n1 && all_ready && listener_on_manager && global_converged && proxy_ready n1
+}
+
+step_manager_restart() {
+    load_start manager "$(node_url n2 /demo/hello)" "${CLUSTER_MANAGER_SECONDS:-40}"
+    sleep "$CLUSTER_LEAD_IN"
+    load_mark manager
+    local t0
+    t0=$(now_ns)
+    run stop_engine n1
+    note "the manager's engine stopped after $(ms_between "$t0" "$(now_ns)") ms; starting it again"
+    (start_engine n1) || { fail "the manager's engine did not start again"; load_wait manager; return 1; }
+    if wait_until "$E2E_WAIT" manager_back; then
+        note "manager back: 3 nodes Ready, listener and proxy on n1 running and ready $(ms_between "$t0" "$(now_ns)") ms after the stop"
+    else
+        fail "the swarm did not recover within ${E2E_WAIT}s of the manager's restart"
+    fi
+    load_wait manager
+    load_report manager
+    check "manager restart: 0 failed requests through the proxy on n2 (failed: $LOAD_FAILED)" test "$LOAD_FAILED" -eq 0 ||
+        load_failures_of manager | sed 's/^/           | /'
+    check "after the restart every proxy task agrees on the routing state (the listener resynced)" \
+        wait_until "$E2E_WAIT" digests_agree
+    show_digests
+    t0=$(now_ns)
+    run docker service update --detach --label-add com.df.servicePath=/demo go-demo || return 1
+    if wait_until "$E2E_WAIT" on_every_proxy proxy_status 200 /demo/replica && wait_until 10 digests_agree; then
+        pass "after the restart a label change reaches every proxy task ($(ms_between "$t0" "$(now_ns)") ms)"
+    else
+        fail "after the restart a label change did not reach every proxy task"
+        show_digests
+    fi
+}
