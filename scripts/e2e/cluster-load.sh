@@ -19,7 +19,7 @@ CLUSTER_LOAD_RATE=${CLUSTER_LOAD_RATE:-100}
 CLUSTER_LOAD_THREADS=${CLUSTER_LOAD_THREADS:-8}
 CLUSTER_LOAD_TIMEOUT=${CLUSTER_LOAD_TIMEOUT:-10}
 CLUSTER_SLOW_MS=${CLUSTER_SLOW_MS:-1000}
-LOAD_DIR=${LOAD_DIR:-$(mktemp -d /tmp/sluice-cluster-load.XXXXXX)}
+LOAD_DIR=${LOAD_DIR:-} # made by load_init (the results of each load, removed at the end)
 declare -A LOAD_PIDS=() LOAD_SECONDS=()
 
 # The client: THREADS threads share RATE requests/s, a new connection per request (so a
@@ -113,6 +113,8 @@ if mark > 0:
 print("VARS %d %d %.0f %d %d %d" % (n, len(bad), pct(99), after_failed, inflight_failed, last_bad))
 '
 
+load_init() { [[ -n $LOAD_DIR ]] || LOAD_DIR=$(mktemp -d /tmp/sluice-cluster-load.XXXXXX); }
+
 load_start() {
     local name=$1 url=$2 seconds=$3
     LOAD_SECONDS[$name]=$seconds
@@ -148,7 +150,16 @@ load_report() {
     grep -v '^VARS ' <<<"$out"
     vars=$(sed -n 's/^VARS //p' <<<"$out")
     read -r LOAD_REQUESTS LOAD_FAILED LOAD_P99 LOAD_AFTER_FAILED LOAD_INFLIGHT_FAILED LOAD_LAST_BAD_MS <<<"$vars"
-    SCENARIO_LINES+=("$name: requests $LOAD_REQUESTS, failed $LOAD_FAILED, p99 ${LOAD_P99} ms$( ((mark > 0)) && printf ', failed after the event %s (+%s in flight), last bad +%s ms' "$LOAD_AFTER_FAILED" "$LOAD_INFLIGHT_FAILED" "$LOAD_LAST_BAD_MS")")
+    local after=""
+    if ((mark > 0)); then
+        after=", failed: $LOAD_INFLIGHT_FAILED in flight at the event + $LOAD_AFTER_FAILED started after it"
+        if ((LOAD_LAST_BAD_MS >= 0)); then
+            after+=", last failed or >${CLUSTER_SLOW_MS} ms request ended ${LOAD_LAST_BAD_MS} ms after it"
+        else
+            after+=", no failed or >${CLUSTER_SLOW_MS} ms request after it"
+        fi
+    fi
+    SCENARIO_LINES+=("$(printf '%-8s requests %s, failed %s, p99 %s ms%s' "$name:" "$LOAD_REQUESTS" "$LOAD_FAILED" "$LOAD_P99" "$after")")
     return 0
 }
 

@@ -137,6 +137,9 @@ inner_finish() {
     if [[ ${CLUSTER_KEEP:-0} != 1 ]]; then
         log "removing the services and networks: ${TRACKED[*]:-nothing}"
         cleanup
+        rm -rf "$LOAD_DIR"
+    else
+        log "CLUSTER_KEEP=1: the load results (one line per request) are in $LOAD_DIR"
     fi
     echo
     if ((${#SCENARIO_LINES[@]})); then
@@ -154,6 +157,7 @@ inner_main() {
     INNER_FINISHED=0
     DOCKER_HOST=unix://$(node_sock n1)
     export DOCKER_HOST
+    load_init
     trap inner_finish EXIT
     trap 'trap - INT TERM; log interrupted; fail "interrupted by a signal"; inner_finish; exit 130' INT TERM
     local steps=("$@") step stop="" started=$SECONDS t

@@ -89,7 +89,8 @@ start_engine() {
     engine_answers "$node" && return 0
     mkdir -p "$STATE/$node" "$RUN/$node"
     [[ -r $STATE/daemon.json ]] || echo '{}' >"$STATE/daemon.json"
-X
+    # fds 8 and 9 may be locks of the caller (cluster-test.sh's, scripts/e2e.sh's): the daemon
+    # must not inherit them.
     # shellcheck disable=SC2016 # $0 and $@ are the inner shell's
     nohup unshare --uts sh -c 'hostname "$0" && exec "$@"' "$ns" \
         nsenter --net="/var/run/netns/$ns" \
@@ -209,6 +210,7 @@ remove_network() {
 unmount_under() {
     local dir mp
     for dir in "$@"; do
+        dir=$(realpath -m "$dir") # mountinfo names /run, not the /var/run symlink
         while read -r mp; do
             umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || say "cannot unmount $mp"
         done < <(awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
