@@ -160,6 +160,10 @@ load_report() {
         fi
     fi
     SCENARIO_LINES+=("$(printf '%-8s requests %s, failed %s, p99 %s ms%s' "$name:" "$LOAD_REQUESTS" "$LOAD_FAILED" "$LOAD_P99" "$after")")
+    if [[ -n ${SCENARIO_NOTE:-} ]]; then
+        SCENARIO_LINES+=("         $SCENARIO_NOTE")
+        SCENARIO_NOTE=""
+    fi
     return 0
 }
 

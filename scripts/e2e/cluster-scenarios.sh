@@ -13,6 +13,8 @@
 #   manager_restart  the manager's engine restarted; load through a worker's proxy; target: 0
 #                    failed; afterwards the listener resyncs and a label change reaches all
 
+# shellcheck disable=SC2034 # SCENARIO_NOTE is read by load_report (cluster-load.sh)
+SCENARIO_NOTE="" # a line about the event's timings, printed under the scenario's summary
 CLUSTER_LEAD_IN=${CLUSTER_LEAD_IN:-3} # seconds of load before each event
 CLUSTER_LOST_BOUND_MS=${CLUSTER_LOST_BOUND_MS:-15000} # measured here: about 11 s (docs/swarm.md)
 
@@ -36,6 +38,7 @@ step_drain() {
     local t0=$SECONDS
     check "go-demo's $DEMO_REPLICAS tasks moved to n3" wait_until "$E2E_WAIT" demo_only_on n3 &&
         note "rescheduled in $((SECONDS - t0))s"
+    SCENARIO_NOTE="go-demo's tasks all on n3 $((SECONDS - t0))s after the drain"
     load_wait drain
     load_report drain
     check "drain: 0 failed requests through the proxy on n1 (failed: $LOAD_FAILED)" test "$LOAD_FAILED" -eq 0 ||
@@ -84,9 +87,9 @@ step_node_lost() {
     else
         fail "go-demo was not rescheduled onto n2 within ${E2E_WAIT}s of the kill"
     fi
+    SCENARIO_NOTE="n3 marked down after $down_ms ms, go-demo rescheduled after $moved_ms ms"
     load_wait lost
     load_report lost
-    SCENARIO_LINES+=("         (n3 marked down after $down_ms ms, go-demo rescheduled after $moved_ms ms)")
     check "node lost: no request started after the kill failed (failed: $LOAD_AFTER_FAILED; $LOAD_INFLIGHT_FAILED in flight at the kill)" \
         test "$LOAD_AFTER_FAILED" -eq 0 || load_failures_of lost | sed 's/^/           | /'
     check "node lost: Sluice stopped choosing the dead addresses within ${CLUSTER_LOST_BOUND_MS} ms (last failed or >${CLUSTER_SLOW_MS} ms request ended ${LOAD_LAST_BAD_MS} ms after the kill)" \
@@ -128,6 +131,7 @@ step_node_join() {
         digest=$(digest_of n3)
         ok=1
         note "the proxy task on n3 was ready $(ms_between "$t0" "$t_ready") ms after the start; at once: /demo/hello $hello, digest $digest (n1: $(digest_of n1))"
+        SCENARIO_NOTE="n3's proxy ready $(ms_between "$t0" "$t_ready") ms after the node was started; at that moment /demo/hello $hello, digest ${digest:-none} vs n1 $(digest_of n1)"
     fi
     check "the new node's proxy task became ready" test "$ok" -eq 1
     check "at its first ready /ping the new proxy task routes /demo/hello (200; got ${hello:-none})" test "${hello:-}" == 200
@@ -156,6 +160,7 @@ step_manager_restart() {
     (start_engine n1) || { fail "the manager's engine did not start again"; load_wait manager; return 1; }
     if wait_until "$E2E_WAIT" manager_back; then
         note "manager back: 3 nodes Ready, listener and proxy on n1 running and ready $(ms_between "$t0" "$(now_ns)") ms after the stop"
+        SCENARIO_NOTE="manager, listener and n1's proxy back and ready $(ms_between "$t0" "$(now_ns)") ms after the stop began"
     else
         fail "the swarm did not recover within ${E2E_WAIT}s of the manager's restart"
     fi
