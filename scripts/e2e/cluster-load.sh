@@ -11,12 +11,12 @@
 #                                        LOAD_P99, LOAD_AFTER_FAILED, LOAD_INFLIGHT_FAILED,
 #                                        LOAD_LAST_BAD_MS (ms after the mark, -1 if none)
 #
-# Settings: CLUSTER_LOAD_RATE [100] requests per second in all; CLUSTER_LOAD_THREADS [8];
+# Settings: CLUSTER_LOAD_RATE [100] requests per second in all; CLUSTER_LOAD_THREADS [32] (enough that requests hung on a dead address do not stall the load);
 # CLUSTER_LOAD_TIMEOUT [10] seconds one request may take before it counts as failed;
 # CLUSTER_SLOW_MS [1000] a 200 slower than this counts as "bad" for LOAD_LAST_BAD_MS.
 
 CLUSTER_LOAD_RATE=${CLUSTER_LOAD_RATE:-100}
-CLUSTER_LOAD_THREADS=${CLUSTER_LOAD_THREADS:-8}
+CLUSTER_LOAD_THREADS=${CLUSTER_LOAD_THREADS:-32}
 CLUSTER_LOAD_TIMEOUT=${CLUSTER_LOAD_TIMEOUT:-10}
 CLUSTER_SLOW_MS=${CLUSTER_SLOW_MS:-1000}
 LOAD_DIR=${LOAD_DIR:-} # made by load_init (the results of each load, removed at the end)

@@ -213,7 +213,7 @@ unmount_under() {
         dir=$(realpath -m "$dir") # mountinfo names /run, not the /var/run symlink
         while read -r mp; do
             umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || say "cannot unmount $mp"
-        done < <(awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
+        done < <(awk -v d="$dir" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r)
     done
 }
 
