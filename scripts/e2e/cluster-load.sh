@@ -9,7 +9,9 @@
 #   load_wait NAME                       waits for the load to end (bounded by SECONDS + 15)
 #   load_report NAME                     prints the summary; sets LOAD_REQUESTS, LOAD_FAILED,
 #                                        LOAD_P99, LOAD_AFTER_FAILED, LOAD_INFLIGHT_FAILED,
-#                                        LOAD_LAST_BAD_MS (ms after the mark, -1 if none)
+#                                        LOAD_LAST_BAD_MS (when the last bad request ended)
+#                                        and LOAD_LAST_BAD_START_MS (when it started), both
+#                                        in ms after the mark, -1 if none
 #
 # Settings: CLUSTER_LOAD_RATE [100] requests per second in all; CLUSTER_LOAD_THREADS [32] (enough that requests hung on a dead address do not stall the load);
 # CLUSTER_LOAD_TIMEOUT [10] seconds one request may take before it counts as failed;
@@ -68,7 +70,7 @@ with open(out, "w") as f:
 # The summary: requests, failures (non-200 or no answer), p50/p99/max latency, the replicas
 # that answered, and, relative to the mark: failures of requests in flight at the mark,
 # failures of requests started after it, and the last bad request (failed or slower than
-# SLOW_MS) after it.
+# SLOW_MS) after it: when it started (the last time the proxy chose a bad address) and ended.
 LOAD_SUMMARY='
 import sys
 path, mark, slow = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
@@ -94,7 +96,7 @@ print("  requests %d, failed %d%s, p50 %.1f ms, p99 %.1f ms, max %.1f ms; answer
     pct(50), pct(99), lat[-1] if lat else 0, len(served),
     " ".join("%s:%d" % kv for kv in sorted(served.items()))))
 after_failed = inflight_failed = 0
-last_bad = -1
+last_bad = last_bad_start = -1
 slow_after = 0
 if mark > 0:
     for t, ms, st, _ in rows:
@@ -105,12 +107,13 @@ if mark > 0:
             elif done >= mark: inflight_failed += 1
         if is_bad and done >= mark:
             last_bad = max(last_bad, int(done - mark))
+            last_bad_start = max(last_bad_start, int(t - mark))
         if st == "200" and ms > slow and done >= mark:
             slow_after += 1
-    print("  after the event: %d failed among requests in flight at it, %d failed among requests started after it, %d slower than %d ms; last bad request ended %s" % (
+    print("  after the event: %d failed among requests in flight at it, %d failed among requests started after it, %d slower than %d ms; last bad request %s" % (
         inflight_failed, after_failed, slow_after, slow,
-        ("%d ms after the event" % last_bad) if last_bad >= 0 else "- (none)"))
-print("VARS %d %d %.0f %d %d %d" % (n, len(bad), pct(99), after_failed, inflight_failed, last_bad))
+        ("started %d ms and ended %d ms after the event" % (last_bad_start, last_bad)) if last_bad >= 0 else "- (none)"))
+print("VARS %d %d %.0f %d %d %d %d" % (n, len(bad), pct(99), after_failed, inflight_failed, last_bad, last_bad_start))
 '
 
 load_init() { [[ -n $LOAD_DIR ]] || LOAD_DIR=$(mktemp -d /tmp/sluice-cluster-load.XXXXXX); }
@@ -143,18 +146,20 @@ load_report() {
     [[ -r $LOAD_DIR/$name.mark ]] && mark=$(<"$LOAD_DIR/$name.mark")
     if [[ ! -s $LOAD_DIR/$name.out ]]; then
         note "load '$name' wrote no results: $(head -c 400 "$LOAD_DIR/$name.err" 2>/dev/null)"
-        LOAD_REQUESTS=0 LOAD_FAILED=0 LOAD_P99=0 LOAD_AFTER_FAILED=0 LOAD_INFLIGHT_FAILED=0 LOAD_LAST_BAD_MS=-1
+        LOAD_REQUESTS=0 LOAD_FAILED=0 LOAD_P99=0 LOAD_AFTER_FAILED=0 LOAD_INFLIGHT_FAILED=0
+        LOAD_LAST_BAD_MS=-1 LOAD_LAST_BAD_START_MS=-1
         return 1
     fi
     out=$(python3 -c "$LOAD_SUMMARY" "$LOAD_DIR/$name.out" "$mark" "$CLUSTER_SLOW_MS")
     grep -v '^VARS ' <<<"$out"
     vars=$(sed -n 's/^VARS //p' <<<"$out")
-    read -r LOAD_REQUESTS LOAD_FAILED LOAD_P99 LOAD_AFTER_FAILED LOAD_INFLIGHT_FAILED LOAD_LAST_BAD_MS <<<"$vars"
+    read -r LOAD_REQUESTS LOAD_FAILED LOAD_P99 LOAD_AFTER_FAILED LOAD_INFLIGHT_FAILED LOAD_LAST_BAD_MS \
+        LOAD_LAST_BAD_START_MS <<<"$vars"
     local after=""
     if ((mark > 0)); then
         after=", failed: $LOAD_INFLIGHT_FAILED in flight at the event + $LOAD_AFTER_FAILED started after it"
         if ((LOAD_LAST_BAD_MS >= 0)); then
-            after+=", last failed or >${CLUSTER_SLOW_MS} ms request ended ${LOAD_LAST_BAD_MS} ms after it"
+            after+=", last failed or >${CLUSTER_SLOW_MS} ms request started ${LOAD_LAST_BAD_START_MS} ms and ended ${LOAD_LAST_BAD_MS} ms after it"
         else
             after+=", no failed or >${CLUSTER_SLOW_MS} ms request after it"
         fi
