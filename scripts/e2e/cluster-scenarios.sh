@@ -8,8 +8,9 @@
 #   node_lost        a worker's engine killed and its link cut (the node is lost); target: only
 #                    requests in flight at the kill fail; measured: until Sluice stops choosing
 #                    the dead addresses (the start of the last failed or slow request)
-#   node_join        a new node joins (the lost one, wiped); target: its proxy task routes the
-#                    full state at its first ready /ping; 0 failed through the other proxy
+#   node_join        a new node joins (the lost one, wiped; lost first when node_lost did not
+#                    run); target: its proxy task routes the full state at its first ready
+#                    /ping; 0 failed through the other proxy
 #   manager_restart  the manager's engine restarted; load through a worker's proxy; target: 0
 #                    failed; afterwards the listener resyncs and a label change reaches all
 
@@ -113,6 +114,11 @@ rejoin_fresh() {
 }
 
 step_node_join() {
+    # Run on its own (without node_lost), n3 is still there: it goes first, without load.
+    if [[ ! -e $LOAD_DIR/lost-n3 ]]; then
+        lose_node n3
+        wait_until "$E2E_WAIT" demo_only_on n2 || note "go-demo was not rescheduled onto n2"
+    fi
     load_start join "$(node_url n1 /demo/hello)" 30
     sleep "$CLUSTER_LEAD_IN"
     load_mark join
