@@ -17,7 +17,7 @@
 # shellcheck disable=SC2034 # SCENARIO_NOTE is read by load_report (cluster-load.sh)
 SCENARIO_NOTE="" # a line about the event's timings, printed under the scenario's summary
 CLUSTER_LEAD_IN=${CLUSTER_LEAD_IN:-3} # seconds of load before each event
-CLUSTER_LOST_BOUND_MS=${CLUSTER_LOST_BOUND_MS:-10000} # measured here: 5.6-7.2 s (docs/swarm.md)
+CLUSTER_LOST_BOUND_MS=${CLUSTER_LOST_BOUND_MS:-10000} # measured here: 5.6-7.5 s (docs/swarm.md)
 
 demo_only_on() { [[ $(demo_nodes) == "$1 " ]] && service_converged go-demo "$DEMO_REPLICAS"; }
 node_state() { docker node inspect --format '{{.Status.State}}' "sluice-$1" 2>/dev/null; }
