@@ -161,7 +161,8 @@ step_manager_restart() {
     load_mark manager
     local t0
     t0=$(now_ns)
-    run stop_engine n1
+    note "\$ kill -TERM $(engine_pid n1)   # the manager's dockerd (SIGKILL if it is not gone in 20 s)"
+    stop_engine n1
     note "the manager's engine stopped after $(ms_between "$t0" "$(now_ns)") ms; starting it again"
     (start_engine n1) || { fail "the manager's engine did not start again"; load_wait manager; return 1; }
     if wait_until "$E2E_WAIT" manager_back; then
