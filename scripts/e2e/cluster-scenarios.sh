@@ -205,7 +205,7 @@ step_manager_restart() {
     SCENARIO_LINES+=("         (a change right after the restart $right_after; the manager's overlay rejoined the workers $gossip)")
     before=$(digest_of n2)
     t_change=$(now_ns)
-    run docker service update --detach --label-add com.df.servicePath=/demo go-demo || return 1
+    run docker service update --detach --label-add com.df.servicePath=/demo,/after-rejoin go-demo || return 1
     if wait_until 30 changed_everywhere "$before"; then
         pass "once the overlay is whole again, a label change reaches every proxy task ($(ms_between "$t_change" "$(now_ns)") ms)"
     else
