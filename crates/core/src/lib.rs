@@ -7,9 +7,11 @@
 
 pub mod client_hello;
 pub mod credentials;
+pub mod env;
 pub mod params;
 pub mod redact;
 pub mod route;
 pub mod service;
 pub mod settings;
 pub mod stream;
+pub mod uri_path;
