@@ -51,17 +51,27 @@ async fn fetch_and_apply(state: &ApiState, address: &str) -> Result<usize, PeerE
         url: url.clone(),
         reason: format!("not a JSON array of objects: {e}"),
     })?;
-    let mut services = Vec::new();
-    for params in list {
-        match crate::admission::admit(&params, &state.settings.parse) {
-            Ok(service) if service.replicas == Some(0) => {}
-            Ok(service) => services.push(service),
-            Err(error) => {
-                let name = params.get("serviceName").cloned().unwrap_or_default();
-                tracing::warn!(service = %name, %error, "skipping an invalid service from the listener");
+    // Parsing compiles regexes: off the event loop.
+    let settings = state.settings.clone();
+    let parsed = tokio::task::spawn_blocking(move || {
+        let mut services = Vec::new();
+        for params in list {
+            match crate::admission::admit(&params, &settings.parse) {
+                Ok(service) if service.replicas == Some(0) => {}
+                Ok(service) => services.push(service),
+                Err(error) => {
+                    let name = params.get("serviceName").cloned().unwrap_or_default();
+                    tracing::warn!(service = %name, %error, "skipping an invalid service from the listener");
+                }
             }
         }
-    }
+        services
+    })
+    .await;
+    let services = parsed.map_err(|e| PeerError::Transport {
+        url: url.clone(),
+        reason: format!("parsing the services failed: {e}"),
+    })?;
     let count = services.len();
     if count > 0 {
         let generation = state.registry.apply_all(services).await;
