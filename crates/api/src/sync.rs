@@ -6,6 +6,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use sluice_core::redact::redact_url;
+
 use crate::peers::{listener_base, parse_services, PeerError};
 use crate::ApiState;
 
@@ -28,7 +30,7 @@ pub async fn run(state: Arc<ApiState>) {
                     let first = !state.ready.swap(true, Ordering::SeqCst);
                     state.synced.store(true, Ordering::SeqCst);
                     if first {
-                        tracing::info!(listener = %address, services = count, "initial sync from the listener done; ready");
+                        tracing::info!(listener = %redact_url(address), services = count, "initial sync from the listener done; ready");
                     }
                     if !settings.repeat_reload {
                         return;
@@ -36,7 +38,7 @@ pub async fn run(state: Arc<ApiState>) {
                     break;
                 }
                 Err(error) => {
-                    tracing::warn!(listener = %address, %error, "cannot fetch services from the listener")
+                    tracing::warn!(listener = %redact_url(address), %error, "cannot fetch services from the listener")
                 }
             }
         }
