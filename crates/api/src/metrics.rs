@@ -28,6 +28,8 @@ pub struct Counters {
     reconfigurations: AtomicU64,
     rejected: AtomicU64,
     removals: AtomicU64,
+    dropped_entries: AtomicU64,
+    damaged_files: AtomicU64,
 }
 
 impl Counters {
@@ -44,6 +46,26 @@ impl Counters {
     /// Accepted `/remove` requests.
     pub fn removals(&self) -> u64 {
         self.removals.load(Ordering::Relaxed)
+    }
+
+    /// Saved services dropped at startup because they no longer validate.
+    pub fn dropped_entries(&self) -> u64 {
+        self.dropped_entries.load(Ordering::Relaxed)
+    }
+
+    /// State files moved aside at startup because they could not be parsed.
+    pub fn damaged_files(&self) -> u64 {
+        self.damaged_files.load(Ordering::Relaxed)
+    }
+
+    /// Counts one saved service dropped at startup.
+    pub fn dropped_entry(&self) {
+        self.dropped_entries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one state file moved aside at startup.
+    pub fn damaged_file(&self) {
+        self.damaged_files.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one answered control request by path and status.
@@ -181,6 +203,26 @@ pub fn exposition(report: &Report, counters: &Counters) -> String {
         "Accepted remove requests.",
     );
     f.sample("sluice_removals_total", &[], counters.removals());
+    f.head(
+        "sluice_state_dropped_entries_total",
+        "counter",
+        "Saved services dropped at startup because they no longer validate.",
+    );
+    f.sample(
+        "sluice_state_dropped_entries_total",
+        &[],
+        counters.dropped_entries(),
+    );
+    f.head(
+        "sluice_state_damaged_files_total",
+        "counter",
+        "State files moved aside at startup because they could not be parsed.",
+    );
+    f.sample(
+        "sluice_state_damaged_files_total",
+        &[],
+        counters.damaged_files(),
+    );
     f.head(
         "sluice_uptime_seconds",
         "gauge",

@@ -32,7 +32,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
 async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()> {
     let store = Store::open(&settings.data_dir)?;
     let snapshot = sluice_proxy::snapshot::new_cell();
-    let (registry, persister) = Registry::new(snapshot.clone(), Some(store.clone()));
+    let registry = Registry::new(snapshot.clone(), Some(store.clone()));
     registry
         .set_users(sluice_api::users::UserSource::from_settings(&settings))
         .await;
@@ -52,16 +52,8 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
     registry.attach_stream_listeners(streams.clone());
 
     // State first, then DFP_SERVICE_* services: nothing is served before both are live.
-    let mut initial = Vec::new();
-    for (name, params) in store.load()? {
-        let service = parse_service(&params, &settings.parse).map_err(|e| {
-            anyhow!(
-                "{} holds service {name:?} that no longer parses: {e}",
-                store.path().display()
-            )
-        })?;
-        initial.push(service);
-    }
+    let mut initial =
+        sluice_api::recovery::saved_services(&store, &settings.parse, registry.counters())?;
     let from_state = initial.len();
     for params in services_from_env(&vars) {
         let name = params.get("serviceName").cloned().unwrap_or_default();
@@ -74,7 +66,6 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
         registry.apply_all(initial).await;
     }
     tracing::info!(from_state, from_env, "loaded services");
-    tokio::spawn(persister.run());
 
     let hosts_file = vars.var("HOSTS_FILE").map(std::path::PathBuf::from);
     let tls = if listener_ports.iter().any(|p| p.ssl) {
