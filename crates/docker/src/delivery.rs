@@ -15,6 +15,7 @@ use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use sluice_core::redact::redact_url;
 
 /// Longest response-body prefix kept for logs.
 const BODY_LOG_LIMIT: usize = 1024;
@@ -31,7 +32,7 @@ impl std::fmt::Debug for NotificationRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NotificationRequest")
             .field("method", &self.method)
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
             .field("auth", &self.auth.as_ref().map(|_| "<redacted>"))
             .finish()
     }

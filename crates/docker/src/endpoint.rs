@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use hyper::header::HeaderValue;
 use hyper::{Method, Uri};
+use sluice_core::redact::redact_url;
 use thiserror::Error;
 
 use crate::query::{compose_url, query_unescape, reencode_query};
@@ -112,9 +113,10 @@ impl Target {
         compose_url(&self.base, self.query.as_deref(), params)
     }
 
-    /// The configured URL without credentials, for logs.
+    /// The configured URL without credentials (and with any secret value of its query
+    /// redacted), for logs.
     pub(crate) fn display(&self) -> String {
-        self.url(&BTreeMap::new())
+        redact_url(&self.url(&BTreeMap::new())).into_owned()
     }
 }
 
@@ -225,6 +227,14 @@ mod tests {
         // base64("admin:s@cret")
         assert_eq!(auth.to_str().unwrap(), "Basic YWRtaW46c0BjcmV0");
         assert!(!format!("{target:?}").contains("cret"));
+        // A secret in the configured query is kept in the URL sent, not in the one logged.
+        let target = t("http://proxy:8080/remove?pass=QueryPw&x=1");
+        assert!(target.url(&BTreeMap::new()).contains("pass=QueryPw"));
+        assert_eq!(
+            target.display(),
+            "http://proxy:8080/remove?pass=REDACTED&x=1"
+        );
+        assert!(!format!("{target:?}").contains("QueryPw"));
     }
 
     #[test]

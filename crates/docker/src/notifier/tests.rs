@@ -503,3 +503,131 @@ async fn a_dead_endpoint_never_blocks_a_live_one() {
     live.shutdown.cancel();
     dead.task.await.unwrap();
 }
+
+// ---- Logs never hold a secret (issue 8): the query carries every `com.df.*` value.
+
+const PASSWORD: &str = "S3cretPw";
+const KEY_LINE: &str = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7";
+
+/// A log sink for a `tracing` subscriber.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Answers like a proxy that quotes what it refused: 503 quoting the users, then 409
+/// quoting a line of the key; 200 for every other service.
+struct Quoting {
+    calls: Mutex<u32>,
+}
+
+impl Deliver for Quoting {
+    async fn deliver(&self, request: &NotificationRequest) -> AttemptResult {
+        if !request.url.contains("serviceName=secure") {
+            return AttemptResult::Status {
+                status: StatusCode::OK,
+                body: String::new(),
+            };
+        }
+        let mut calls = self.calls.lock().unwrap();
+        *calls += 1;
+        let (status, body) = if *calls == 1 {
+            (503, format!("users admin:{PASSWORD} cannot be checked now"))
+        } else {
+            (409, format!("serviceCert line {KEY_LINE} is not PEM"))
+        };
+        AttemptResult::Status {
+            status: StatusCode::from_u16(status).unwrap(),
+            body,
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn logs_name_secret_parameters_but_never_their_values() {
+    let logs = LogBuffer::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let rules = ParamRules {
+        notify_label: NotifyLabel::parse("com.df.notify").unwrap(),
+        name_prefix: None,
+    };
+    let cert = format!(
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\n{KEY_LINE}\n-----END PRIVATE KEY-----\n"
+    );
+    let labels: HashMap<String, String> = [
+        ("com.df.servicePath", "/secure"),
+        ("com.df.users", "admin:S3cretPw"),
+        ("com.df.serviceCert", cert.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let secure = build_params("secure", &labels, Mode::Replicated(1), &rules);
+    let desired = |services: Vec<(&str, ServiceParams)>| {
+        Arc::new(Desired {
+            services: services
+                .into_iter()
+                .map(|(n, p)| (n.to_owned(), p))
+                .collect(),
+            synced_at: Some(SystemTime::now()),
+            resync_generation: 1,
+            force_generation: 0,
+        })
+    };
+
+    let delivery = Arc::new(Quoting {
+        calls: Mutex::new(0),
+    });
+    let h = start(Arc::clone(&delivery), "http://proxy:8080", DFSL_POLICY);
+    h.tx.send_replace(desired(vec![
+        ("secure", secure.clone()),
+        ("plain", params("plain", "/plain", 1)),
+    ]));
+    advance(60.0).await; // 503 (retried), then 409 (final)
+    assert_eq!(
+        *delivery.calls.lock().unwrap(),
+        2,
+        "both answers were given"
+    );
+    h.tx.send_replace(desired(vec![("plain", params("plain", "/plain", 1))]));
+    advance(1.0).await; // the remove carries the secrets too
+    h.shutdown.cancel();
+    h.task.await.unwrap();
+
+    let text = logs.text();
+    for line in [
+        "Sending service created notification",
+        "Retrying service created notification",
+        "Proxy refused service created notification",
+        "Delivered service created notification",
+        "Sending service removed notification",
+    ] {
+        assert!(text.contains(line), "no {line:?} in the logs:\n{text}");
+    }
+    for secret in [PASSWORD, KEY_LINE, "PRIVATE", "BEGIN"] {
+        assert!(!text.contains(secret), "{secret:?} logged:\n{text}");
+    }
+    assert!(text.contains("users=REDACTED"), "{text}");
+    assert!(text.contains("serviceCert=REDACTED"), "{text}");
+}
