@@ -8,6 +8,7 @@
 pub mod client_hello;
 pub mod credentials;
 pub mod params;
+pub mod prometheus;
 pub mod redact;
 pub mod route;
 pub mod service;

@@ -1,4 +1,5 @@
-//! The listener's own HTTP API (DFSL §5), served on the listener the binary binds.
+//! The listener's own HTTP API (on DFSL's paths), served on the socket the
+//! binary binds.
 //!
 //! Endpoints (any method, exact paths, no authentication, like DFSL):
 //! * `/v1/docker-flow-swarm-listener/notify-services`: asks every endpoint to re-send the
@@ -6,7 +7,7 @@
 //! * `/v1/docker-flow-swarm-listener/get-services`: JSON array of the create parameter
 //!   maps (string -> string, keys sorted), ordered by `serviceName`. It is answered from
 //!   the last listing, without calling Docker and without side effects (DFSL ran three
-//!   Docker calls per service and queued notifications, §9 W15). Before the first listing
+//!   Docker calls per service and queued notifications). Before the first listing
 //!   it waits up to a few seconds and then answers `503` with `[]`, so a starting proxy
 //!   (which treats any non-200 as "try again") never mistakes "not listed yet" for "no
 //!   services";

@@ -1,7 +1,7 @@
 //! Sending one notification request over HTTP/1.1 and reporting what happened.
 //!
 //! Owns the HTTP client side: building the request (method, URL, optional basic auth,
-//! no body, like DFSL), the per-request timeout (DFSL had none, §9 W3), and reading at
+//! no body, like DFSL), the per-request timeout (DFSL had none), and reading at
 //! most a small prefix of the response body for logs. It makes no retry decisions: it
 //! returns an [`AttemptResult`] and the endpoint task decides. Redirects are not followed.
 

@@ -2,7 +2,7 @@
 //!
 //! A [`Target`] is one configured URL with its HTTP method, ready to be combined with
 //! notification parameters. An [`Endpoint`] is the unit that gets its own delivery task:
-//! the create URL and the remove URL of one proxy (DFSL groups URLs by `host:port`, §3.7).
+//! the create URL and the remove URL of one proxy (DFSL groups URLs by `host:port`).
 //! Unlike DFSL, a second URL for the same `host:port` is not silently dropped: URLs of one
 //! host are paired in order and extra ones become endpoints of their own. Credentials in
 //! a URL (`http://user:pass@proxy:8080/...`) become a basic-auth header and are never
@@ -48,7 +48,7 @@ pub(crate) struct Target {
     pub(crate) method: Method,
     /// `http://host:port/path`, without credentials or query.
     base: String,
-    /// The configured query, re-encoded (DFSL §3.5).
+    /// The configured query, re-encoded the way DFSL does (see [`crate::query`]).
     query: Option<String>,
     /// Basic auth from the URL's user-info, if any.
     pub(crate) auth: Option<HeaderValue>,

@@ -8,7 +8,7 @@
 //! another, and within one endpoint a failing service waits for its retry time without
 //! holding up the others.
 //!
-//! Retry policy ([`RetryPolicy`], DFSL §3.6 with §9 W1/W3/W16 fixed):
+//! Retry policy ([`RetryPolicy`]; where it differs from DFSL is said below):
 //! * 2xx: delivered;
 //! * 409 and every other 4xx except 408 and 429: final. The proxy refused these exact
 //!   parameters (DFP answers 409 for an HTTP service without path or domain and 400 for

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{StatusCode, Uri};
 use axum::Router;
-use sluice_docker::{Listener, ListenerSettings};
+use sluice_docker::{ListenerSettings, SwarmListener};
 use tokio::sync::mpsc;
 
 const IMAGE: &str = "sluice-test/idle:latest";
@@ -241,7 +241,7 @@ async fn listener_follows_a_real_swarm() {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let settings = ListenerSettings::from_vars(&vars).unwrap();
-    let listener = Listener::new(settings).unwrap();
+    let listener = SwarmListener::new(settings).unwrap();
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_addr = api.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
