@@ -116,7 +116,8 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::*;
-    use crate::params::{build_params, Mode, NotifyLabel, ParamRules};
+    use crate::params::Mode;
+    use crate::test_support::demo_params;
 
     fn state(desired: Desired) -> (ApiState, watch::Sender<Arc<Desired>>) {
         let (tx, rx) = watch::channel(Arc::new(desired));
@@ -157,20 +158,11 @@ mod tests {
     }
 
     fn synced(names: &[(&str, Mode)]) -> Desired {
-        let rules = ParamRules {
-            notify_label: NotifyLabel::parse("com.df.notify").unwrap(),
-            name_prefix: None,
-        };
-        let labels: HashMap<String, String> = [
-            ("com.df.servicePath".to_owned(), "/demo".to_owned()),
-            ("com.df.port".to_owned(), "8080".to_owned()),
-        ]
-        .into_iter()
-        .collect();
+        let labels = [("com.df.servicePath", "/demo"), ("com.df.port", "8080")];
         Desired {
             services: names
                 .iter()
-                .map(|(n, mode)| ((*n).to_owned(), build_params(n, &labels, *mode, &rules)))
+                .map(|(n, mode)| ((*n).to_owned(), demo_params(n, &labels, *mode)))
                 .collect(),
             synced_at: Some(SystemTime::now()),
             resync_generation: 1,

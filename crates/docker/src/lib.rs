@@ -35,6 +35,8 @@ mod notifier;
 mod params;
 mod query;
 mod settings;
+#[cfg(test)]
+mod test_support;
 mod watcher;
 
 use std::future::Future;

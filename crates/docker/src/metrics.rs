@@ -107,7 +107,8 @@ impl Metrics {
         let mut out = String::new();
         let mut f = TextWriter::new(&mut out);
         let kinds = [Kind::Create, Kind::Remove];
-        let per_kind: [(&str, &str, fn(&PerKind) -> &AtomicU64); 3] = [
+        type Pick = fn(&PerKind) -> &AtomicU64;
+        let per_kind: [(&str, &str, Pick); 3] = [
             (
                 "sluice_listener_notifications_sent_total",
                 "Notifications answered with a 2xx status.",

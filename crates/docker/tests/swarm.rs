@@ -1,7 +1,8 @@
 //! End-to-end test against a real Docker Engine in swarm mode.
 //!
-//! Runs only with `SLUICE_DOCKER_TESTS=1` (otherwise it prints that it was skipped and
-//! passes). Needs a local daemon on /var/run/docker.sock that is a swarm manager
+//! Ignored by a plain `cargo test`; `scripts/e2e.sh` runs it after `docker swarm init` with
+//! `cargo test -p sluice-docker --test swarm -- --ignored`, and then it fails if anything is
+//! missing. Needs a local daemon on /var/run/docker.sock that is a swarm manager
 //! (`docker swarm init --advertise-addr 127.0.0.1`) and the `docker` CLI. Nothing is
 //! pulled: the test imports a tiny image built from the host's `sleep` binary as
 //! `sluice-test/idle:latest`, and removes it (if it created it) and its service at the end,
@@ -200,15 +201,13 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// How long a notification may take after the Docker CLI returns. A bound for the test
+/// to fail on, not a latency target (the latency is printed; it is far below this).
+const NOTIFIED_WITHIN: Duration = Duration::from_secs(10);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker Swarm; run by scripts/e2e.sh"]
 async fn listener_follows_a_real_swarm() {
-    if std::env::var("SLUICE_DOCKER_TESTS").as_deref() != Ok("1") {
-        eprintln!(
-            "SKIPPED listener_follows_a_real_swarm: set SLUICE_DOCKER_TESTS=1 to run it \
-             against the local Docker swarm"
-        );
-        return;
-    }
     let state = run("docker", &["info", "--format", "{{.Swarm.LocalNodeState}}"]);
     assert_eq!(
         state.trim(),
@@ -278,7 +277,7 @@ async fn listener_follows_a_real_swarm() {
         &mut seen,
         &name,
         "/v1/docker-flow-proxy/reconfigure",
-        created + Duration::from_secs(1),
+        created + NOTIFIED_WITHIN,
         "create",
     )
     .await;
@@ -308,7 +307,7 @@ async fn listener_follows_a_real_swarm() {
         &mut seen,
         &name,
         "/v1/docker-flow-proxy/reconfigure",
-        Instant::now() + Duration::from_secs(1),
+        Instant::now() + NOTIFIED_WITHIN,
         "label update",
     )
     .await;
@@ -323,7 +322,7 @@ async fn listener_follows_a_real_swarm() {
         &mut seen,
         &name,
         "/v1/docker-flow-proxy/reconfigure",
-        Instant::now() + Duration::from_secs(1),
+        Instant::now() + NOTIFIED_WITHIN,
         "scale",
     )
     .await;
@@ -356,7 +355,7 @@ async fn listener_follows_a_real_swarm() {
         &mut seen,
         &name,
         "/v1/docker-flow-proxy/remove",
-        Instant::now() + Duration::from_secs(1),
+        Instant::now() + NOTIFIED_WITHIN,
         "label removed",
     )
     .await;
@@ -375,7 +374,7 @@ async fn listener_follows_a_real_swarm() {
         &mut seen,
         &name,
         "/v1/docker-flow-proxy/reconfigure",
-        Instant::now() + Duration::from_secs(1),
+        Instant::now() + NOTIFIED_WITHIN,
         "label restored",
     )
     .await;
@@ -386,7 +385,7 @@ async fn listener_follows_a_real_swarm() {
         &mut seen,
         &name,
         "/v1/docker-flow-proxy/remove",
-        Instant::now() + Duration::from_secs(1),
+        Instant::now() + NOTIFIED_WITHIN,
         "remove",
     )
     .await;

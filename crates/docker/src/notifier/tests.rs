@@ -10,17 +10,15 @@ use hyper::Method;
 use super::*;
 use crate::delivery::HttpDelivery;
 use crate::endpoint::Target;
-use crate::params::{build_params, Mode, NotifyLabel, ParamRules};
+use crate::params::Mode;
+use crate::test_support::{demo_params, poll_until};
 
 fn params(name: &str, path: &str, replicas: i64) -> ServiceParams {
-    let rules = ParamRules {
-        notify_label: NotifyLabel::parse("com.df.notify").unwrap(),
-        name_prefix: None,
-    };
-    let labels: HashMap<String, String> = [("com.df.servicePath".to_owned(), path.to_owned())]
-        .into_iter()
-        .collect();
-    build_params(name, &labels, Mode::Replicated(replicas), &rules)
+    demo_params(
+        name,
+        &[("com.df.servicePath", path)],
+        Mode::Replicated(replicas),
+    )
 }
 
 fn snapshot(services: &[(&str, &str)], resync: u64, force: u64) -> Arc<Desired> {
@@ -384,17 +382,6 @@ async fn mock_proxy(scripts: HashMap<&'static str, Vec<u16>>) -> MockProxy {
     MockProxy { addr, seen }
 }
 
-async fn wait_for(seen: &Arc<Mutex<Vec<String>>>, n: usize, within: Duration) -> Vec<String> {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        let now = seen.lock().unwrap().clone();
-        if now.len() >= n || std::time::Instant::now() > deadline {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn http_5xx_is_retried_and_409_is_final() {
     let proxy = mock_proxy(HashMap::from([
@@ -420,13 +407,18 @@ async fn http_5xx_is_retried_and_409_is_final() {
     let desired = snapshot(&[("svc", "/p")], 1, 0);
     a.tx.send_replace(Arc::clone(&desired));
     b.tx.send_replace(desired);
-    let seen = wait_for(&proxy.seen, 4, Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let seen_after = proxy.seen.lock().unwrap().clone();
-    assert_eq!(
-        seen, seen_after,
-        "no more requests after delivery / refusal"
-    );
+    // Both outcomes are final once counted (that nothing follows them is checked under
+    // paused time above); then the requests seen are all there will be.
+    let settled = || {
+        a.metrics
+            .render()
+            .contains("sluice_listener_notifications_sent_total{kind=\"create\"} 1")
+            && b.metrics
+                .render()
+                .contains("sluice_listener_notifications_failed_total{kind=\"create\"} 1")
+    };
+    poll_until("delivery to a and refusal by b", settled).await;
+    let seen = proxy.seen.lock().unwrap().clone();
     let to_a = seen.iter().filter(|l| l.starts_with("GET /a/")).count();
     let to_b = seen.iter().filter(|l| l.starts_with("GET /b/")).count();
     assert_eq!((to_a, to_b), (3, 1), "{seen:?}");
@@ -466,28 +458,24 @@ async fn a_dead_endpoint_never_blocks_a_live_one() {
     );
     let desired = snapshot(&[("a", "/a"), ("b", "/b")], 1, 0);
     dead.tx.send_replace(Arc::clone(&desired));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The dead endpoint's first request is hanging before the live one gets any work.
+    poll_until("the dead endpoint's request", || {
+        !proxy.seen.lock().unwrap().is_empty()
+    })
+    .await;
     live.tx.send_replace(desired);
-    let started = std::time::Instant::now();
-    let deadline = started + Duration::from_secs(5);
-    loop {
-        let live_count = proxy
+    // poll_until gives up after 5 s, well within the 30 s the dead request may hang.
+    poll_until("both services delivered to the live endpoint", || {
+        proxy
             .seen
             .lock()
             .unwrap()
             .iter()
             .filter(|l| l.starts_with("GET /live/"))
-            .count();
-        if live_count == 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "live endpoint starved"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(started.elapsed() < Duration::from_secs(1));
+            .count()
+            == 2
+    })
+    .await;
     let hung = proxy
         .seen
         .lock()
@@ -568,22 +556,15 @@ async fn logs_name_secret_parameters_but_never_their_values() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let rules = ParamRules {
-        notify_label: NotifyLabel::parse("com.df.notify").unwrap(),
-        name_prefix: None,
-    };
     let cert = format!(
         "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\n{KEY_LINE}\n-----END PRIVATE KEY-----\n"
     );
-    let labels: HashMap<String, String> = [
+    let labels = [
         ("com.df.servicePath", "/secure"),
         ("com.df.users", "admin:S3cretPw"),
         ("com.df.serviceCert", cert.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let secure = build_params("secure", &labels, Mode::Replicated(1), &rules);
+    ];
+    let secure = demo_params("secure", &labels, Mode::Replicated(1));
     let desired = |services: Vec<(&str, ServiceParams)>| {
         Arc::new(Desired {
             services: services
