@@ -160,8 +160,8 @@ build_swarm_test() {
 # run its test and pass; a failure prints the test's output.
 step_swarm_crate() {
     local out status
-    log "${SWARM_TEST[*]} -- --ignored"
-    out=$(cd "$ROOT" && "${SWARM_TEST[@]}" -- --ignored 2>&1)
+    log "${SWARM_TEST[*]} -- --ignored --nocapture"
+    out=$(cd "$ROOT" && "${SWARM_TEST[@]}" -- --ignored --nocapture 2>&1)
     status=$?
     if ((status == 0)) && grep -qE 'test result: ok\. [1-9][0-9]* passed' <<<"$out"; then
         pass "crates/docker/tests/swarm.rs passed on this swarm"
@@ -169,7 +169,7 @@ step_swarm_crate() {
         return 0
     fi
     printf '%s\n' "$out" | tail -n 60 | sed 's/^/         | /'
-    fail "crates/docker/tests/swarm.rs failed or ran no test (${SWARM_TEST[*]} -- --ignored, status $status)"
+    fail "crates/docker/tests/swarm.rs failed or ran no test (${SWARM_TEST[*]} -- --ignored: status $status)"
     return 0
 }
 
