@@ -54,28 +54,16 @@
 //! (ASCII case-insensitive); DFP opened it when either one was `none`, which let a typo in one
 //! value disable the protection. Giving only one of `API_USER`/`API_PASS` is an error.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::credentials::{parse_user_list, Credentials};
-use crate::params::{parse_compression_values, parse_decimal, parse_go_bool, ParseContext};
+pub use crate::env::Vars;
+use crate::env::{list_items, parse_decimal, parse_go_bool, GO_BOOL_HELP};
+use crate::params::{parse_compression_values, ParseContext};
 use crate::service::{Compression, ConnectionMode, DomainAlgo, User};
-
-/// Where settings come from: the process environment with `SECRETS_DIR/dfp_<name>` files
-/// overlaid (in the binary), or a plain map (in tests).
-pub trait Vars {
-    /// The value of a variable, `None` when unset. Implementations treat an empty value as unset.
-    fn var(&self, key: &str) -> Option<String>;
-}
-
-impl Vars for HashMap<String, String> {
-    fn var(&self, key: &str) -> Option<String> {
-        self.get(key).filter(|v| !v.is_empty()).cloned()
-    }
-}
 
 /// Why the environment does not describe valid settings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,11 +113,7 @@ impl PortSpec {
 
     /// Parses a comma-separated list; empty items are skipped.
     pub fn parse_list(text: &str) -> Result<Vec<PortSpec>, String> {
-        text.split(',')
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
-            .map(PortSpec::parse)
-            .collect()
+        list_items(text, ",").map(PortSpec::parse).collect()
     }
 }
 
@@ -411,9 +395,7 @@ impl Reader<'_> {
 
     fn boolean(&self, var: &str, default: bool) -> Result<bool, SettingsError> {
         self.parsed(var, |v| {
-            parse_go_bool(v.trim()).ok_or_else(|| {
-                "not a boolean (use true/false, 1/0, t/f, TRUE/FALSE, True/False)".to_string()
-            })
+            parse_go_bool(v.trim()).ok_or_else(|| GO_BOOL_HELP.to_string())
         })
         .map(|b| b.unwrap_or(default))
     }
@@ -570,13 +552,7 @@ impl Settings {
         let listener_addresses = r
             .vars
             .var("LISTENER_ADDRESS")
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|a| !a.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
+            .map(|v| list_items(&v, ",").map(str::to_string).collect())
             .unwrap_or(d.listener_addresses);
         let proxy_instance_name = r.string("PROXY_INSTANCE_NAME", d.proxy_instance_name);
         let filter_proxy_instance_name =
@@ -617,13 +593,7 @@ impl Settings {
         let preferred_certificates = r
             .vars
             .var("PREFERRED_CERTIFICATE")
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|g| !g.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
+            .map(|v| list_items(&v, ",").map(str::to_string).collect())
             .unwrap_or(d.preferred_certificates);
         let compression = r.compression(&separator)?;
 
@@ -668,6 +638,8 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
+
+    use std::collections::HashMap;
 
     use super::*;
     use crate::service::CompressionAlgo;

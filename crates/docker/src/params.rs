@@ -1,4 +1,4 @@
-//! Notification parameters derived from a Swarm service's spec (DFSL §3.1, §3.2).
+//! Notification parameters derived from a Swarm service's spec (see `docs/labels.md`).
 //!
 //! This module owns the rules that turn a Docker service into the query parameters the
 //! proxy receives: which services are watched (the notify label), how labels become
@@ -7,7 +7,8 @@
 //!
 //! Rules, in overwrite order (later steps win):
 //! 1. every label `com.df.<rest>` (non-empty `<rest>`) becomes `<rest>=<value>`, except the
-//!    notify label's own key;
+//!    notify label's own key (the proxy's own mapping,
+//!    [`sluice_core::params::params_from_labels`]);
 //! 2. `serviceName` is the Docker service name, with the stack prefix `<stack>_` trimmed
 //!    when `com.df.shortName` is `true` (case-insensitive) and the stack label
 //!    `com.docker.stack.namespace` is set, and then `DF_SERVICE_NAME_PREFIX` prepended as
@@ -23,15 +24,14 @@
 use std::collections::BTreeMap;
 
 use bollard::models::Service;
+use sluice_core::params::{params_from_labels, LABEL_PREFIX};
 
-/// Label prefix that marks proxy parameters.
-const LABEL_PREFIX: &str = "com.df.";
 /// Docker's stack label, used for `shortName` trimming.
 const STACK_LABEL: &str = "com.docker.stack.namespace";
 
 /// The opt-in label (`DF_NOTIFY_LABEL`), as `key` or `key=value`.
 ///
-/// DFSL (§4.2) lists services by the label's *presence* but, when handling an event,
+/// DFSL lists services by the label's *presence* but, when handling an event,
 /// requires the value `true`; so a `com.df.notify=false` service was announced at start-up
 /// and dropped on the next event. Sluice applies one rule everywhere:
 /// * `DF_NOTIFY_LABEL=key` (the default `com.df.notify`): the service is watched when the
@@ -149,16 +149,13 @@ pub(crate) fn build_params(
     mode: Mode,
     rules: &ParamRules,
 ) -> ServiceParams {
-    let mut create = BTreeMap::new();
-    for (key, value) in labels {
-        let Some(rest) = key.strip_prefix(LABEL_PREFIX) else {
-            continue;
-        };
-        if rest.is_empty() || *key == rules.notify_label.key {
-            continue;
-        }
-        create.insert(rest.to_owned(), value.clone());
-    }
+    // The proxy's own label-to-parameter mapping, without the notify label.
+    let mut create = params_from_labels(
+        labels
+            .iter()
+            .filter(|(key, _)| **key != rules.notify_label.key)
+            .map(|(key, value)| (key.as_str(), value.as_str())),
+    );
 
     let mut name = docker_name;
     let short = labels

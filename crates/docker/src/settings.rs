@@ -1,9 +1,11 @@
 //! Listener settings: DFSL's environment variables and secrets, parsed and validated once.
 //!
 //! Owns the mapping from variable names to typed settings and every validation error.
-//! Defaults are DFSL's *image* defaults (DFSL §1.1). Differences from DFSL, all deliberate:
+//! Defaults are DFSL's *image* defaults (listed in `docs/configuration.md`). Differences from
+//! DFSL, all deliberate:
 //! * an unparsable number or boolean is an error naming the variable (DFSL silently used
-//!   `0` or the fallback);
+//!   `0` or the fallback). Both are read by [`sluice_core::env`], as the proxy's settings:
+//!   numbers are ASCII digits only, booleans Go's `strconv.ParseBool` set;
 //! * URL lists are trimmed (`a, b` works), empty entries are skipped, and a URL that
 //!   cannot be used (bad syntax, no host, not `http://`) is an error instead of being
 //!   dropped silently;
@@ -18,7 +20,7 @@ use std::time::Duration;
 
 use hyper::header::HeaderValue;
 use hyper::Method;
-use sluice_core::settings::Vars;
+use sluice_core::env::{list_items, parse_decimal, parse_go_bool, Vars};
 use thiserror::Error;
 
 use crate::backoff::{Backoff, BackoffError};
@@ -235,17 +237,25 @@ impl ListenerSettings {
         }
         let resync_interval = match vars.var("DF_SERVICE_POLLING_INTERVAL") {
             None => DEFAULT_RESYNC,
-            Some(raw) => match raw.trim().parse::<i64>() {
-                Ok(secs) if secs > 0 => Duration::from_secs(secs.unsigned_abs()),
-                Ok(_) => DEFAULT_RESYNC,
-                Err(_) => {
-                    return Err(ListenerSettingsError::InvalidNumber {
-                        name: "DF_SERVICE_POLLING_INTERVAL",
-                        value: raw,
-                        expected: "seconds; <= 0 keeps the 30 s default",
-                    })
+            Some(raw) => {
+                let text = raw.trim();
+                // A negative number keeps the default, like zero.
+                let (negative, digits) = match text.strip_prefix('-') {
+                    Some(digits) => (true, digits),
+                    None => (false, text),
+                };
+                match parse_decimal::<u64>(digits) {
+                    Some(secs) if secs > 0 && !negative => Duration::from_secs(secs),
+                    Some(_) => DEFAULT_RESYNC,
+                    None => {
+                        return Err(ListenerSettingsError::InvalidNumber {
+                            name: "DF_SERVICE_POLLING_INTERVAL",
+                            value: raw,
+                            expected: "seconds; <= 0 keeps the 30 s default",
+                        })
+                    }
                 }
-            },
+            }
         };
         let use_events = boolean(vars, "DF_USE_DOCKER_SERVICE_EVENTS", true)?;
 
@@ -281,13 +291,13 @@ impl ListenerSettings {
         }
         if vars
             .var("DF_INCLUDE_NODE_IP_INFO")
-            .is_some_and(|v| crate::params::is_truthy(&v))
+            .is_some_and(|v| parse_go_bool(v.trim()) != Some(false))
         {
             unsupported.push("DF_INCLUDE_NODE_IP_INFO (nodeInfo is not sent)".to_owned());
         }
         if vars
             .var("DF_NOTIFY_CREATE_SERVICE_IMMEDIATELY")
-            .is_some_and(|v| crate::params::is_truthy(&v))
+            .is_some_and(|v| parse_go_bool(v.trim()) != Some(false))
         {
             unsupported.push(
                 "DF_NOTIFY_CREATE_SERVICE_IMMEDIATELY (creates are always sent immediately)"
@@ -373,18 +383,16 @@ fn number(
 ) -> Result<u64, ListenerSettingsError> {
     match vars.var(name) {
         None => Ok(default),
-        Some(raw) => raw
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| ListenerSettingsError::InvalidNumber {
-                name,
-                value: raw,
-                expected,
-            }),
+        Some(raw) => parse_decimal::<u64>(raw.trim()).ok_or(ListenerSettingsError::InvalidNumber {
+            name,
+            value: raw,
+            expected,
+        }),
     }
 }
 
-/// Go's `strconv.ParseBool` spellings, case-insensitive.
+/// Go's `strconv.ParseBool` set (`1 t T TRUE true True`, `0 f F FALSE false False`), the same
+/// as the proxy's settings.
 fn boolean(
     vars: &dyn Vars,
     name: &'static str,
@@ -393,11 +401,7 @@ fn boolean(
     let Some(raw) = vars.var(name) else {
         return Ok(default);
     };
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "1" | "t" | "true" => Ok(true),
-        "0" | "f" | "false" => Ok(false),
-        _ => Err(ListenerSettingsError::InvalidBool { name, value: raw }),
-    }
+    parse_go_bool(raw.trim()).ok_or(ListenerSettingsError::InvalidBool { name, value: raw })
 }
 
 fn read_secret(path: &Path) -> Result<Option<String>, ListenerSettingsError> {
@@ -435,11 +439,11 @@ fn targets(
         .iter()
         .find_map(|name| vars.var(name).map(|v| (*name, v)))
     {
-        entries.extend(split_list(&list).map(|e| (name.to_owned(), e)));
+        entries.extend(list_items(&list, ",").map(|e| (name.to_owned(), e.to_owned())));
     }
     if let Some(list) = read_secret(secret)? {
         let source = format!("secret {}", secret.display());
-        entries.extend(split_list(&list).map(|e| (source.clone(), e)));
+        entries.extend(list_items(&list, ",").map(|e| (source.clone(), e.to_owned())));
     }
     let methods_raw = vars.var(method_var).unwrap_or_else(|| "GET".to_owned());
     let mut methods = Vec::new();
@@ -470,13 +474,6 @@ fn targets(
             })
         })
         .collect()
-}
-
-fn split_list(list: &str) -> impl Iterator<Item = String> + '_ {
-    list.split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -691,6 +688,69 @@ mod tests {
         assert!(matches!(
             parse(&[("DF_USE_DOCKER_SERVICE_EVENTS", "yes please")]),
             Err(ListenerSettingsError::InvalidBool { .. })
+        ));
+    }
+
+    #[test]
+    fn booleans_are_gos_parse_bool_set_like_the_proxy() {
+        for (value, expected) in [
+            ("1", true),
+            ("t", true),
+            ("T", true),
+            ("TRUE", true),
+            ("true", true),
+            ("True", true),
+            (" true ", true),
+            ("0", false),
+            ("f", false),
+            ("F", false),
+            ("FALSE", false),
+            ("false", false),
+            ("False", false),
+        ] {
+            let s = parse(&[("DF_USE_DOCKER_SERVICE_EVENTS", value)]).unwrap();
+            assert_eq!(s.use_events, expected, "{value:?}");
+            assert_eq!(
+                sluice_core::env::parse_go_bool(value.trim()),
+                Some(expected)
+            );
+        }
+        for value in ["tRuE", "fAlSe", "yes", "on", "2"] {
+            assert!(
+                matches!(
+                    parse(&[("DF_USE_DOCKER_SERVICE_EVENTS", value)]),
+                    Err(ListenerSettingsError::InvalidBool { .. })
+                ),
+                "{value:?} was accepted"
+            );
+            assert_eq!(sluice_core::env::parse_go_bool(value), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_are_digits_only_like_the_proxy() {
+        for value in ["+3", "3 4", "0x3"] {
+            assert!(
+                matches!(
+                    parse(&[("DF_RETRY", value)]),
+                    Err(ListenerSettingsError::InvalidNumber {
+                        name: "DF_RETRY",
+                        ..
+                    })
+                ),
+                "{value:?} was accepted"
+            );
+        }
+        assert_eq!(parse(&[("DF_RETRY", " 7 ")]).unwrap().retry.retries, 7);
+        assert_eq!(
+            parse(&[("DF_SERVICE_POLLING_INTERVAL", "-5")])
+                .unwrap()
+                .resync_interval,
+            Duration::from_secs(30)
+        );
+        assert!(matches!(
+            parse(&[("DF_SERVICE_POLLING_INTERVAL", "--5")]),
+            Err(ListenerSettingsError::InvalidNumber { .. })
         ));
     }
 
