@@ -395,12 +395,19 @@ async fn listener_follows_a_real_swarm() {
     );
     cleanup.services.clear();
 
-    let (status, metrics) = http_get(api_addr, "/metrics").await;
-    assert_eq!(status, 200);
-    assert!(
-        metrics.contains("sluice_listener_notifications_sent_total{kind=\"remove\"} 2"),
-        "{metrics}"
-    );
+    // The mock proxy saw the request before the listener read its answer and counted it:
+    // poll until the count is there.
+    let counted = "sluice_listener_notifications_sent_total{kind=\"remove\"} 2";
+    let deadline = Instant::now() + NOTIFIED_WITHIN;
+    loop {
+        let (status, metrics) = http_get(api_addr, "/metrics").await;
+        assert_eq!(status, 200);
+        if metrics.contains(counted) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no {counted:?} in\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let _ = stop_tx.send(());
     tokio::time::timeout(Duration::from_secs(5), running)
