@@ -93,6 +93,9 @@ pub(crate) struct Proxy {
     pub(crate) logs: Arc<Mutex<Vec<String>>>,
     pub(crate) data_dir: PathBuf,
     client: reqwest::blocking::Client,
+    /// The data directory when the builder made it: removed after the process (fields drop
+    /// after `Drop::drop` has killed it).
+    _owned_data_dir: Option<TempDir>,
 }
 
 pub(crate) struct ProxyBuilder {
@@ -118,9 +121,13 @@ impl ProxyBuilder {
 
     /// Starts the proxy; returns its stderr/stdout text on an early exit.
     pub(crate) fn try_start(self) -> Result<Proxy, String> {
-        let data_dir = self
-            .data_dir
-            .unwrap_or_else(|| TempDir::new("data").0.clone());
+        let (data_dir, owned_data_dir) = match self.data_dir {
+            Some(dir) => (dir, None),
+            None => {
+                let dir = TempDir::new("data");
+                (dir.0.clone(), Some(dir))
+            }
+        };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.arg("proxy")
             .env_clear()
@@ -197,6 +204,7 @@ impl ProxyBuilder {
                         logs,
                         data_dir,
                         client: client(),
+                        _owned_data_dir: owned_data_dir,
                     });
                 }
             }
