@@ -15,3 +15,4 @@ pub mod route;
 pub mod service;
 pub mod settings;
 pub mod stream;
+pub mod uri_path;

@@ -17,6 +17,7 @@ use sluice_proxy::{DataPlane, DataPlaneConfig};
 use crate::vars::ProcessVars;
 
 pub(crate) fn run() -> anyhow::Result<()> {
+    raise_open_files_limit();
     let vars = ProcessVars::from_env();
     let settings = Arc::new(Settings::from_vars(&vars)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -101,7 +102,18 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
             compression: settings.compression.clone(),
         },
         snapshot.clone(),
-    )?;
+    )
+    .map_err(|e| match e {
+        sluice_proxy::DataPlaneError::Bind { port, .. } => {
+            let variable = if settings.bind_ports.iter().any(|p| p.port == port) {
+                "BIND_PORTS"
+            } else {
+                "DEFAULT_PORTS"
+            };
+            anyhow!("{e} (set by {variable}); is another proxy already running?")
+        }
+        other => other.into(),
+    })?;
     for addr in dataplane.local_addrs() {
         let tls = dataplane.tls_addrs().contains(addr);
         tracing::info!(%addr, tls, "http listener bound");
@@ -157,4 +169,13 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit, so that many client connections do
+/// not starve certificate reloads, upstream connections and the API of descriptors.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open files limit"),
+    }
 }
