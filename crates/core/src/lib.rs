@@ -9,6 +9,7 @@ pub mod client_hello;
 pub mod credentials;
 pub mod env;
 pub mod params;
+pub mod prometheus;
 pub mod redact;
 pub mod route;
 pub mod service;
