@@ -51,3 +51,8 @@ echo "== cargo test"
 cargo test --workspace
 echo "== end-to-end suite on Docker Swarm (scripts/e2e.sh)"
 scripts/e2e.sh
+# The three-node Swarm test bed (docs/swarm.md, "Across nodes"). CI runs the walkthrough and
+# the scenarios whose targets Sluice meets today; `scripts/e2e/cluster-test.sh` with no
+# arguments also runs the lost-worker and manager-restart scenarios (see docs/swarm.md).
+echo "== three-node Swarm on this machine (scripts/e2e/cluster-test.sh)"
+scripts/e2e/cluster-test.sh ${CLUSTER_CI_STEPS:-networks listener proxy go_demo every_route label_change drain node_join remove}
