@@ -6,8 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Deref;
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 
 /// The parameters a service was defined with, in canonical query-string form
 /// (`servicePath.1` → `/api`). Kept so a service can be persisted and replayed through the
@@ -86,6 +87,30 @@ impl Service {
     /// The key services are ordered by: group, then `aclName` byte-wise, then the service name.
     pub fn sort_key(&self) -> (u8, &str, &str) {
         (self.sort_group(), &self.acl_name, &self.name)
+    }
+
+    /// The compiled size of every regular expression of the service (paths, excludes,
+    /// domains, SNI names, rewrites), in bytes. The route table bounds its sum
+    /// ([`MAX_TABLE_REGEX_SIZE`](crate::route::MAX_TABLE_REGEX_SIZE)).
+    pub fn regex_size(&self) -> usize {
+        self.destinations
+            .iter()
+            .flat_map(|d| {
+                let paths = d
+                    .paths
+                    .iter()
+                    .chain(&d.path_excludes)
+                    .filter_map(PathPattern::regex);
+                let domains = d
+                    .domains
+                    .iter()
+                    .chain(&d.redirect_from_domains)
+                    .filter_map(DomainPattern::regex);
+                let rewrites = d.rewrites.iter().map(|r| &r.search);
+                paths.chain(domains).chain(rewrites)
+            })
+            .map(UserRegex::compiled_size)
+            .sum()
     }
 
     /// True when any destination is routed by the HTTP data plane.
@@ -261,6 +286,107 @@ impl PathType {
     }
 }
 
+/// The most heap one user-supplied regular expression may take once compiled (its Thompson
+/// NFA, as the `regex` crate measures it for `RegexBuilder::size_limit`): 256 KiB. A larger
+/// expression (`\w{100}` with Unicode classes is several MiB) is refused with a 400.
+pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+
+/// The lazy-DFA cache one user-supplied regular expression may grow to while matching
+/// (`RegexBuilder::dfa_size_limit`): 1 MiB. Past it the `regex` crate falls back to slower
+/// engines instead of using more memory.
+pub const REGEX_DFA_SIZE_LIMIT: usize = 1024 * 1024;
+
+/// A regular expression that came from a user (a `path_reg` path, an `hdr_reg(host)` domain, an
+/// SNI `-m reg` pattern or a rewrite), compiled under [`REGEX_SIZE_LIMIT`] and
+/// [`REGEX_DFA_SIZE_LIMIT`], with the compiled size it was measured at.
+///
+/// It dereferences to [`Regex`].
+#[derive(Clone)]
+pub struct UserRegex {
+    regex: Regex,
+    case_insensitive: bool,
+    compiled_size: usize,
+}
+
+impl UserRegex {
+    /// Compiles `pattern` under the size limits. The error is one line naming the problem
+    /// (a syntax error, or the compiled-size limit).
+    pub fn new(pattern: &str, case_insensitive: bool) -> Result<UserRegex, String> {
+        let regex = RegexBuilder::new(pattern)
+            .case_insensitive(case_insensitive)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_DFA_SIZE_LIMIT)
+            .build()
+            .map_err(|e| regex_reason(&e))?;
+        let compiled_size = compiled_size(pattern, case_insensitive).ok_or_else(too_big)?;
+        Ok(UserRegex {
+            regex,
+            case_insensitive,
+            compiled_size,
+        })
+    }
+
+    /// The heap its compiled program takes, in bytes (at most [`REGEX_SIZE_LIMIT`]).
+    pub fn compiled_size(&self) -> usize {
+        self.compiled_size
+    }
+
+    /// True when it was compiled case-insensitive (domains and SNI names, rewrites with `i`).
+    pub fn case_insensitive(&self) -> bool {
+        self.case_insensitive
+    }
+}
+
+impl Deref for UserRegex {
+    type Target = Regex;
+
+    fn deref(&self) -> &Regex {
+        &self.regex
+    }
+}
+
+impl fmt::Debug for UserRegex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.regex, f)
+    }
+}
+
+/// The size of `pattern`'s Thompson NFA, compiled with the syntax options the `regex` crate
+/// uses; `None` past [`REGEX_SIZE_LIMIT`].
+fn compiled_size(pattern: &str, case_insensitive: bool) -> Option<usize> {
+    use regex_automata::nfa::thompson;
+    use regex_automata::util::syntax;
+    thompson::NFA::compiler()
+        .syntax(syntax::Config::new().case_insensitive(case_insensitive))
+        .configure(thompson::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
+        .build(pattern)
+        .ok()
+        .map(|nfa| nfa.memory_usage())
+}
+
+fn too_big() -> String {
+    format!(
+        "the regular expression exceeds the {} KiB compiled-size limit",
+        REGEX_SIZE_LIMIT / 1024
+    )
+}
+
+/// One line out of the `regex` crate's multi-line diagnostics.
+fn regex_reason(error: &regex::Error) -> String {
+    match error {
+        regex::Error::Syntax(text) => {
+            let detail = text
+                .lines()
+                .rev()
+                .find_map(|line| line.trim().strip_prefix("error: "))
+                .unwrap_or("syntax error");
+            format!("not a supported regular expression: {detail}")
+        }
+        regex::Error::CompiledTooBig(_) => too_big(),
+        _ => "not a supported regular expression".to_string(),
+    }
+}
+
 /// One compiled `servicePath` / `servicePathExclude` pattern.
 #[derive(Debug, Clone)]
 pub enum PathPattern {
@@ -275,7 +401,7 @@ pub enum PathPattern {
     /// `path_dir`: the pattern's segments (without empty ones).
     Dir(String),
     /// `path_reg`.
-    Regex(Regex),
+    Regex(UserRegex),
     /// `url_beg`: prefix of path plus query.
     UrlPrefix(String),
     /// An SNI pattern (lower-cased text, or a case-insensitive regex).
@@ -294,7 +420,7 @@ pub enum SniPattern {
     /// `-m sub`.
     Substring(String),
     /// `-m reg` (compiled case-insensitive).
-    Regex(Regex),
+    Regex(UserRegex),
     /// `-m dom`.
     Domain(String),
 }
@@ -342,6 +468,14 @@ impl PathPattern {
                 | SniPattern::Domain(s) => s,
                 SniPattern::Regex(r) => r.as_str(),
             },
+        }
+    }
+
+    /// The regular expression, for `path_reg` and SNI `-m reg` patterns.
+    pub fn regex(&self) -> Option<&UserRegex> {
+        match self {
+            PathPattern::Regex(r) | PathPattern::Sni(SniPattern::Regex(r)) => Some(r),
+            _ => None,
         }
     }
 
@@ -429,7 +563,7 @@ pub enum DomainPattern {
     /// The host equals this name or ends with `.` followed by it.
     Domain(String),
     /// A regular expression searched in the host (compiled case-insensitive).
-    Regex(Regex),
+    Regex(UserRegex),
 }
 
 impl DomainPattern {
@@ -439,6 +573,14 @@ impl DomainPattern {
             DomainPattern::Exact(s) | DomainPattern::Domain(s) => s.clone(),
             DomainPattern::Suffix(s) => format!("*{s}"),
             DomainPattern::Regex(r) => r.as_str().to_string(),
+        }
+    }
+
+    /// The regular expression, for `hdr_reg(host)` patterns.
+    pub fn regex(&self) -> Option<&UserRegex> {
+        match self {
+            DomainPattern::Regex(r) => Some(r),
+            _ => None,
         }
     }
 
@@ -480,7 +622,7 @@ pub fn normalize_host(raw: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct PathRewrite {
     /// The compiled search expression (case-insensitive when flag `i` was given).
-    pub search: Regex,
+    pub search: UserRegex,
     /// The replacement in `regex` crate syntax (`\1` already turned into `${1}`).
     pub replace: String,
     /// Flag `g`: replace every match instead of the first.

@@ -131,7 +131,7 @@ pub use known::{
     KNOWN_PARAMS, MAX_INDEX,
 };
 pub(crate) use service::parse_compression_values;
-pub use service::{parse_service, ParseContext};
+pub use service::{parse_service, ParseContext, MAX_REGEXES_PER_SERVICE};
 pub use sources::{
     params_from_labels, params_from_query, services_from_env, ENV_SERVICE_PREFIX, LABEL_PREFIX,
 };

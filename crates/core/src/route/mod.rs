@@ -64,10 +64,14 @@
 mod index;
 mod layers;
 mod redirects;
+mod regexes;
 mod rendering;
 mod table;
 
-pub use table::{Decision, RequestFacts, Route, RouteTable};
+pub use regexes::regex_runs;
+pub use table::{
+    Decision, RegexBudgetError, RequestFacts, Route, RouteTable, MAX_TABLE_REGEX_SIZE,
+};
 
 #[cfg(test)]
 mod tests;
