@@ -205,6 +205,14 @@ async fn reconfigure(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery
             view::envelope("NOK", &error.to_string(), &name, None),
         );
     }
+    // The routing table bounds the compiled size of all services' regular expressions.
+    if let Err(error) = state.registry.snapshot().table.check_regex_budget(&service) {
+        tracing::warn!(service = %name, %error, "reconfigure rejected");
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            view::envelope("NOK", &error.to_string(), &name, None),
+        );
+    }
     let cert_service = service.service_cert.is_some().then(|| service.clone());
     let change = match state.registry.apply(service).await {
         Ok(change) => change,

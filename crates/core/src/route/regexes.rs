@@ -157,3 +157,196 @@ fn count_run() {
 pub fn regex_runs() -> u64 {
     RUNS.with(Cell::get)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http::HeaderMap;
+
+    use super::super::table::{Decision, RequestFacts, RouteTable, TABLE_REGEX_LIMIT};
+    use super::regex_runs;
+    use crate::params::{params_from_query, parse_service, ParseContext};
+    use crate::service::Service;
+
+    fn svc(query: &str) -> Arc<Service> {
+        Arc::new(parse_service(&params_from_query(query), &ParseContext::default()).unwrap())
+    }
+
+    /// `n` services, each on one `path_reg` path; every other one also on an `hdr_reg` host.
+    fn regex_services(n: usize, prefix: &str) -> Vec<Arc<Service>> {
+        (0..n)
+            .map(|i| {
+                let host = if i % 2 == 0 {
+                    format!("&serviceDomain=^h{i}\\.example\\.&serviceDomainAlgo=hdr_reg(host)")
+                } else {
+                    String::new()
+                };
+                svc(&format!(
+                    "serviceName={prefix}{i}&port=80&pathType=path_reg\
+                     &servicePath=^/{prefix}{i}/[a-z]%2B/\\d%2B${host}"
+                ))
+            })
+            .collect()
+    }
+
+    struct Outcome {
+        routed: Option<String>,
+        runs: u64,
+    }
+
+    fn decide(table: &RouteTable, host: &str, path: &str, port: u16) -> Outcome {
+        let headers = HeaderMap::new();
+        let facts = RequestFacts {
+            host: Some(host),
+            path,
+            path_and_query: path,
+            local_port: port,
+            headers: &headers,
+        };
+        let before = regex_runs();
+        let routed = match table.decide(&facts) {
+            Decision::Forward(route) => Some(route.service.name.clone()),
+            _ => None,
+        };
+        Outcome {
+            routed,
+            runs: regex_runs() - before,
+        }
+    }
+
+    /// What the router did before the sets: every candidate's expressions, one by one.
+    fn one_by_one_runs(table: &RouteTable, host: &str, path: &str) -> u64 {
+        let headers = HeaderMap::new();
+        let facts = RequestFacts {
+            host: Some(host),
+            path,
+            path_and_query: path,
+            local_port: 80,
+            headers: &headers,
+        };
+        let before = regex_runs();
+        let matched = table.routes().filter(|r| r.matches(&facts)).count();
+        assert_eq!(matched, 0);
+        regex_runs() - before
+    }
+
+    #[test]
+    fn an_unmatched_request_runs_each_set_once_however_many_regexes() {
+        let services = regex_services(100, "s");
+        // A base layer plus a delta layer of changed services.
+        let table = RouteTable::build(&services[..90]).update(&services[90..], &[]);
+        let unmatched = decide(&table, "h4.example.com", "/nothing/here", 80);
+        assert_eq!(unmatched.routed, None);
+        // Per layer: the path set, and the host set (a host regex route has a path regex
+        // that did not match, so it is never reached).
+        assert!(unmatched.runs <= 4, "{} regex runs", unmatched.runs);
+        let direct = one_by_one_runs(&table, "h4.example.com", "/nothing/here");
+        assert!(direct >= 100, "{direct} regex runs one by one");
+
+        let matched = decide(&table, "h4.example.com", "/s4/abc/12", 80);
+        assert_eq!(matched.routed.as_deref(), Some("s4"));
+        assert!(matched.runs <= 4, "{} regex runs", matched.runs);
+        let delta = decide(&table, "h94.example.com", "/s94/abc/12", 80);
+        assert_eq!(delta.routed.as_deref(), Some("s94"));
+        assert!(delta.runs <= 4, "{} regex runs", delta.runs);
+        // The host regex is part of the route: a wrong host does not match.
+        let wrong_host = decide(&table, "other.example.com", "/s4/abc/12", 80);
+        assert_eq!(wrong_host.routed, None);
+    }
+
+    #[test]
+    fn cheaper_terms_are_checked_before_any_regex() {
+        let mut services: Vec<Arc<Service>> = (0..50)
+            .map(|i| {
+                svc(&format!(
+                    "serviceName=p{i}&port=80&srcPort=8081&pathType=path_reg&servicePath=^/p{i}/"
+                ))
+            })
+            .collect();
+        services.push(svc("serviceName=plain&port=80&servicePath=/plain"));
+        let table = RouteTable::build(&services);
+        // Arriving on another port: every regex route fails on its port first.
+        let other_port = decide(&table, "example.com", "/p3/x", 80);
+        assert_eq!((other_port.routed, other_port.runs), (None, 0));
+        // A plain route that matches first needs no regex at all.
+        let plain = decide(&table, "example.com", "/plain", 80);
+        assert_eq!((plain.routed.as_deref(), plain.runs), (Some("plain"), 0));
+        let on_port = decide(&table, "example.com", "/p3/x", 8081);
+        assert_eq!((on_port.routed.as_deref(), on_port.runs), (Some("p3"), 1));
+    }
+
+    #[test]
+    fn excludes_and_redirects_use_the_sets_too() {
+        let services = vec![
+            svc("serviceName=a&port=80&pathType=path_reg&servicePath=^/a/\
+                 &servicePathExclude=^/a/private/"),
+            svc("serviceName=r&port=80&pathType=path_reg&servicePath=^/r/\
+                 &serviceDomain=^r\\.&serviceDomainAlgo=hdr_reg(host)&redirectWhenHttpProto=true"),
+        ];
+        let table = RouteTable::build(&services);
+        assert_eq!(
+            decide(&table, "x", "/a/public", 80).routed.as_deref(),
+            Some("a")
+        );
+        assert_eq!(decide(&table, "x", "/a/private/k", 80).routed, None);
+        let headers = {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-proto", http::HeaderValue::from_static("http"));
+            h
+        };
+        let facts = RequestFacts {
+            host: Some("r.example.com"),
+            path: "/r/x",
+            path_and_query: "/r/x",
+            local_port: 80,
+            headers: &headers,
+        };
+        let before = regex_runs();
+        assert!(matches!(
+            table.decide(&facts),
+            Decision::Redirect { status: 302, .. }
+        ));
+        assert!(regex_runs() - before <= 2);
+    }
+
+    #[test]
+    fn the_table_refuses_a_service_past_its_regex_budget() {
+        // About 88 KiB compiled each (Unicode classes are large).
+        let big = |i: usize| {
+            svc(&format!(
+                "serviceName=big{i}&port=80&pathType=path_reg&servicePath=^/b{i}/\\w{{5}}"
+            ))
+        };
+        let mut table = RouteTable::default();
+        let mut accepted = 0;
+        let refused = loop {
+            let service = big(accepted);
+            match table.check_regex_budget(&service) {
+                Ok(()) => {
+                    table = table.update(&[service], &[]);
+                    accepted += 1;
+                }
+                Err(error) => break error,
+            }
+            assert!(accepted < 100, "the budget never ran out");
+        };
+        assert!(table.regex_size() <= TABLE_REGEX_LIMIT);
+        assert!(accepted >= 5, "only {accepted} accepted");
+        assert_eq!(refused.service, format!("big{accepted}"));
+        let message = refused.to_string();
+        assert!(message.contains("serviceName"), "{message}");
+        assert!(message.contains("1 MiB limit"), "{message}");
+        // Replacing a service by one of the same size, or removing regexes, is accepted.
+        table.check_regex_budget(&big(0)).unwrap();
+        table
+            .check_regex_budget(&svc("serviceName=big1&port=80&servicePath=/b1"))
+            .unwrap();
+        // A table rebuilt in full counts the same.
+        let services: Vec<Arc<Service>> = (0..accepted).map(big).collect();
+        assert_eq!(
+            RouteTable::build(&services).regex_size(),
+            table.regex_size()
+        );
+    }
+}

@@ -302,7 +302,7 @@ pub const MAX_TABLE_REGEX_SIZE: usize = 32 * 1024 * 1024;
      limit for the regular expressions of all services",
     .service_size.div_ceil(1024),
     .others_size.div_ceil(1024),
-    MAX_TABLE_REGEX_SIZE / (1024 * 1024)
+    .limit / (1024 * 1024)
 )]
 pub struct RegexBudgetError {
     /// The service refused.
@@ -311,7 +311,17 @@ pub struct RegexBudgetError {
     pub service_size: usize,
     /// The compiled size of the other services' regular expressions, in bytes.
     pub others_size: usize,
+    /// The limit, in bytes ([`MAX_TABLE_REGEX_SIZE`]).
+    pub limit: usize,
 }
+
+/// The bound [`RouteTable::check_regex_budget`] applies: [`MAX_TABLE_REGEX_SIZE`] (tests use
+/// 1 MiB so that a table can reach it with a few dozen expressions).
+pub(super) const TABLE_REGEX_LIMIT: usize = if cfg!(test) {
+    1024 * 1024
+} else {
+    MAX_TABLE_REGEX_SIZE
+};
 
 /// Changed services tolerated on top of the base before [`RouteTable::update`] compacts
 /// (tests use a tiny bound so that short update sequences exercise compaction).
@@ -458,11 +468,12 @@ impl RouteTable {
         };
         let size = service.regex_size();
         let others = self.regex_size().saturating_sub(current);
-        if size > current && others + size > MAX_TABLE_REGEX_SIZE {
+        if size > current && others + size > TABLE_REGEX_LIMIT {
             return Err(RegexBudgetError {
                 service: service.name.clone(),
                 service_size: size,
                 others_size: others,
+                limit: TABLE_REGEX_LIMIT,
             });
         }
         Ok(())
