@@ -137,4 +137,8 @@ pub use sources::{
 };
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
+mod limits_tests;
+#[cfg(test)]
 mod tests;

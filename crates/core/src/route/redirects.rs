@@ -107,7 +107,7 @@ impl RedirectRule {
                 let req = p.req;
                 let wanted = (*when_http && proto.http) || (*unless_https && !proto.https);
                 if !wanted
-                    || !req.host.is_some_and(|raw| !raw.trim().is_empty())
+                    || req.host.is_none_or(|raw| raw.trim().is_empty())
                     || !port_allows(*src_port, req.local_port)
                 {
                     return false;

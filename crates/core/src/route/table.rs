@@ -200,10 +200,10 @@ pub(super) fn regex_terms_match(
     path_needs_regex: bool,
     domain_needs_regex: bool,
 ) -> bool {
-    if path_needs_regex && !path_regexes(&d.paths).any(|r| hits.is_match(Subject::Path, r)) {
+    if path_needs_regex && !path_regexes(d.paths).any(|r| hits.is_match(Subject::Path, r)) {
         return false;
     }
-    if path_regexes(&d.path_excludes).any(|r| hits.is_match(Subject::Path, r)) {
+    if path_regexes(d.path_excludes).any(|r| hits.is_match(Subject::Path, r)) {
         return false;
     }
     !domain_needs_regex
