@@ -7,6 +7,7 @@ mod auth;
 mod compression;
 mod docs;
 mod layer4;
+mod limits;
 mod persistence;
 mod reconfigure;
 mod replicas;
