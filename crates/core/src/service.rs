@@ -306,6 +306,7 @@ pub struct UserRegex {
     regex: Regex,
     case_insensitive: bool,
     compiled_size: usize,
+    anchored_prefix: Option<Box<str>>,
 }
 
 impl UserRegex {
@@ -323,7 +324,16 @@ impl UserRegex {
             regex,
             case_insensitive,
             compiled_size,
+            anchored_prefix: anchored_prefix(pattern, case_insensitive),
         })
+    }
+
+    /// The literal text every match starts with at the start of the subject, when the
+    /// expression begins with `^` (or `\A`) followed by literal text: `^/api/v[0-9]` →
+    /// `/api/v`. The router files such an expression under that prefix, so a request whose path
+    /// does not start with it never reaches the expression.
+    pub fn anchored_prefix(&self) -> Option<&str> {
+        self.anchored_prefix.as_deref()
     }
 
     /// The heap its compiled program takes, in bytes (at most [`REGEX_SIZE_LIMIT`]).
@@ -362,6 +372,34 @@ fn compiled_size(pattern: &str, case_insensitive: bool) -> Option<usize> {
         .build(pattern)
         .ok()
         .map(|nfa| nfa.memory_usage())
+}
+
+/// See [`UserRegex::anchored_prefix`]. `None` when the expression is not anchored at the start
+/// or does not continue with literal text.
+fn anchored_prefix(pattern: &str, case_insensitive: bool) -> Option<Box<str>> {
+    use regex_automata::util::syntax;
+    use regex_syntax::hir::{HirKind, Look};
+    let config = syntax::Config::new().case_insensitive(case_insensitive);
+    let hir = syntax::parse_with(pattern, &config).ok()?;
+    let HirKind::Concat(parts) = hir.kind() else {
+        return None;
+    };
+    let mut parts = parts.iter();
+    if !matches!(parts.next()?.kind(), HirKind::Look(Look::Start)) {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    for part in parts {
+        match part.kind() {
+            HirKind::Literal(literal) => bytes.extend_from_slice(&literal.0),
+            _ => break,
+        }
+    }
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(text) => text,
+        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).ok()?,
+    };
+    (!text.is_empty()).then(|| text.into())
 }
 
 fn too_big() -> String {

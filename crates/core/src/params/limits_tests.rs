@@ -116,3 +116,26 @@ fn a_service_carries_at_most_32_regexes() {
     );
     assert!(parse(&query).is_ok(), "{query}");
 }
+
+#[test]
+fn anchored_literal_prefixes_are_extracted() {
+    use crate::service::UserRegex;
+    let prefix = |pattern: &str, ci: bool| {
+        UserRegex::new(pattern, ci)
+            .unwrap()
+            .anchored_prefix()
+            .map(str::to_string)
+    };
+    assert_eq!(prefix("^/api/v[0-9]+/", false).as_deref(), Some("/api/v"));
+    assert_eq!(prefix(r"\A/x\.y", false).as_deref(), Some("/x.y"));
+    assert_eq!(prefix("^/exact$", false).as_deref(), Some("/exact"));
+    assert_eq!(prefix("^/é[a-z]", false).as_deref(), Some("/é"));
+    // Case-insensitive letters are classes, not literals.
+    assert_eq!(prefix("(?i)^/Api", false).as_deref(), Some("/"));
+    assert_eq!(prefix("^/api", true).as_deref(), Some("/"));
+    // A one-character class is that character.
+    assert_eq!(prefix("^[/]a", false).as_deref(), Some("/a"));
+    for unanchored in ["/api", "^(/a|/b)", "(?m)^/a", "^", "^a|^b", "x^/a"] {
+        assert_eq!(prefix(unanchored, false), None, "{unanchored}");
+    }
+}
