@@ -108,11 +108,7 @@ impl Layer {
 
     /// Every regular expression a route or redirect rule of this layer may run.
     fn regex_terms(&self) -> impl Iterator<Item = (Subject, &UserRegex)> + '_ {
-        let routes = self
-            .routes
-            .iter()
-            .filter(|r| !r.https)
-            .map(Route::destination);
+        let routes = self.routes.iter().map(Route::destination);
         let redirects = self
             .redirects
             .iter()

@@ -23,7 +23,9 @@
 //! last in a candidate, after its port, plain paths and hosts, headers and User-Agent, and not
 //! one by one: each layer compiles its distinct expressions into one `RegexSet` per subject
 //! (path, host) and case sensitivity, which a request runs at most once, on first need (see
-//! `regexes.rs`). [`regex_runs`] counts those executions. The compiled size of all services'
+//! `regexes.rs`). A path expression anchored with a literal prefix (`^/api/v[0-9]`) is filed
+//! in the index under that prefix (`/api/v`), so only requests under it reach it at all.
+//! [`regex_runs`] counts those executions. The compiled size of all services'
 //! expressions is bounded by [`MAX_TABLE_REGEX_SIZE`]; [`RouteTable::check_regex_budget`]
 //! refuses a service that would exceed it.
 //!

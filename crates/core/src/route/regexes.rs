@@ -1,21 +1,29 @@
 //! The regular expressions of one layer, matched together.
 //!
-//! Every distinct `path_reg` path (or exclude) and `hdr_reg(host)` domain of a layer's routes
+//! A path expression anchored with a literal prefix (`^/api/v[0-9]`) is only tried on paths
+//! that start with that prefix (the match index files it there too). When at most
+//! [`DIRECT_PER_PREFIX`] distinct expressions share its prefix it runs on its own, which is
+//! cheapest. Every other path expression and every `hdr_reg(host)` domain of a layer's routes
 //! and redirect rules goes into one [`RegexSet`] per subject (path or host) and case
 //! sensitivity. A request runs each set at most once, and only when a candidate route has
 //! passed every cheaper term (port, plain paths and domains, headers, User-Agent); the
-//! candidate then reads its answer from the set's result. So a request costs at most four
-//! regex executions per layer however many expressions the table holds, where it used to run
-//! every candidate's expressions one by one (each a full search of the path).
+//! candidate then reads its answer from the set's result. So a request that matches nothing
+//! runs at most four sets per layer plus the few expressions filed under prefixes of its path,
+//! however many expressions the table holds; the router used to run every candidate's
+//! expressions one by one.
 
 use std::cell::{Cell, OnceCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use regex::{RegexSet, RegexSetBuilder, SetMatches};
 
 use crate::service::{UserRegex, REGEX_DFA_SIZE_LIMIT};
 
 use super::table::MAX_TABLE_REGEX_SIZE;
+
+/// Path expressions sharing one anchored literal prefix with at most this many others (in
+/// total) run on their own instead of through the layer's set.
+pub(super) const DIRECT_PER_PREFIX: usize = 4;
 
 /// What an expression is searched in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,19 +58,35 @@ fn slot(subject: Subject, case_insensitive: bool) -> usize {
 }
 
 impl LayerRegexes {
-    /// Compiles the sets of the given expressions (repeats are filed once).
+    /// Compiles the sets of the given expressions (repeats are filed once). Path expressions
+    /// whose anchored prefix at most [`DIRECT_PER_PREFIX`] of them share are left out: they
+    /// run on their own.
     pub(super) fn build<'a>(regexes: impl IntoIterator<Item = (Subject, &'a UserRegex)>) -> Self {
-        let mut patterns: [Vec<&str>; 4] = Default::default();
-        let mut ids: [HashMap<Box<str>, usize>; 4] = Default::default();
+        let mut distinct: Vec<(usize, &UserRegex)> = Vec::new();
+        let mut seen: [HashSet<&str>; 4] = Default::default();
+        let mut per_prefix: HashMap<&str, usize> = HashMap::new();
         for (subject, regex) in regexes {
             let at = slot(subject, regex.case_insensitive());
-            let next = patterns[at].len();
-            if let std::collections::hash_map::Entry::Vacant(entry) =
-                ids[at].entry(regex.as_str().into())
-            {
-                entry.insert(next);
-                patterns[at].push(regex.as_str());
+            if seen[at].insert(regex.as_str()) {
+                if let (Subject::Path, Some(prefix)) = (subject, regex.anchored_prefix()) {
+                    *per_prefix.entry(prefix).or_default() += 1;
+                }
+                distinct.push((at, regex));
             }
+        }
+        let mut patterns: [Vec<&str>; 4] = Default::default();
+        let mut ids: [HashMap<Box<str>, usize>; 4] = Default::default();
+        for (at, regex) in distinct {
+            let runs_alone = at < 2
+                && regex
+                    .anchored_prefix()
+                    .and_then(|prefix| per_prefix.get(prefix))
+                    .is_some_and(|&n| n <= DIRECT_PER_PREFIX);
+            if runs_alone {
+                continue;
+            }
+            ids[at].insert(regex.as_str().into(), patterns[at].len());
+            patterns[at].push(regex.as_str());
         }
         let mut groups: [Option<Group>; 4] = Default::default();
         for (at, (patterns, ids)) in patterns.into_iter().zip(ids).enumerate() {
@@ -122,6 +146,11 @@ impl<'l> RegexHits<'l> {
                 None => return false,
             },
         };
+        if let (Subject::Path, Some(prefix)) = (subject, regex.anchored_prefix()) {
+            if !text.starts_with(prefix) {
+                return false;
+            }
+        }
         let at = slot(subject, regex.case_insensitive());
         let group = self.regexes.and_then(|r| r.groups[at].as_ref());
         if let Some(Group {
@@ -246,7 +275,26 @@ mod tests {
         let matched = decide(&table, "h4.example.com", "/s4/abc/12", 80);
         assert_eq!(matched.routed.as_deref(), Some("s4"));
         assert!(matched.runs <= 2, "{} regex runs", matched.runs);
-        assert!(one_by_one_runs(&table, "h4.example.com", "/nothing/here") >= 100);
+    }
+
+    #[test]
+    fn expressions_sharing_a_prefix_run_as_one_set() {
+        let services: Vec<Arc<Service>> = (0..60)
+            .map(|i| {
+                svc(&format!(
+                    "serviceName=sh{i}&port=80&pathType=path_reg\
+                     &servicePath=^/shared/[a-z]%2B{i}$"
+                ))
+            })
+            .collect();
+        let table = RouteTable::build(&services[..50]).update(&services[50..], &[]);
+        let unmatched = decide(&table, "x", "/shared/nothing", 80);
+        assert_eq!(unmatched.routed, None);
+        assert!(unmatched.runs <= 2, "{} regex runs", unmatched.runs);
+        let matched = decide(&table, "x", "/shared/abc7", 80);
+        assert_eq!(matched.routed.as_deref(), Some("sh7"));
+        assert!(matched.runs <= 2, "{} regex runs", matched.runs);
+        assert_eq!(decide(&table, "x", "/elsewhere", 80).runs, 0);
     }
 
     #[test]
