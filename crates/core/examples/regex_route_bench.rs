@@ -1,4 +1,4 @@
-//! Measures a table of `path_reg` routes: build time, compiled size, and for matched and
+//! Measures tables of `path_reg` routes (anchored `^/r<i>/…` and unanchored `/r<i>/…`): build time, compiled size, and for matched and
 //! unmatched requests the regex executions per request (the router runs each layer's
 //! expressions as one set) against checking every route one by one, as the router did before.
 //!
@@ -22,12 +22,22 @@ fn main() -> Result<(), Box<dyn Error>> {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(1_000);
+    for anchor in ["^", ""] {
+        println!("--- paths {anchor}/r<i>/[a-z]+/\\d+$");
+        measure(services_count, anchor)?;
+    }
+    Ok(())
+}
+
+/// One table of `services_count` services on `<anchor>/r<i>/[a-z]+/\d+$`.
+fn measure(services_count: usize, anchor: &str) -> Result<(), Box<dyn Error>> {
     let ctx = ParseContext::default();
     let started = Instant::now();
     let services: Vec<Arc<Service>> = (0..services_count)
         .map(|i| {
             let query = format!(
-                "serviceName=r{i}&port=80&pathType=path_reg&servicePath=^/r{i}/[a-z]%2B/\\d%2B$"
+                "serviceName=r{i}&port=80&pathType=path_reg\
+                 &servicePath={anchor}/r{i}/[a-z]%2B/\\d%2B$"
             );
             parse_service(&params_from_query(&query), &ctx).map(Arc::new)
         })
