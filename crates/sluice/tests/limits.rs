@@ -59,3 +59,39 @@ fn a_service_with_more_than_32_regexes_is_refused() {
     );
     assert_eq!(p.get("/d1/x", &[]).status, 503);
 }
+
+#[test]
+fn the_regexes_of_all_services_share_a_32_mib_budget() {
+    let p = Proxy::start();
+    let b = Backend::start("budget");
+    // 32 Unicode-class expressions of about 88 KiB each: about 2.8 MiB per service.
+    let service = |i: usize| {
+        let paths: Vec<String> = (0..32).map(|j| format!("^/b{i}x{j}/%5Cw%7B5%7D")).collect();
+        format!(
+            "serviceName=big{i}&pathType=path_reg&port={}&outboundHostname=127.0.0.1\
+             &servicePath={}",
+            b.port(),
+            paths.join(",")
+        )
+    };
+    let mut refused = None;
+    for i in 0..16 {
+        let r = p.reconfigure(&service(i));
+        if r.status != 200 {
+            refused = Some((i, r));
+            break;
+        }
+    }
+    let (i, r) = refused.expect("the budget never ran out");
+    assert!(i >= 8, "refused already at service {i}");
+    assert_eq!(r.status, 400, "{}", r.body);
+    let message = r.json()["Message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains(&format!("\"big{i}\"")), "{message}");
+    assert!(message.contains("serviceName"), "{message}");
+    assert!(message.contains("32 MiB limit"), "{message}");
+    // Not routed; the accepted ones are.
+    assert_eq!(p.get(&format!("/b{i}x0/abcde"), &[]).status, 503);
+    assert_eq!(p.get("/b0x0/abcde", &[]).status, 200);
+    // Replacing an accepted service by itself stays within the budget.
+    assert_eq!(p.reconfigure(&service(0)).status, 200);
+}
