@@ -8,9 +8,11 @@
 # Each image holds the binary (debug symbols stripped), the shared libraries `ldd` lists for it
 # at their own paths (including the dynamic loader), and a minimal /etc/nsswitch.conf.
 #
-#   scripts/build-images.sh [--release] [--no-build]
+#   scripts/build-images.sh [--release | --debug] [--no-build]
 #
-#   --release     build and package the release profile (slower to build; default: debug)
+#   --release     build and package the release profile (the default: what you deploy)
+#   --debug       build and package the debug profile instead (faster to build, larger
+#                 image; the end-to-end suite uses it unless E2E_RELEASE=1)
 #   --no-build    package the binaries already in target/<profile> (no cargo call)
 #
 # Environment: SLUICE_IMAGE_TAG [latest] the tag given to the three images;
@@ -19,13 +21,14 @@ set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TAG=${SLUICE_IMAGE_TAG:-latest}
-PROFILE=debug
+PROFILE=release
 BUILD=1
 for arg in "$@"; do
     case "$arg" in
         --release) PROFILE=release ;;
+        --debug) PROFILE=debug ;;
         --no-build) BUILD=0 ;;
-        -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build-images: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done

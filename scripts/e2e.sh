@@ -8,7 +8,8 @@
 #
 # Environment (defaults in brackets):
 #   E2E_SKIP_BUILD [0]   1 = use the sluice-* images already built (no scripts/build-images.sh)
-#   E2E_RELEASE [0]      1 = build the images from the release profile
+#   E2E_RELEASE [0]      1 = build the images from the release profile (default: the faster
+#                        debug build, scripts/build-images.sh --debug)
 #   E2E_ROUNDS [5]       create/rm rounds of go-demo measured for the propagation percentiles
 #   E2E_TARGET_MS [1000] the p50 bound checked for task running -> 200 and service rm -> 503
 #   E2E_WAIT [30]        bound of one wait, seconds;  E2E_POLL [0.05] poll interval, seconds
@@ -39,8 +40,10 @@ source "$ROOT/scripts/e2e/stack.sh"
 # shellcheck source=e2e/tcp.sh
 source "$ROOT/scripts/e2e/tcp.sh"
 
-# The walkthrough's order. Steps whose failure stops the suite are in E2E_FATAL.
+# The walkthrough's order (after swarm_crate, the listener crate's own Swarm test). Steps
+# whose failure stops the suite are in E2E_FATAL.
 E2E_STEPS=(
+    swarm_crate
     networks listener proxy go_demo_db
     go_demo scale_demo paths domain remove timing
     recreate scale_proxy label_change rolling_update
@@ -136,9 +139,38 @@ build_images() {
         done
         return
     fi
-    local flags=()
-    [[ ${E2E_RELEASE:-0} == 1 ]] && flags+=(--release)
-    "$ROOT/scripts/build-images.sh" "${flags[@]}" || die_preflight "scripts/build-images.sh failed"
+    local profile=--debug
+    [[ ${E2E_RELEASE:-0} == 1 ]] && profile=--release
+    "$ROOT/scripts/build-images.sh" "$profile" || die_preflight "scripts/build-images.sh failed"
+}
+
+# The Rust tests that need a real swarm are #[ignore]d in `cargo test`; they are compiled
+# here (before the step clock starts) and run by step_swarm_crate.
+SWARM_TEST=(cargo test -p sluice-docker --test swarm)
+
+build_swarm_test() {
+    (cd "$ROOT" && "${SWARM_TEST[@]}" --no-run) >/tmp/sluice-e2e-swarm-build.log 2>&1 || {
+        tail -n 30 /tmp/sluice-e2e-swarm-build.log | sed 's/^/  cargo| /'
+        die_preflight "cannot build crates/docker/tests/swarm.rs (${SWARM_TEST[*]} --no-run)"
+    }
+}
+
+# step_swarm_crate — crates/docker/tests/swarm.rs against this swarm: the listener library
+# follows a real service through create, label and replica changes and removal. It must
+# run its test and pass; a failure prints the test's output.
+step_swarm_crate() {
+    local out status
+    log "${SWARM_TEST[*]} -- --ignored --nocapture"
+    out=$(cd "$ROOT" && "${SWARM_TEST[@]}" -- --ignored --nocapture 2>&1)
+    status=$?
+    if ((status == 0)) && grep -qE 'test result: ok\. [1-9][0-9]* passed' <<<"$out"; then
+        pass "crates/docker/tests/swarm.rs passed on this swarm"
+        grep -E 'notification .* after the CLI returned' <<<"$out" | sed 's/^/         /'
+        return 0
+    fi
+    printf '%s\n' "$out" | tail -n 60 | sed 's/^/         | /'
+    fail "crates/docker/tests/swarm.rs failed or ran no test (${SWARM_TEST[*]} -- --ignored: status $status)"
+    return 0
 }
 
 summary() {
@@ -188,6 +220,7 @@ main() {
     trap on_signal INT TERM
     TRAP_SET=1
     build_images
+    build_swarm_test
     STEPS_STARTED=$SECONDS
     local stop=""
     for step in "${steps[@]}"; do

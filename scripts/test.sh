@@ -1,9 +1,47 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and integration tests, and the end-to-end
-# suite on a real Docker Swarm (it needs a running Docker engine: .ci/run starts one, and the
-# suite fails, saying why, when there is none).
+# suite on a real Docker Swarm. It sets up what it needs first, so on a fresh machine it is
+# the only command to run after cloning:
+#   - a Docker engine in a single-node swarm (scripts/e2e/docker-up.sh installs docker.io with
+#     apt-get when it is missing and starts dockerd when it does not answer);
+#   - headless Chromium for the dashboard test (apt-get install chromium when it is missing).
+# Installing needs root, or sudo (it says so before using it). When something cannot be set
+# up, the part of the suite that needs it fails and says why; nothing is skipped silently
+# (CI=1 is set so the dashboard test fails instead of skipping without a browser).
+#
+#   scripts/test.sh            set up, then run everything
+#   TEST_NO_SETUP=1 scripts/test.sh    run without installing or starting anything
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+say() { printf 'test.sh: %s\n' "$*" >&2; }
+
+# install_chromium — headless Chromium for crates/sluice/tests/stats.rs.
+install_chromium() {
+    local browser
+    for browser in chromium chromium-browser google-chrome; do
+        command -v "$browser" >/dev/null && return 0
+    done
+    local sudo=()
+    if ((EUID != 0)); then
+        if ! command -v sudo >/dev/null; then
+            say "chromium is missing and this is not root: install it (apt-get install chromium)"
+            return 1
+        fi
+        sudo=(sudo)
+    fi
+    say "installing chromium with ${sudo[*]:+sudo }apt-get (for the dashboard test)"
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null
+}
+
+if [[ ${TEST_NO_SETUP:-0} != 1 ]]; then
+    echo "== set-up: Docker engine and swarm (scripts/e2e/docker-up.sh)"
+    scripts/e2e/docker-up.sh || say "Docker is not available; the end-to-end suite will fail and say why"
+    echo "== set-up: Chromium"
+    install_chromium || say "no chromium; the dashboard browser test will fail"
+fi
+export CI=${CI:-1}
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

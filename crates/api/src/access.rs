@@ -12,13 +12,12 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sluice_core::settings::Settings;
 use sluice_proxy::auth::{basic_header, plain_matches};
 
-use crate::{view, ApiState};
+use crate::{ApiError, ApiState};
 
 /// The realm of the control API's challenge.
 pub const API_REALM: &str = "Sluice API";
@@ -58,24 +57,15 @@ pub async fn guard(State(state): State<Arc<ApiState>>, req: Request, next: Next)
 }
 
 fn unauthorized() -> Response {
-    let body = view::envelope("NOK", "authentication required", "", None).to_string();
-    let mut resp = (StatusCode::UNAUTHORIZED, body).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"Sluice API\""),
-    );
-    resp
+    ApiError::Unauthorized.into_response()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use axum::http::header;
     use sluice_core::credentials::Credentials;
+
+    use super::*;
 
     #[test]
     fn only_probes_and_metrics_are_open() {

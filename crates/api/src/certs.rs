@@ -20,43 +20,22 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use sluice_core::params::params_from_query;
 use sluice_core::service::{DomainPattern, Service};
 use sluice_proxy::certs::{CertError, CertInfo, CertStore};
 
-use crate::ApiState;
+use crate::error::CertRequestError;
+use crate::view::json_response;
+use crate::{ApiError, ApiState};
 
 /// The largest bundle accepted.
 const MAX_BUNDLE: usize = 1024 * 1024;
-/// How long one peer may take to answer.
-const PEER_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn respond(status: StatusCode, body: Value) -> Response {
-    let mut resp = (status, body.to_string()).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
-fn nok(status: StatusCode, message: &str) -> Response {
-    respond(
-        status,
-        json!({"Status": "NOK", "Message": message, "Certs": Value::Null}),
-    )
-}
 
 fn rfc3339(unix: i64) -> String {
     // Days since the epoch to a civil date (Howard Hinnant's algorithm).
@@ -102,7 +81,7 @@ fn store(state: &ApiState) -> Option<&Arc<CertStore>> {
 /// `GET /v1/docker-flow-proxy/certs`.
 pub async fn list(State(state): State<Arc<ApiState>>) -> Response {
     let Some(store) = store(&state) else {
-        return respond(
+        return json_response(
             StatusCode::OK,
             json!({"Status": "OK", "Message": "", "Certs": []}),
         );
@@ -113,7 +92,7 @@ pub async fn list(State(state): State<Arc<ApiState>>) -> Response {
         .iter()
         .map(|p| json!({"Path": p.path.display().to_string(), "Reason": p.reason}))
         .collect();
-    respond(
+    json_response(
         StatusCode::OK,
         json!({"Status": "OK", "Message": "", "Certs": certs, "Problems": problems}),
     )
@@ -127,166 +106,107 @@ pub async fn cert(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     body: Bytes,
-) -> Response {
+) -> Result<Response, ApiError> {
     let params = params_from_query(raw.as_deref().unwrap_or(""));
-    let Some(name) = params.get("certName").filter(|n| !n.is_empty()).cloned() else {
-        return nok(
-            StatusCode::BAD_REQUEST,
-            "Query parameter certName is mandatory",
-        );
-    };
-    let Some(store) = store(&state).cloned() else {
-        return nok(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "certificates are not enabled on this proxy",
-        );
-    };
-    if method == Method::GET {
-        return bundle(&state, &store, &headers, &name);
+    let result = async {
+        let name = params
+            .get("certName")
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .ok_or(CertRequestError::MissingName)?;
+        let store = store(&state).cloned().ok_or(CertRequestError::Disabled)?;
+        if method == Method::GET {
+            return bundle(&state, &store, &headers, &name);
+        }
+        if method != Method::PUT && method != Method::POST {
+            return Err(CertRequestError::Method);
+        }
+        put(&state, store, &params, name, body).await
     }
-    if method != Method::PUT && method != Method::POST {
-        return nok(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "use PUT to store a certificate, GET to fetch one",
-        );
-    }
+    .await;
+    result
+        .inspect_err(|error| tracing::warn!(%error, "certificate request rejected"))
+        .map_err(ApiError::from)
+}
+
+/// Stores a bundle (and sends it to the other replicas with `distribute=true`).
+async fn put(
+    state: &ApiState,
+    store: Arc<CertStore>,
+    params: &sluice_core::service::Params,
+    name: String,
+    body: Bytes,
+) -> Result<Response, CertRequestError> {
     if body.is_empty() {
-        return nok(StatusCode::BAD_REQUEST, "Body is empty");
+        return Err(CertRequestError::EmptyBody);
     }
     if body.len() > MAX_BUNDLE {
-        return nok(
-            StatusCode::BAD_REQUEST,
-            &format!("certificate {name}: larger than {MAX_BUNDLE} bytes"),
-        );
+        return Err(CertRequestError::TooLarge {
+            name,
+            limit: MAX_BUNDLE,
+        });
     }
-    let stored = {
-        let store = store.clone();
+    let info = {
         let name = name.clone();
         let body = body.clone();
-        tokio::task::spawn_blocking(move || store.put(&name, &body)).await
-    };
-    let info = match stored {
-        Ok(Ok(info)) => info,
-        Ok(Err(error)) => {
-            tracing::warn!(certificate = %name, %error, "certificate rejected");
-            let status = match error {
-                CertError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            return nok(status, &error.to_string());
-        }
-        Err(error) => return nok(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string()),
+        tokio::task::spawn_blocking(move || store.put(&name, &body)).await??
     };
     let mut message = String::new();
-    let mut status = StatusCode::OK;
-    if crate::is_true(&params, "distribute") {
+    if crate::is_true(params, "distribute") {
         match state.distributor.peers().await {
             Err(note) => message = format!("distribute: {note}; stored on this replica only"),
             Ok(peers) if peers.is_empty() => {
                 message = "distribute: no other replica found".to_string()
             }
             Ok(peers) => {
-                let failed = distribute(&state, &peers, &name, body).await;
-                if failed.is_empty() {
-                    message = format!("Distributed to all instances ({} peers)", peers.len());
-                } else {
-                    status = StatusCode::INTERNAL_SERVER_ERROR;
-                    message = format!("Distribution request failed: {}", failed.join("; "));
+                let failed = distribute(state, &peers, &name, body).await;
+                if !failed.is_empty() {
+                    return Err(CertRequestError::Distribution {
+                        message: failed.join("; "),
+                        cert: cert_json(&info),
+                    });
                 }
+                message = format!("Distributed to all instances ({} peers)", peers.len());
             }
         }
     }
-    respond(
-        status,
-        json!({
-            "Status": if status == StatusCode::OK { "OK" } else { "NOK" },
-            "Message": message,
-            "Certs": [cert_json(&info)],
-        }),
-    )
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"Status": "OK", "Message": message, "Certs": [cert_json(&info)]}),
+    ))
 }
 
-/// The expected `Authorization` header value, when API credentials are configured.
-fn api_authorization(state: &ApiState) -> Option<String> {
-    state.settings.api_auth.as_ref().map(|c| {
-        let token =
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.user, c.password));
-        format!("Basic {token}")
-    })
-}
-
-fn bundle(state: &ApiState, store: &CertStore, headers: &HeaderMap, name: &str) -> Response {
-    let Some(expected) = api_authorization(state) else {
-        return nok(
-            StatusCode::FORBIDDEN,
-            "certificate bundles (private keys) are only served when API credentials are configured",
-        );
-    };
+fn bundle(
+    state: &ApiState,
+    store: &CertStore,
+    headers: &HeaderMap,
+    name: &str,
+) -> Result<Response, CertRequestError> {
+    let expected =
+        crate::access::peer_authorization(&state.settings).ok_or(CertRequestError::Forbidden)?;
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        let mut resp = nok(StatusCode::UNAUTHORIZED, "API credentials required");
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"sluice\""),
-        );
-        return resp;
+        return Err(CertRequestError::Unauthorized);
     }
-    match store.bundle(name) {
-        Ok(bytes) => {
-            let mut resp = (StatusCode::OK, bytes).into_response();
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/x-pem-file"),
-            );
-            resp
-        }
-        Err(CertError::Io { .. }) => nok(StatusCode::NOT_FOUND, &format!("no certificate {name}")),
-        Err(error) => nok(StatusCode::BAD_REQUEST, &error.to_string()),
-    }
+    let bytes = store.bundle(name).map_err(|error| match error {
+        CertError::Io { .. } => CertRequestError::NotFound {
+            name: name.to_string(),
+        },
+        other => CertRequestError::Store(other),
+    })?;
+    let mut resp = (StatusCode::OK, bytes).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-pem-file"),
+    );
+    Ok(resp)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.set_connect_timeout(Some(PEER_TIMEOUT));
-    Client::builder(TokioExecutor::new()).build(connector)
-}
-
-/// One request to a peer; the body of a 2xx answer.
-async fn call(
-    method: Method,
-    url: &str,
-    authorization: Option<&str>,
-    body: Bytes,
-) -> Result<Bytes, String> {
-    let mut builder = hyper::Request::builder().method(method).uri(url);
-    if let Some(auth) = authorization {
-        builder = builder.header(header::AUTHORIZATION, auth);
-    }
-    let req = builder.body(Full::new(body)).map_err(|e| e.to_string())?;
-    let exchange = async {
-        let resp = client().request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), 4 * MAX_BUNDLE)
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        if status.is_success() {
-            Ok(body)
-        } else {
-            Err(format!("status {status}"))
-        }
-    };
-    tokio::time::timeout(PEER_TIMEOUT, exchange)
-        .await
-        .map_err(|_| format!("no answer within {PEER_TIMEOUT:?}"))?
 }
 
 /// Sends the bundle to every peer concurrently; returns the failures.
@@ -300,17 +220,16 @@ async fn distribute(
         .append_pair("certName", name)
         .append_pair("distribute", "false")
         .finish();
-    let auth = api_authorization(state);
     let mut tasks = tokio::task::JoinSet::new();
     for ip in peers {
         let url = format!(
             "http://{}/v1/docker-flow-proxy/cert?{query}",
             SocketAddr::new(*ip, state.settings.port)
         );
-        let auth = auth.clone();
+        let client = state.peer_client.clone();
         let body = body.clone();
         let ip = *ip;
-        tasks.spawn(async move { (ip, call(Method::PUT, &url, auth.as_deref(), body).await) });
+        tasks.spawn(async move { (ip, client.send(Method::PUT, &url, body).await) });
     }
     let mut failed = Vec::new();
     while let Some(joined) = tasks.join_next().await {
@@ -328,9 +247,12 @@ async fn distribute(
 /// before the proxy reports ready). Needs API credentials: peers only hand out private keys to
 /// callers presenting them. Returns how many certificates were copied.
 pub async fn sync_from_peers(state: &ApiState) -> usize {
-    let (Some(store), Some(auth)) = (store(state).cloned(), api_authorization(state)) else {
+    let Some(store) = store(state).cloned() else {
         return 0;
     };
+    if state.settings.api_auth.is_none() {
+        return 0;
+    }
     let peers = match state.distributor.peers().await {
         Ok(peers) => peers,
         Err(note) => {
@@ -339,16 +261,13 @@ pub async fn sync_from_peers(state: &ApiState) -> usize {
         }
     };
     let have: Vec<String> = store.list().into_iter().map(|c| c.name).collect();
+    let client = &state.peer_client;
     let mut copied = 0;
     for ip in peers {
         let base = format!("http://{}", SocketAddr::new(ip, state.settings.port));
-        let listing = call(
-            Method::GET,
-            &format!("{base}/v1/docker-flow-proxy/certs"),
-            Some(&auth),
-            Bytes::new(),
-        )
-        .await;
+        let listing = client
+            .get(&format!("{base}/v1/docker-flow-proxy/certs"))
+            .await;
         let Ok(listing) = listing else { continue };
         let Ok(value) = serde_json::from_slice::<Value>(&listing) else {
             continue;
@@ -367,7 +286,7 @@ pub async fn sync_from_peers(state: &ApiState) -> usize {
                 .append_pair("certName", &name)
                 .finish();
             let url = format!("{base}/v1/docker-flow-proxy/cert?{query}");
-            match call(Method::GET, &url, Some(&auth), Bytes::new()).await {
+            match client.get(&url).await {
                 Ok(pem) => {
                     let store = store.clone();
                     let stored_name = name.clone();
@@ -422,19 +341,85 @@ pub fn check_service_cert(service: &Service) -> Result<(), CertError> {
     }
 }
 
-/// Stores a service's `serviceCert` (call after the service was applied). Returns a message
-/// for the response when storing failed.
-pub async fn store_service_cert(state: &ApiState, service: &Service) -> Option<String> {
-    let pem = service.service_cert.clone()?;
-    let Some(store) = store(state).cloned() else {
-        return Some("serviceCert ignored: certificates are not enabled on this proxy".into());
+/// A `serviceCert` that could not be stored (the service is then not applied).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceCertError {
+    /// This proxy has no certificate store.
+    #[error("serviceCert not stored: certificates are not enabled on this proxy")]
+    Disabled,
+    /// Writing the file failed.
+    #[error("serviceCert not stored: {0}")]
+    Store(#[source] CertError),
+    /// The blocking write task failed.
+    #[error("serviceCert not stored: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// A stored `serviceCert`, and what to put back should the service not be applied after all.
+#[derive(Debug)]
+pub struct StoredServiceCert {
+    store: Arc<CertStore>,
+    name: String,
+    /// The bundle the file held before (`None`: there was no file).
+    previous: Option<Vec<u8>>,
+}
+
+/// Stores a service's `serviceCert` before the service is applied. Returns `None` when the
+/// service has none.
+pub async fn store_service_cert(
+    state: &ApiState,
+    service: &Service,
+) -> Result<Option<StoredServiceCert>, ServiceCertError> {
+    let Some(pem) = service.service_cert.clone() else {
+        return Ok(None);
     };
+    let store = store(state).cloned().ok_or(ServiceCertError::Disabled)?;
     let name = service_cert_name(service);
-    let result = tokio::task::spawn_blocking(move || store.put(&name, pem.as_bytes())).await;
-    match result {
-        Ok(Ok(_)) => None,
-        Ok(Err(error)) => Some(format!("serviceCert not stored: {error}")),
-        Err(error) => Some(format!("serviceCert not stored: {error}")),
+    let task = {
+        let store = store.clone();
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || {
+            let previous = store.bundle(&name).ok();
+            store.put(&name, pem.as_bytes()).map(|_| previous)
+        })
+    };
+    let previous = task
+        .await
+        .map_err(ServiceCertError::Task)?
+        .map_err(ServiceCertError::Store)?;
+    Ok(Some(StoredServiceCert {
+        store,
+        name,
+        previous,
+    }))
+}
+
+impl StoredServiceCert {
+    /// Puts back what the file held before (the service it came with was not applied).
+    pub async fn restore(self) {
+        let StoredServiceCert {
+            store,
+            name,
+            previous,
+        } = self;
+        let task = tokio::task::spawn_blocking(move || match previous {
+            Some(bundle) => store
+                .put(&name, &bundle)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => {
+                let removed = std::fs::remove_file(store.certs_dir().join(&name));
+                store.reload();
+                removed.map_err(|e| format!("cannot remove {name}: {e}"))
+            }
+        });
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, "serviceCert of a rejected change not restored")
+            }
+            Err(error) => tracing::error!(%error, "serviceCert restore task failed"),
+        }
     }
 }
 

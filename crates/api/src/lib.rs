@@ -14,12 +14,17 @@
 //! ([`access`]).
 //!
 //! The API never touches sockets of the data plane; it changes routing only through the
-//! [`registry::Registry`]. A rejected request changes nothing.
+//! [`registry::Registry`], which answers a change only once it is on disk. A rejected request
+//! changes nothing. Every failure is an [`ApiError`], turned into DFP's status and envelope in
+//! one place.
 
 pub mod access;
+pub mod admission;
 pub mod certs;
+pub mod error;
 pub mod metrics;
 pub mod peers;
+pub mod recovery;
 pub mod registry;
 pub mod store;
 pub mod streams;
@@ -36,12 +41,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 use serde_json::Value;
-use sluice_core::params::{params_from_query, parse_go_bool, parse_service};
-use sluice_core::service::Params;
+use sluice_core::params::{params_from_query, parse_go_bool};
+use sluice_core::service::{Params, Service};
 use sluice_core::settings::Settings;
 
-use crate::peers::{Distribution, Distributor, PeerClient};
-use crate::registry::Registry;
+pub use crate::error::ApiError;
+use crate::peers::{Distributor, PeerClient};
+use crate::registry::{Change, Registry};
 
 /// What every handler shares.
 pub struct ApiState {
@@ -118,15 +124,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-fn json_response(status: StatusCode, body: Value) -> Response {
-    let mut resp = (status, body.to_string()).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
 fn query_params(raw: Option<String>) -> Params {
     params_from_query(raw.as_deref().unwrap_or(""))
 }
@@ -138,35 +135,102 @@ pub(crate) fn is_true(params: &Params, key: &str) -> bool {
         .is_some_and(|v| parse_go_bool(v) == Some(true))
 }
 
-async fn reconfigure(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Response {
+/// `reconfigure`: parse → admit → commit (written to `DATA_DIR`, then published) → distribute.
+async fn reconfigure(
+    State(state): State<Arc<ApiState>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let params = query_params(raw);
     let name = params.get("serviceName").cloned().unwrap_or_default();
     tracing::info!(service = %name, "Processing reconfigure request");
-    let service = match parse_service(&params, &state.settings.parse) {
-        Ok(service) => service,
-        Err(error) => {
-            let status = if error.is_conflict() {
-                StatusCode::CONFLICT
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            tracing::warn!(service = %name, %error, "reconfigure rejected");
-            return json_response(
-                status,
-                view::envelope("NOK", &error.to_string(), &name, None),
-            );
-        }
-    };
+    reconfigure_service(&state, &params, name.clone())
+        .await
+        .inspect_err(|error| match error.status() {
+            s if s.is_server_error() => {
+                tracing::error!(service = %name, %error, "reconfigure rejected")
+            }
+            _ => tracing::warn!(service = %name, %error, "reconfigure rejected"),
+        })
+}
+
+async fn reconfigure_service(
+    state: &ApiState,
+    params: &Params,
+    name: String,
+) -> Result<Response, ApiError> {
+    let service = parse(state, params, name).await?;
+    if let Admission::Ignored(message) = admit(state, &service).await? {
+        tracing::info!(service = %service.name, "{message}");
+        return Ok(view::json_response(
+            StatusCode::OK,
+            view::envelope("OK", &message, &service.name, None),
+        ));
+    }
+    let name = service.name.clone();
+    let mut messages = service.warnings.clone();
+    if service.replicas == Some(0) {
+        // Like any other reconfigure: removed here, then sent to the other replicas.
+        let change = state
+            .registry
+            .remove(&name)
+            .await
+            .map_err(|source| ApiError::Commit {
+                service: name.clone(),
+                source,
+            })?;
+        tracing::info!(service = %name, generation = change.generation, "Removing {name} configuration (replicas=0)");
+    } else {
+        let change = commit(state, service.clone()).await?;
+        tracing::info!(
+            service = %name,
+            generation = change.generation,
+            replaced = change.existed,
+            "Reconfigured {name}"
+        );
+    }
+    if service.distribute && !forward(state, "reconfigure", params, &mut messages).await {
+        return Err(ApiError::Distribution {
+            service_name: name,
+            service: Some(Box::new(service)),
+            message: messages.join("; "),
+        });
+    }
+    Ok(view::json_response(
+        StatusCode::OK,
+        view::envelope("OK", &messages.join("; "), &name, Some(&service)),
+    ))
+}
+
+/// Parses and checks the parameters off the event loop (regexes can be costly to compile).
+async fn parse(state: &ApiState, params: &Params, name: String) -> Result<Service, ApiError> {
+    let settings = state.settings.clone();
+    let params = params.clone();
+    tokio::task::spawn_blocking(move || admission::admit(&params, &settings.parse))
+        .await?
+        .map_err(|source| ApiError::Params {
+            service: name,
+            source,
+        })
+}
+
+/// Whether a valid service is taken by this proxy.
+enum Admission {
+    Accepted,
+    /// For another proxy instance (`FILTER_PROXY_INSTANCE_NAME`): answered 200 with this message.
+    Ignored(String),
+}
+
+/// The checks between parsing and committing: the proxy instance filter, address validation
+/// and the `serviceCert` bundle (not for `replicas=0`, which only removes).
+async fn admit(state: &ApiState, service: &Service) -> Result<Admission, ApiError> {
     let settings = &state.settings;
     if settings.filter_proxy_instance_name {
         let wanted = service.proxy_instance_name.as_deref().unwrap_or("");
         if !wanted.eq_ignore_ascii_case(&settings.proxy_instance_name) {
-            let message = format!(
+            return Ok(Admission::Ignored(format!(
                 "ignored: proxyInstanceName {wanted:?} is not this proxy's {:?}",
                 settings.proxy_instance_name
-            );
-            tracing::info!(service = %name, "{message}");
-            return json_response(StatusCode::OK, view::envelope("OK", &message, &name, None));
+            )));
         }
     }
     if !settings.skip_address_validation {
@@ -178,84 +242,70 @@ async fn reconfigure(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery
         let lookup = tokio::net::lookup_host((host.as_str(), 0u16))
             .await
             .map(|_| ());
-        if let Err(error) = lookup {
-            let message = format!("cannot resolve {host}: {error}");
-            tracing::warn!(service = %name, %message, "reconfigure rejected");
-            return json_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                view::envelope("NOK", &message, &name, Some(&service)),
-            );
+        if let Err(source) = lookup {
+            return Err(ApiError::Unresolvable {
+                service: Box::new(service.clone()),
+                host,
+                source,
+            });
         }
     }
-    if service.replicas == Some(0) {
-        let change = state.registry.remove(&service.name).await;
-        tracing::info!(service = %name, generation = change.generation, "Removing {name} configuration (replicas=0)");
-        return json_response(
-            StatusCode::OK,
-            view::envelope("OK", "", &name, Some(&service)),
-        );
-    }
-    let distribute = service.distribute;
-    let mut messages = service.warnings.clone();
-    let mut body = view::envelope("OK", "", &name, Some(&service));
-    if let Err(error) = certs::check_service_cert(&service) {
-        tracing::warn!(service = %name, %error, "reconfigure rejected");
-        return json_response(
-            StatusCode::BAD_REQUEST,
-            view::envelope("NOK", &error.to_string(), &name, None),
-        );
+    if service.replicas != Some(0) {
+        certs::check_service_cert(service).map_err(|source| ApiError::InvalidServiceCert {
+            service: service.name.clone(),
+            source,
+        })?;
     }
     // The routing table bounds the compiled size of all services' regular expressions.
-    if let Err(error) = state.registry.snapshot().table.check_regex_budget(&service) {
-        tracing::warn!(service = %name, %error, "reconfigure rejected");
-        return json_response(
-            StatusCode::BAD_REQUEST,
-            view::envelope("NOK", &error.to_string(), &name, None),
-        );
-    }
-    let cert_service = service.service_cert.is_some().then(|| service.clone());
-    let change = match state.registry.apply(service).await {
-        Ok(change) => change,
-        Err(error) => {
-            tracing::warn!(service = %name, %error, "reconfigure rejected");
-            let status = if error.is_client_error() {
-                StatusCode::BAD_REQUEST
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
-            };
-            return json_response(
-                status,
-                view::envelope("NOK", &error.to_string(), &name, None),
-            );
-        }
-    };
-    if let Some(service) = cert_service {
-        messages.extend(certs::store_service_cert(&state, &service).await);
-    }
-    tracing::info!(
-        service = %name,
-        generation = change.generation,
-        replaced = change.existed,
-        "Reconfigured {name}"
-    );
-    let mut status = StatusCode::OK;
-    if distribute {
-        let outcome = state
-            .distributor
-            .forward(&format!("{BASE}/reconfigure"), &params)
-            .await;
-        status = distribution_status(&outcome, &mut messages);
-    }
-    body["Message"] = Value::String(messages.join("; "));
-    if status != StatusCode::OK {
-        body["Status"] = Value::String("NOK".into());
-    }
-    json_response(status, body)
+    state
+        .registry
+        .snapshot()
+        .table
+        .check_regex_budget(service)
+        .map_err(|error| ApiError::Params {
+            service: service.name.clone(),
+            source: error.into(),
+        })?;
+    Ok(Admission::Accepted)
 }
 
-/// Folds a distribution's outcome into the response: failed peers make it a 500 naming them
-/// (DFSL then retries; replicas that already applied it apply it again, which is harmless).
-fn distribution_status(outcome: &Distribution, messages: &mut Vec<String>) -> StatusCode {
+/// Stores the service's certificate, then commits the service (on disk, then published). When
+/// the service is not committed, the certificate file is put back as it was.
+async fn commit(state: &ApiState, service: Service) -> Result<Change, ApiError> {
+    let name = service.name.clone();
+    let stored_cert = certs::store_service_cert(state, &service)
+        .await
+        .map_err(|source| ApiError::ServiceCertNotStored {
+            service: name.clone(),
+            source,
+        })?;
+    match state.registry.apply(service).await {
+        Ok(change) => Ok(change),
+        Err(source) => {
+            if let Some(stored) = stored_cert {
+                stored.restore().await;
+            }
+            Err(ApiError::Commit {
+                service: name,
+                source,
+            })
+        }
+    }
+}
+
+/// Sends the request (with `distribute=false`) to the other replicas and adds the outcome to
+/// `messages`. False when some replica did not take it (DFSL then retries; replicas that
+/// already applied it apply it again, which is harmless).
+async fn forward(
+    state: &ApiState,
+    endpoint: &str,
+    params: &Params,
+    messages: &mut Vec<String>,
+) -> bool {
+    let outcome = state
+        .distributor
+        .forward(&format!("{BASE}/{endpoint}"), params)
+        .await;
     if let Some(note) = &outcome.note {
         messages.push(format!("distribute: {note}; applied on this replica only"));
     } else if !outcome.delivered.is_empty() && outcome.failed.is_empty() {
@@ -265,77 +315,89 @@ fn distribution_status(outcome: &Distribution, messages: &mut Vec<String>) -> St
         ));
     }
     if outcome.failed.is_empty() {
-        return StatusCode::OK;
+        return true;
     }
     let failed: Vec<String> = outcome
         .failed
         .iter()
         .map(|(ip, reason)| format!("{ip} ({reason})"))
         .collect();
-    tracing::warn!(failed = %failed.join(", "), "distribution failed for some replicas");
     messages.push(format!(
         "Could not send distribute request to the following addresses: {}",
         failed.join(", ")
     ));
-    StatusCode::INTERNAL_SERVER_ERROR
+    false
 }
 
-async fn remove(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Response {
+async fn remove(
+    State(state): State<Arc<ApiState>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let params = query_params(raw);
-    let Some(name) = params.get("serviceName").filter(|n| !n.is_empty()).cloned() else {
-        return json_response(
-            StatusCode::BAD_REQUEST,
-            view::envelope("NOK", "The serviceName query is mandatory", "", None),
-        );
-    };
+    let name = params.get("serviceName").cloned().unwrap_or_default();
+    remove_service(&state, &params, name.clone())
+        .await
+        .inspect_err(|error| tracing::warn!(service = %name, %error, "remove rejected"))
+}
+
+async fn remove_service(
+    state: &ApiState,
+    params: &Params,
+    name: String,
+) -> Result<Response, ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::MissingServiceName);
+    }
     tracing::info!(service = %name, "Processing remove request");
-    let change = state.registry.remove(&name).await;
+    let change = state
+        .registry
+        .remove(&name)
+        .await
+        .map_err(|source| ApiError::Commit {
+            service: name.clone(),
+            source,
+        })?;
     if change.existed {
         tracing::info!(service = %name, generation = change.generation, "Removing {name} configuration");
     } else {
         tracing::info!(service = %name, "Remove: {name} was not configured");
     }
     let mut messages = Vec::new();
-    let mut status = StatusCode::OK;
-    if is_true(&params, "distribute") {
-        let outcome = state
-            .distributor
-            .forward(&format!("{BASE}/remove"), &params)
-            .await;
-        status = distribution_status(&outcome, &mut messages);
+    if is_true(params, "distribute") && !forward(state, "remove", params, &mut messages).await {
+        return Err(ApiError::Distribution {
+            service_name: name,
+            service: None,
+            message: messages.join("; "),
+        });
     }
-    let verdict = if status == StatusCode::OK {
-        "OK"
-    } else {
-        "NOK"
-    };
-    json_response(
-        status,
-        view::envelope(verdict, &messages.join("; "), &name, None),
-    )
+    Ok(view::json_response(
+        StatusCode::OK,
+        view::envelope("OK", &messages.join("; "), &name, None),
+    ))
 }
 
-async fn reload(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Response {
+async fn reload(
+    State(state): State<Arc<ApiState>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let params = query_params(raw);
     if is_true(&params, "fromListener") {
-        return match sync::notify_listeners(&state).await {
-            Ok(()) => json_response(StatusCode::OK, view::envelope("OK", "", "", None)),
-            Err(message) => {
-                tracing::warn!(%message, "reload from the listener failed");
-                json_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    view::envelope("NOK", &message, "", None),
-                )
-            }
-        };
+        sync::notify_listeners(&state)
+            .await
+            .map_err(|source| ApiError::Listeners { source })
+            .inspect_err(|error| tracing::warn!(%error, "reload from the listener failed"))?;
+    } else {
+        let generation = state.registry.republish().await;
+        tracing::info!(
+            generation,
+            recreate = is_true(&params, "recreate"),
+            "Reloaded the routing table"
+        );
     }
-    let generation = state.registry.republish().await;
-    tracing::info!(
-        generation,
-        recreate = is_true(&params, "recreate"),
-        "Reloaded the routing table"
-    );
-    json_response(StatusCode::OK, view::envelope("OK", "", "", None))
+    Ok(view::json_response(
+        StatusCode::OK,
+        view::envelope("OK", "", "", None),
+    ))
 }
 
 async fn config(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Response {
@@ -350,7 +412,7 @@ async fn config(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> 
             .iter()
             .map(|(name, svc)| (name.clone(), view::service_json(svc)))
             .collect();
-        json_response(StatusCode::OK, Value::Object(map))
+        view::json_response(StatusCode::OK, Value::Object(map))
     } else {
         let mut text = format!(
             "# sluice routing table, generation {} digest {}\n{}",
@@ -361,6 +423,9 @@ async fn config(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> 
         if !snapshot.stream.is_empty() {
             text.push_str(&snapshot.stream.render());
         }
+        // A value never forges a line: control characters other than the line breaks are
+        // escaped (and values with any are refused at admission).
+        let text = admission::escape_control_keep_lines(&text);
         let mut resp = (StatusCode::OK, text).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -379,20 +444,14 @@ async fn config(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> 
     resp
 }
 
-async fn ping(State(state): State<Arc<ApiState>>) -> Response {
-    if state.ready.load(Ordering::SeqCst) {
-        json_response(StatusCode::OK, view::envelope("OK", "", "", None))
-    } else {
-        json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            view::envelope(
-                "NOK",
-                "waiting for the initial sync from LISTENER_ADDRESS",
-                "",
-                None,
-            ),
-        )
+async fn ping(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    if !state.ready.load(Ordering::SeqCst) {
+        return Err(ApiError::NotReady);
     }
+    Ok(view::json_response(
+        StatusCode::OK,
+        view::envelope("OK", "", "", None),
+    ))
 }
 
 async fn successful_init_reload(State(state): State<Arc<ApiState>>) -> Response {

@@ -7,7 +7,6 @@
 //! mislead dashboards rather than keep them working. `haproxy_up` is kept (always 1) for
 //! alerts that only watch it.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,6 +16,7 @@ use axum::extract::{RawQuery, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use sluice_core::prometheus::TextWriter;
 use sluice_proxy::stats::{Report, LATENCY_BUCKETS};
 use sluice_proxy::stats_page::csv;
 
@@ -28,6 +28,8 @@ pub struct Counters {
     reconfigurations: AtomicU64,
     rejected: AtomicU64,
     removals: AtomicU64,
+    dropped_entries: AtomicU64,
+    damaged_files: AtomicU64,
 }
 
 impl Counters {
@@ -44,6 +46,26 @@ impl Counters {
     /// Accepted `/remove` requests.
     pub fn removals(&self) -> u64 {
         self.removals.load(Ordering::Relaxed)
+    }
+
+    /// Saved services dropped at startup because they no longer validate.
+    pub fn dropped_entries(&self) -> u64 {
+        self.dropped_entries.load(Ordering::Relaxed)
+    }
+
+    /// State files moved aside at startup because they could not be parsed.
+    pub fn damaged_files(&self) -> u64 {
+        self.damaged_files.load(Ordering::Relaxed)
+    }
+
+    /// Counts one saved service dropped at startup.
+    pub fn dropped_entry(&self) {
+        self.dropped_entries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one state file moved aside at startup.
+    pub fn damaged_file(&self) {
+        self.damaged_files.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one answered control request by path and status.
@@ -84,44 +106,10 @@ pub async fn prometheus(State(state): State<Arc<ApiState>>) -> Response {
     resp
 }
 
-/// Escapes a label value (`\`, `"` and newlines).
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-struct Family<'a> {
-    out: &'a mut String,
-}
-
-impl Family<'_> {
-    fn head(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {help}");
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{}\"", label(v));
-            }
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {value}");
-    }
-}
-
 /// Renders the exposition text.
 pub fn exposition(report: &Report, counters: &Counters) -> String {
     let mut out = String::new();
-    let mut f = Family { out: &mut out };
+    let mut f = TextWriter::new(&mut out);
     f.head("sluice_up", "gauge", "1 while the proxy serves.");
     f.sample("sluice_up", &[], 1);
     f.head("haproxy_up", "gauge", "Kept for DFP-era alerts: always 1.");
@@ -182,6 +170,26 @@ pub fn exposition(report: &Report, counters: &Counters) -> String {
     );
     f.sample("sluice_removals_total", &[], counters.removals());
     f.head(
+        "sluice_state_dropped_entries_total",
+        "counter",
+        "Saved services dropped at startup because they no longer validate.",
+    );
+    f.sample(
+        "sluice_state_dropped_entries_total",
+        &[],
+        counters.dropped_entries(),
+    );
+    f.head(
+        "sluice_state_damaged_files_total",
+        "counter",
+        "State files moved aside at startup because they could not be parsed.",
+    );
+    f.sample(
+        "sluice_state_damaged_files_total",
+        &[],
+        counters.damaged_files(),
+    );
+    f.head(
         "sluice_uptime_seconds",
         "gauge",
         "Seconds since the statistics started.",
@@ -220,7 +228,7 @@ pub fn exposition(report: &Report, counters: &Counters) -> String {
     out
 }
 
-fn per_destination(f: &mut Family<'_>, report: &Report) {
+fn per_destination(f: &mut TextWriter<'_>, report: &Report) {
     let ids: Vec<(String, String, String)> = report
         .destinations
         .iter()
@@ -492,8 +500,11 @@ mod tests {
     }
 
     #[test]
-    fn labels_are_escaped() {
-        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    fn label_values_are_escaped() {
+        let mut report = StatsHub::new().report(&Snapshot::empty());
+        report.digest = "a\"b\nc".to_owned();
+        let text = exposition(&report, &Counters::default());
+        assert!(text.contains("digest=\"a\\\"b\\nc\""), "{text}");
     }
 
     #[test]

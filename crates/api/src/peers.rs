@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::{Request, StatusCode};
+use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -58,6 +58,17 @@ pub enum PeerError {
     },
 }
 
+/// `tasks.<SERVICE_NAME>` did not resolve: this proxy has no replicas to talk to (or
+/// `SERVICE_NAME` is wrong).
+#[derive(Debug, thiserror::Error)]
+#[error("{name} did not resolve ({source}); if the proxy service is not called '{service_name}', set SERVICE_NAME")]
+pub struct PeersUnresolved {
+    name: String,
+    service_name: String,
+    #[source]
+    source: std::io::Error,
+}
+
 /// A small HTTP client with a timeout and optional basic-auth credentials.
 #[derive(Clone)]
 pub struct PeerClient {
@@ -82,16 +93,22 @@ impl PeerClient {
 
     /// `GET url`; the body of a 2xx answer.
     pub async fn get(&self, url: &str) -> Result<Bytes, PeerError> {
-        let mut builder = Request::get(url);
+        self.send(Method::GET, url, Bytes::new()).await
+    }
+
+    /// `method url` with `body`; the body of a 2xx answer. Errors name the URL with
+    /// secret-bearing query values redacted (a distributed reconfigure carries `users` and
+    /// `serviceCert`).
+    pub async fn send(&self, method: Method, url: &str, body: Bytes) -> Result<Bytes, PeerError> {
+        let mut builder = Request::builder().method(method).uri(url);
+        let url = &*sluice_core::redact::redact_url(url);
         if let Some(auth) = &self.authorization {
             builder = builder.header(hyper::header::AUTHORIZATION, auth);
         }
-        let req = builder
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| PeerError::Url {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?;
+        let req = builder.body(Full::new(body)).map_err(|e| PeerError::Url {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
         let call = async {
             let resp = self
                 .client
@@ -178,15 +195,14 @@ impl Distributor {
     }
 
     /// The other replicas' addresses (this process's own address left out).
-    pub async fn peers(&self) -> Result<Vec<IpAddr>, String> {
+    pub async fn peers(&self) -> Result<Vec<IpAddr>, PeersUnresolved> {
         let name = format!("tasks.{}", self.service_name);
         let ips = sluice_proxy::resolve::lookup(&name, self.hosts_file.as_deref())
             .await
-            .map_err(|e| {
-                format!(
-                    "{name} did not resolve ({e}); if the proxy service is not called '{}', set SERVICE_NAME",
-                    self.service_name
-                )
+            .map_err(|source| PeersUnresolved {
+                name,
+                service_name: self.service_name.clone(),
+                source,
             })?;
         Ok(ips
             .into_iter()
@@ -200,7 +216,7 @@ impl Distributor {
             Ok(peers) => peers,
             Err(note) => {
                 return Distribution {
-                    note: Some(note),
+                    note: Some(note.to_string()),
                     ..Distribution::default()
                 }
             }
@@ -272,9 +288,8 @@ pub fn listener_base(address: &str) -> String {
 }
 
 /// The Swarm listener's `get-services` answer: one parameter map per service.
-pub fn parse_services(body: &[u8]) -> Result<Vec<Params>, String> {
-    let list: Vec<serde_json::Map<String, serde_json::Value>> =
-        serde_json::from_slice(body).map_err(|e| format!("not a JSON array of objects: {e}"))?;
+pub fn parse_services(body: &[u8]) -> Result<Vec<Params>, serde_json::Error> {
+    let list: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_slice(body)?;
     Ok(list
         .into_iter()
         .map(|map| {

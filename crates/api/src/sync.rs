@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use sluice_core::params::parse_service;
+use sluice_core::redact::redact_url;
 
 use crate::peers::{listener_base, parse_services, PeerError};
 use crate::ApiState;
@@ -30,7 +30,7 @@ pub async fn run(state: Arc<ApiState>) {
                     let first = !state.ready.swap(true, Ordering::SeqCst);
                     state.synced.store(true, Ordering::SeqCst);
                     if first {
-                        tracing::info!(listener = %address, services = count, "initial sync from the listener done; ready");
+                        tracing::info!(listener = %redact_url(address), services = count, "initial sync from the listener done; ready");
                     }
                     if !settings.repeat_reload {
                         return;
@@ -38,7 +38,7 @@ pub async fn run(state: Arc<ApiState>) {
                     break;
                 }
                 Err(error) => {
-                    tracing::warn!(listener = %address, %error, "cannot fetch services from the listener")
+                    tracing::warn!(listener = %redact_url(address), %error, "cannot fetch services from the listener")
                 }
             }
         }
@@ -49,21 +49,31 @@ pub async fn run(state: Arc<ApiState>) {
 async fn fetch_and_apply(state: &ApiState, address: &str) -> Result<usize, PeerError> {
     let url = format!("{}{GET_SERVICES}", listener_base(address));
     let body = state.peer_client.get(&url).await?;
-    let list = parse_services(&body).map_err(|reason| PeerError::Transport {
+    let list = parse_services(&body).map_err(|e| PeerError::Transport {
         url: url.clone(),
-        reason,
+        reason: format!("not a JSON array of objects: {e}"),
     })?;
-    let mut services = Vec::new();
-    for params in list {
-        match parse_service(&params, &state.settings.parse) {
-            Ok(service) if service.replicas == Some(0) => {}
-            Ok(service) => services.push(service),
-            Err(error) => {
-                let name = params.get("serviceName").cloned().unwrap_or_default();
-                tracing::warn!(service = %name, %error, "skipping an invalid service from the listener");
+    // Parsing compiles regexes: off the event loop.
+    let settings = state.settings.clone();
+    let parsed = tokio::task::spawn_blocking(move || {
+        let mut services = Vec::new();
+        for params in list {
+            match crate::admission::admit(&params, &settings.parse) {
+                Ok(service) if service.replicas == Some(0) => {}
+                Ok(service) => services.push(service),
+                Err(error) => {
+                    let name = params.get("serviceName").cloned().unwrap_or_default();
+                    tracing::warn!(service = %name, %error, "skipping an invalid service from the listener");
+                }
             }
         }
-    }
+        services
+    })
+    .await;
+    let services = parsed.map_err(|e| PeerError::Transport {
+        url: url.clone(),
+        reason: format!("parsing the services failed: {e}"),
+    })?;
     let count = services.len();
     if count > 0 {
         let generation = state.registry.apply_all(services).await;
@@ -76,21 +86,40 @@ async fn fetch_and_apply(state: &ApiState, address: &str) -> Result<usize, PeerE
     Ok(count)
 }
 
-/// Asks every listener to re-send its notifications. Returns the failures, joined.
-pub async fn notify_listeners(state: &ApiState) -> Result<(), String> {
+/// `reload?fromListener=true` could not reach the listeners.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// No `LISTENER_ADDRESS`.
+    #[error("LISTENER_ADDRESS is not set")]
+    NoListener,
+    /// Some listeners did not answer.
+    #[error("{}", join(.0))]
+    Unreachable(Vec<PeerError>),
+}
+
+fn join(errors: &[PeerError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Asks every listener to re-send its notifications.
+pub async fn notify_listeners(state: &ApiState) -> Result<(), NotifyError> {
     if state.settings.listener_addresses.is_empty() {
-        return Err("LISTENER_ADDRESS is not set".into());
+        return Err(NotifyError::NoListener);
     }
     let mut errors = Vec::new();
     for address in &state.settings.listener_addresses {
         let url = format!("{}{NOTIFY_SERVICES}", listener_base(address));
         if let Err(error) = state.peer_client.get(&url).await {
-            errors.push(error.to_string());
+            errors.push(error);
         }
     }
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(errors.join(", "))
+        Err(NotifyError::Unreachable(errors))
     }
 }

@@ -1,8 +1,21 @@
 //! JSON renderings of services for API responses, shaped like Docker Flow Proxy's so that
 //! tools reading DFP's responses keep working. Passwords are never included.
 
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use sluice_core::service::{Destination, HeaderOp, HeaderValue, Service, ValuePart};
+
+/// A JSON response (`Content-Type: application/json`); keys keep the order they were inserted
+/// in (serde_json's `preserve_order`), as DFP's clients see them.
+pub fn json_response(status: StatusCode, body: Value) -> Response {
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
 
 /// DFP's response envelope: `Status`, `Message`, `ServiceName`, then the service's fields.
 pub fn envelope(

@@ -280,6 +280,57 @@ mod tests {
         }
 
         #[test]
+        fn structurally_mutated_hellos_are_decided_once_and_for_all(
+            name in "[a-z0-9-]{1,20}(\\.[a-z0-9-]{1,20}){0,3}",
+            chunk in 1usize..64,
+            edits in proptest::collection::vec((any::<usize>(), 0u8..3, any::<u8>()), 0..6),
+            suffix in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut ext = vec![0x00, 0x0b, 0, 2, 1, 0];
+            ext.extend_from_slice(&sni_extension(&name));
+            let mut bytes = records(&handshake(&hello_body(Some(ext))), chunk);
+            for (at, kind, value) in edits {
+                let at = at % (bytes.len() + 1);
+                match kind {
+                    0 if at < bytes.len() => bytes[at] = value,
+                    1 => bytes.insert(at, value),
+                    _ if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+            // Whatever was decided stays decided when more bytes arrive: the reader never
+            // needs more than the ClientHello itself.
+            let first = peek(&bytes);
+            if first != Peek::Incomplete {
+                let mut longer = bytes.clone();
+                longer.extend_from_slice(&suffix);
+                prop_assert_eq!(peek(&longer), first);
+            }
+        }
+
+        #[test]
+        fn work_is_bounded_by_the_hello_size(
+            len in 0usize..(MAX_HELLO + 64),
+            chunk in 1usize..16,
+            fill in any::<u8>(),
+        ) {
+            // A hello of any declared size, in records as small as 1 byte: once every byte it
+            // declares has arrived the answer is known, and one past MAX_HELLO is refused
+            // from its header alone.
+            let mut h = vec![HANDSHAKE_CLIENT_HELLO];
+            h.extend_from_slice(&u32::try_from(len).unwrap().to_be_bytes()[1..]);
+            let header_only = records(&h, 4);
+            if len > MAX_HELLO {
+                prop_assert_eq!(peek(&header_only), Peek::NotTls);
+            } else {
+                h.resize(4 + len, fill);
+                prop_assert_ne!(peek(&records(&h, chunk)), Peek::Incomplete);
+            }
+        }
+
+        #[test]
         fn record_splitting_does_not_change_the_answer(
             name in "[a-z0-9]{1,30}\\.example\\.com",
             chunk in 1usize..300,

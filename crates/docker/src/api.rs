@@ -1,4 +1,5 @@
-//! The listener's own HTTP API (DFSL §5), served on the listener the binary binds.
+//! The listener's own HTTP API (on DFSL's paths), served on the socket the
+//! binary binds.
 //!
 //! Endpoints (any method, exact paths, no authentication, like DFSL):
 //! * `/v1/docker-flow-swarm-listener/notify-services`: asks every endpoint to re-send the
@@ -6,7 +7,7 @@
 //! * `/v1/docker-flow-swarm-listener/get-services`: JSON array of the create parameter
 //!   maps (string -> string, keys sorted), ordered by `serviceName`. It is answered from
 //!   the last listing, without calling Docker and without side effects (DFSL ran three
-//!   Docker calls per service and queued notifications, §9 W15). Before the first listing
+//!   Docker calls per service and queued notifications). Before the first listing
 //!   it waits up to a few seconds and then answers `503` with `[]`, so a starting proxy
 //!   (which treats any non-200 as "try again") never mistakes "not listed yet" for "no
 //!   services";
@@ -115,7 +116,8 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::*;
-    use crate::params::{build_params, Mode, NotifyLabel, ParamRules};
+    use crate::params::Mode;
+    use crate::test_support::demo_params;
 
     fn state(desired: Desired) -> (ApiState, watch::Sender<Arc<Desired>>) {
         let (tx, rx) = watch::channel(Arc::new(desired));
@@ -156,20 +158,11 @@ mod tests {
     }
 
     fn synced(names: &[(&str, Mode)]) -> Desired {
-        let rules = ParamRules {
-            notify_label: NotifyLabel::parse("com.df.notify").unwrap(),
-            name_prefix: None,
-        };
-        let labels: HashMap<String, String> = [
-            ("com.df.servicePath".to_owned(), "/demo".to_owned()),
-            ("com.df.port".to_owned(), "8080".to_owned()),
-        ]
-        .into_iter()
-        .collect();
+        let labels = [("com.df.servicePath", "/demo"), ("com.df.port", "8080")];
         Desired {
             services: names
                 .iter()
-                .map(|(n, mode)| ((*n).to_owned(), build_params(n, &labels, *mode, &rules)))
+                .map(|(n, mode)| ((*n).to_owned(), demo_params(n, &labels, *mode)))
                 .collect(),
             synced_at: Some(SystemTime::now()),
             resync_generation: 1,

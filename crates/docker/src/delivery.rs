@@ -1,7 +1,7 @@
 //! Sending one notification request over HTTP/1.1 and reporting what happened.
 //!
 //! Owns the HTTP client side: building the request (method, URL, optional basic auth,
-//! no body, like DFSL), the per-request timeout (DFSL had none, §9 W3), and reading at
+//! no body, like DFSL), the per-request timeout (DFSL had none), and reading at
 //! most a small prefix of the response body for logs. It makes no retry decisions: it
 //! returns an [`AttemptResult`] and the endpoint task decides. Redirects are not followed.
 
@@ -15,6 +15,7 @@ use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use sluice_core::redact::redact_url;
 
 /// Longest response-body prefix kept for logs.
 const BODY_LOG_LIMIT: usize = 1024;
@@ -31,7 +32,7 @@ impl std::fmt::Debug for NotificationRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NotificationRequest")
             .field("method", &self.method)
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
             .field("auth", &self.auth.as_ref().map(|_| "<redacted>"))
             .finish()
     }

@@ -108,21 +108,12 @@ pub(crate) fn diff(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
-    use crate::params::{build_params, Mode, NotifyLabel, ParamRules};
+    use crate::params::Mode;
+    use crate::test_support::demo_params;
 
     fn params(name: &str, labels: &[(&str, &str)], replicas: i64) -> ServiceParams {
-        let rules = ParamRules {
-            notify_label: NotifyLabel::parse("com.df.notify").unwrap(),
-            name_prefix: None,
-        };
-        let labels: HashMap<String, String> = labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        build_params(name, &labels, Mode::Replicated(replicas), &rules)
+        demo_params(name, labels, Mode::Replicated(replicas))
     }
 
     fn desired(items: &[(&str, ServiceParams)]) -> BTreeMap<String, ServiceParams> {

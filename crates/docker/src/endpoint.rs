@@ -2,7 +2,7 @@
 //!
 //! A [`Target`] is one configured URL with its HTTP method, ready to be combined with
 //! notification parameters. An [`Endpoint`] is the unit that gets its own delivery task:
-//! the create URL and the remove URL of one proxy (DFSL groups URLs by `host:port`, §3.7).
+//! the create URL and the remove URL of one proxy (DFSL groups URLs by `host:port`).
 //! Unlike DFSL, a second URL for the same `host:port` is not silently dropped: URLs of one
 //! host are paired in order and extra ones become endpoints of their own. Credentials in
 //! a URL (`http://user:pass@proxy:8080/...`) become a basic-auth header and are never
@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use hyper::header::HeaderValue;
 use hyper::{Method, Uri};
+use sluice_core::redact::redact_url;
 use thiserror::Error;
 
 use crate::query::{compose_url, query_unescape, reencode_query};
@@ -47,7 +48,7 @@ pub(crate) struct Target {
     pub(crate) method: Method,
     /// `http://host:port/path`, without credentials or query.
     base: String,
-    /// The configured query, re-encoded (DFSL §3.5).
+    /// The configured query, re-encoded the way DFSL does (see [`crate::query`]).
     query: Option<String>,
     /// Basic auth from the URL's user-info, if any.
     pub(crate) auth: Option<HeaderValue>,
@@ -112,9 +113,10 @@ impl Target {
         compose_url(&self.base, self.query.as_deref(), params)
     }
 
-    /// The configured URL without credentials, for logs.
+    /// The configured URL without credentials (and with any secret value of its query
+    /// redacted), for logs.
     pub(crate) fn display(&self) -> String {
-        self.url(&BTreeMap::new())
+        redact_url(&self.url(&BTreeMap::new())).into_owned()
     }
 }
 
@@ -225,6 +227,14 @@ mod tests {
         // base64("admin:s@cret")
         assert_eq!(auth.to_str().unwrap(), "Basic YWRtaW46c0BjcmV0");
         assert!(!format!("{target:?}").contains("cret"));
+        // A secret in the configured query is kept in the URL sent, not in the one logged.
+        let target = t("http://proxy:8080/remove?pass=QueryPw&x=1");
+        assert!(target.url(&BTreeMap::new()).contains("pass=QueryPw"));
+        assert_eq!(
+            target.display(),
+            "http://proxy:8080/remove?pass=REDACTED&x=1"
+        );
+        assert!(!format!("{target:?}").contains("QueryPw"));
     }
 
     #[test]

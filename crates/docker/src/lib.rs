@@ -23,7 +23,7 @@
 //! `watch` channel. Each endpoint task diffs the newest snapshot against what it last
 //! delivered and sends what is owed, so it is level-triggered: a missed event, a failed
 //! delivery or a restart of the proxy is repaired by the next listing instead of being
-//! lost (DFSL §9 W1, W4, W8, W13 in part).
+//! lost.
 
 mod api;
 mod backoff;
@@ -35,6 +35,8 @@ mod notifier;
 mod params;
 mod query;
 mod settings;
+#[cfg(test)]
+mod test_support;
 mod watcher;
 
 use std::future::Future;
@@ -81,22 +83,22 @@ pub enum DockerError {
 }
 
 /// The Swarm listener: watcher, notifier and HTTP API.
-pub struct Listener {
+pub struct SwarmListener {
     settings: ListenerSettings,
 }
 
-impl std::fmt::Debug for Listener {
+impl std::fmt::Debug for SwarmListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listener")
+        f.debug_struct("SwarmListener")
             .field("docker_host", &self.settings.docker_host())
             .field("endpoints", &self.settings.endpoints())
             .finish()
     }
 }
 
-impl Listener {
+impl SwarmListener {
     /// Checks what can be checked without connecting: a unix socket must exist. The
-    /// connection itself is made (and re-made) by [`Listener::run`].
+    /// connection itself is made (and re-made) by [`SwarmListener::run`].
     pub fn new(settings: ListenerSettings) -> Result<Self, DockerError> {
         if let DockerHost::Unix(path) = &settings.docker_host {
             if !Path::new(path).exists() {

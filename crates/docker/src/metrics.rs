@@ -3,11 +3,12 @@
 //! Owns the counters the watcher and the notifier bump and the exposition format. Besides
 //! Sluice's own `sluice_listener_*` series it keeps DFSL's two series
 //! (`docker_flow_service_count`, `docker_flow_error{operation=...}`) so existing dashboards
-//! keep working. There is no Prometheus client dependency: the format is a few lines.
+//! keep working. The text is written by [`sluice_core::prometheus`], shared with the proxy.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use sluice_core::prometheus::TextWriter;
 
 /// The two notification kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -101,98 +102,106 @@ impl Metrics {
         self.last_resync_millis.store(millis, Ordering::Relaxed);
     }
 
-    /// Prometheus text exposition (version 0.0.4).
+    /// Prometheus text exposition (version 0.0.4), written by core's shared writer.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
+        let mut f = TextWriter::new(&mut out);
         let kinds = [Kind::Create, Kind::Remove];
-        let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, value) in rows {
-                let _ = writeln!(out, "{name}{labels} {value}");
+        type Pick = fn(&PerKind) -> &AtomicU64;
+        let per_kind: [(&str, &str, Pick); 3] = [
+            (
+                "sluice_listener_notifications_sent_total",
+                "Notifications answered with a 2xx status.",
+                |p| &p.sent,
+            ),
+            (
+                "sluice_listener_notifications_failed_total",
+                "Notifications given up: rejected by the proxy (4xx) or out of retries.",
+                |p| &p.failed,
+            ),
+            (
+                "sluice_listener_notification_retries_total",
+                "Failed notification attempts that were scheduled for a retry.",
+                |p| &p.retries,
+            ),
+        ];
+        for (name, help, counter) in per_kind {
+            f.head(name, "counter", help);
+            for kind in kinds {
+                let value = counter(self.kind(kind)).load(Ordering::Relaxed);
+                f.sample(name, &[("kind", kind.label())], value);
             }
-        };
-        let per_kind = |f: &dyn Fn(&PerKind) -> &AtomicU64| -> Vec<(String, u64)> {
-            kinds
-                .iter()
-                .map(|k| {
-                    (
-                        format!("{{kind=\"{}\"}}", k.label()),
-                        f(self.kind(*k)).load(Ordering::Relaxed),
-                    )
-                })
-                .collect()
-        };
-        family(
-            "sluice_listener_notifications_sent_total",
-            "counter",
-            "Notifications answered with a 2xx status.",
-            per_kind(&|p| &p.sent),
-        );
-        family(
-            "sluice_listener_notifications_failed_total",
-            "counter",
-            "Notifications given up: rejected by the proxy (4xx) or out of retries.",
-            per_kind(&|p| &p.failed),
-        );
-        family(
-            "sluice_listener_notification_retries_total",
-            "counter",
-            "Failed notification attempts that were scheduled for a retry.",
-            per_kind(&|p| &p.retries),
-        );
+        }
         let services = self.services.load(Ordering::Relaxed);
-        family(
-            "sluice_listener_services",
-            "gauge",
-            "Swarm services currently watched (carrying an enabled notify label).",
-            vec![(String::new(), services)],
-        );
-        family(
-            "sluice_listener_docker_reconnects_total",
-            "counter",
-            "Times the Docker connection or event stream failed and was re-established.",
-            vec![(String::new(), self.reconnects.load(Ordering::Relaxed))],
-        );
-        family(
-            "sluice_listener_resyncs_total",
-            "counter",
-            "Successful full listings of Swarm services.",
-            vec![(String::new(), self.resyncs.load(Ordering::Relaxed))],
-        );
+        let reconnects = self.reconnects.load(Ordering::Relaxed);
+        let plain: [(&str, &str, &str, u64); 3] = [
+            (
+                "sluice_listener_services",
+                "gauge",
+                "Swarm services currently watched (carrying an enabled notify label).",
+                services,
+            ),
+            (
+                "sluice_listener_docker_reconnects_total",
+                "counter",
+                "Times the Docker connection or event stream failed and was re-established.",
+                reconnects,
+            ),
+            (
+                "sluice_listener_resyncs_total",
+                "counter",
+                "Successful full listings of Swarm services.",
+                self.resyncs.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in plain {
+            f.head(name, kind, help);
+            f.sample(name, &[], value);
+        }
         let millis = self.last_resync_millis.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP sluice_listener_last_resync_timestamp_seconds Unix time of the last successful listing (0: never).\n\
-             # TYPE sluice_listener_last_resync_timestamp_seconds gauge\n\
-             sluice_listener_last_resync_timestamp_seconds {}.{:03}",
-            millis / 1000,
-            millis % 1000
+        f.head(
+            "sluice_listener_last_resync_timestamp_seconds",
+            "gauge",
+            "Unix time of the last successful listing (0: never).",
+        );
+        f.sample(
+            "sluice_listener_last_resync_timestamp_seconds",
+            &[],
+            format_args!("{}.{:03}", millis / 1000, millis % 1000),
         );
         // DFSL-compatible series.
-        let _ = writeln!(
-            out,
-            "# HELP docker_flow_service_count Number of services (DFSL-compatible).\n\
-             # TYPE docker_flow_service_count gauge\n\
-             docker_flow_service_count{{service=\"swarm_listener\"}} {services}"
+        f.head(
+            "docker_flow_service_count",
+            "gauge",
+            "Number of services (DFSL-compatible).",
         );
-        let _ = writeln!(
-            out,
-            "# HELP docker_flow_error Errors by operation (DFSL-compatible).\n\
-             # TYPE docker_flow_error counter"
+        f.sample(
+            "docker_flow_service_count",
+            &[("service", "swarm_listener")],
+            services,
+        );
+        f.head(
+            "docker_flow_error",
+            "counter",
+            "Errors by operation (DFSL-compatible).",
         );
         for kind in kinds {
-            let _ = writeln!(
-                out,
-                "docker_flow_error{{service=\"swarm_listener\",operation=\"{}\"}} {}",
-                kind.dfsl_operation(),
-                self.kind(kind).failed.load(Ordering::Relaxed)
+            f.sample(
+                "docker_flow_error",
+                &[
+                    ("service", "swarm_listener"),
+                    ("operation", kind.dfsl_operation()),
+                ],
+                self.kind(kind).failed.load(Ordering::Relaxed),
             );
         }
-        let _ = writeln!(
-            out,
-            "docker_flow_error{{service=\"swarm_listener\",operation=\"ListenForServiceEvents\"}} {}",
-            self.reconnects.load(Ordering::Relaxed)
+        f.sample(
+            "docker_flow_error",
+            &[
+                ("service", "swarm_listener"),
+                ("operation", "ListenForServiceEvents"),
+            ],
+            reconnects,
         );
         out
     }

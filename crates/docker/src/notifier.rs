@@ -8,7 +8,7 @@
 //! another, and within one endpoint a failing service waits for its retry time without
 //! holding up the others.
 //!
-//! Retry policy ([`RetryPolicy`], DFSL §3.6 with §9 W1/W3/W16 fixed):
+//! Retry policy ([`RetryPolicy`]; where it differs from DFSL is said below):
 //! * 2xx: delivered;
 //! * 409 and every other 4xx except 408 and 429: final. The proxy refused these exact
 //!   parameters (DFP answers 409 for an HTTP service without path or domain and 400 for
@@ -35,6 +35,7 @@ use crate::desired::{diff, Change, Delivered, Desired};
 use crate::endpoint::Endpoint;
 use crate::metrics::{Kind, Metrics};
 use crate::params::ServiceParams;
+use sluice_core::redact::{is_secret_param, redact_url, REDACTED};
 
 /// How often and how far apart failed notifications are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +76,34 @@ pub(crate) fn classify(status: StatusCode) -> Verdict {
         Verdict::Retry
     }
 }
+
+/// `text` with every value of a secret-bearing parameter in `params` replaced, for a
+/// proxy answer or an error that may quote what it was sent. Besides whole values it
+/// replaces their pieces a message could quote alone: each `name:password` pair of
+/// `users`, each password, each line of a certificate (pieces shorter than
+/// [`MIN_SECRET_PIECE`] would garble the message and are left alone).
+fn scrub_secrets(text: &str, params: &BTreeMap<String, String>) -> String {
+    let mut pieces: Vec<&str> = Vec::new();
+    for (_, value) in params.iter().filter(|(name, _)| is_secret_param(name)) {
+        pieces.push(value);
+        for piece in value.split([',', '\n']) {
+            let piece = piece.trim();
+            pieces.push(piece);
+            if let Some((_, password)) = piece.split_once(':') {
+                pieces.push(password);
+            }
+        }
+    }
+    pieces.retain(|p| p.len() >= MIN_SECRET_PIECE);
+    // Longest first, so a whole value is replaced before one of its parts.
+    pieces.sort_unstable_by_key(|p| std::cmp::Reverse(p.len()));
+    pieces
+        .into_iter()
+        .fold(text.to_owned(), |text, piece| text.replace(piece, REDACTED))
+}
+
+/// Shortest piece of a secret value that [`scrub_secrets`] replaces.
+const MIN_SECRET_PIECE: usize = 4;
 
 /// Identity of a notification for retry bookkeeping: kind and parameters (not the reason).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,10 +281,13 @@ impl<D: Deliver> EndpointWorker<D> {
             return Flow::Continue;
         };
         let url = target.url(params);
+        // The query carries every `com.df.*` value, passwords and private keys included:
+        // only the redacted form is ever logged.
+        let shown = redact_url(&url);
         tracing::info!(
             service = %service,
             method = %target.method,
-            "Sending service {} notification to {url}",
+            "Sending service {} notification to {shown}",
             kind.participle()
         );
         let request = NotificationRequest {
@@ -285,7 +317,7 @@ impl<D: Deliver> EndpointWorker<D> {
         let Some(result) = result else {
             tracing::info!(
                 service = %service,
-                "Superseded service {} notification to {url}: a newer state will be sent",
+                "Superseded service {} notification to {shown}: a newer state will be sent",
                 kind.participle()
             );
             self.attempts.remove(&service);
@@ -299,10 +331,12 @@ impl<D: Deliver> EndpointWorker<D> {
             ),
             AttemptResult::Transport { error } => (Verdict::Retry, error.clone()),
         };
+        // The proxy's answer may quote a value it refused.
+        let detail = scrub_secrets(&detail, params);
         match verdict {
             Verdict::Delivered => {
                 self.metrics.sent(kind);
-                tracing::debug!(service = %service, "Delivered service {} notification to {url}", kind.participle());
+                tracing::debug!(service = %service, "Delivered service {} notification to {shown}", kind.participle());
                 self.attempts.remove(&service);
                 self.blocked.remove(&service);
                 self.record_success(&change);
@@ -311,7 +345,7 @@ impl<D: Deliver> EndpointWorker<D> {
                 self.metrics.failed(kind);
                 tracing::warn!(
                     service = %service,
-                    "Proxy refused service {} notification to {url} ({detail}); not retrying until the service changes",
+                    "Proxy refused service {} notification to {shown} ({detail}); not retrying until the service changes",
                     kind.participle()
                 );
                 self.attempts.remove(&service);
@@ -343,7 +377,7 @@ impl<D: Deliver> EndpointWorker<D> {
                     tracing::warn!(
                         service = %service,
                         error = %detail,
-                        "Retrying service {} notification to {url} ({failures} try)",
+                        "Retrying service {} notification to {shown} ({failures} try)",
                         kind.participle()
                     );
                     self.attempts.insert(
@@ -359,7 +393,7 @@ impl<D: Deliver> EndpointWorker<D> {
                     tracing::error!(
                         service = %service,
                         attempts = failures,
-                        "Failed at retrying request to {url} ({detail}); will try again after the next resync"
+                        "Failed at retrying request to {shown} ({detail}); will try again after the next resync"
                     );
                     self.attempts.remove(&service);
                     self.blocked.insert(

@@ -6,7 +6,7 @@
 //!    claims a newer version than the daemon supports (daemons reject those);
 //! 2. subscribe to `/events?filters={"type":["service"]}` with `since` = a few seconds
 //!    ago, so nothing between the listing and the subscription is missed (DFSL had no
-//!    `since`, §9 W4);
+//!    `since`);
 //! 3. list the services carrying the notify label and publish the result;
 //! 4. on every service event, list again after a short debounce; list again every resync
 //!    period (30 s or `DF_SERVICE_POLLING_INTERVAL`) and on `notify-services`.

@@ -1,7 +1,8 @@
 //! End-to-end test against a real Docker Engine in swarm mode.
 //!
-//! Runs only with `SLUICE_DOCKER_TESTS=1` (otherwise it prints that it was skipped and
-//! passes). Needs a local daemon on /var/run/docker.sock that is a swarm manager
+//! Ignored by a plain `cargo test`; `scripts/e2e.sh` runs it after `docker swarm init` with
+//! `cargo test -p sluice-docker --test swarm -- --ignored`, and then it fails if anything is
+//! missing. Needs a local daemon on /var/run/docker.sock that is a swarm manager
 //! (`docker swarm init --advertise-addr 127.0.0.1`) and the `docker` CLI. Nothing is
 //! pulled: the test imports a tiny image built from the host's `sleep` binary as
 //! `sluice-test/idle:latest`, and removes it (if it created it) and its service at the end,
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{StatusCode, Uri};
 use axum::Router;
-use sluice_docker::{Listener, ListenerSettings};
+use sluice_docker::{ListenerSettings, SwarmListener};
 use tokio::sync::mpsc;
 
 const IMAGE: &str = "sluice-test/idle:latest";
@@ -200,15 +201,13 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// How long a notification may take after the Docker CLI returns. A bound for the test
+/// to fail on, not a latency target (the latency is printed; it is far below this).
+const NOTIFIED_WITHIN: Duration = Duration::from_secs(10);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker Swarm; run by scripts/e2e.sh"]
 async fn listener_follows_a_real_swarm() {
-    if std::env::var("SLUICE_DOCKER_TESTS").as_deref() != Ok("1") {
-        eprintln!(
-            "SKIPPED listener_follows_a_real_swarm: set SLUICE_DOCKER_TESTS=1 to run it \
-             against the local Docker swarm"
-        );
-        return;
-    }
     let state = run("docker", &["info", "--format", "{{.Swarm.LocalNodeState}}"]);
     assert_eq!(
         state.trim(),
@@ -241,7 +240,7 @@ async fn listener_follows_a_real_swarm() {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let settings = ListenerSettings::from_vars(&vars).unwrap();
-    let listener = Listener::new(settings).unwrap();
+    let listener = SwarmListener::new(settings).unwrap();
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_addr = api.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -278,7 +277,7 @@ async fn listener_follows_a_real_swarm() {
         &mut seen,
         &name,
         "/v1/docker-flow-proxy/reconfigure",
-        created + Duration::from_secs(1),
+        created + NOTIFIED_WITHIN,
         "create",
     )
     .await;
@@ -308,7 +307,7 @@ async fn listener_follows_a_real_swarm() {
         &mut seen,
         &name,
         "/v1/docker-flow-proxy/reconfigure",
-        Instant::now() + Duration::from_secs(1),
+        Instant::now() + NOTIFIED_WITHIN,
         "label update",
     )
     .await;
@@ -323,7 +322,7 @@ async fn listener_follows_a_real_swarm() {
         &mut seen,
         &name,
         "/v1/docker-flow-proxy/reconfigure",
-        Instant::now() + Duration::from_secs(1),
+        Instant::now() + NOTIFIED_WITHIN,
         "scale",
     )
     .await;
@@ -356,7 +355,7 @@ async fn listener_follows_a_real_swarm() {
         &mut seen,
         &name,
         "/v1/docker-flow-proxy/remove",
-        Instant::now() + Duration::from_secs(1),
+        Instant::now() + NOTIFIED_WITHIN,
         "label removed",
     )
     .await;
@@ -375,7 +374,7 @@ async fn listener_follows_a_real_swarm() {
         &mut seen,
         &name,
         "/v1/docker-flow-proxy/reconfigure",
-        Instant::now() + Duration::from_secs(1),
+        Instant::now() + NOTIFIED_WITHIN,
         "label restored",
     )
     .await;
@@ -386,7 +385,7 @@ async fn listener_follows_a_real_swarm() {
         &mut seen,
         &name,
         "/v1/docker-flow-proxy/remove",
-        Instant::now() + Duration::from_secs(1),
+        Instant::now() + NOTIFIED_WITHIN,
         "remove",
     )
     .await;
@@ -396,12 +395,19 @@ async fn listener_follows_a_real_swarm() {
     );
     cleanup.services.clear();
 
-    let (status, metrics) = http_get(api_addr, "/metrics").await;
-    assert_eq!(status, 200);
-    assert!(
-        metrics.contains("sluice_listener_notifications_sent_total{kind=\"remove\"} 2"),
-        "{metrics}"
-    );
+    // The mock proxy saw the request before the listener read its answer and counted it:
+    // poll until the count is there.
+    let counted = "sluice_listener_notifications_sent_total{kind=\"remove\"} 2";
+    let deadline = Instant::now() + NOTIFIED_WITHIN;
+    loop {
+        let (status, metrics) = http_get(api_addr, "/metrics").await;
+        assert_eq!(status, 200);
+        if metrics.contains(counted) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no {counted:?} in\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let _ = stop_tx.send(());
     tokio::time::timeout(Duration::from_secs(5), running)

@@ -18,12 +18,17 @@
 //! DFP where one bad file broke the whole configuration. [`CertStore::put`] validates a bundle
 //! before it writes anything, and only accepts plain file names, so `certName` cannot leave
 //! `CERTS_DIR` (DFP allowed `../` traversal).
+//!
+//! An I/O error while scanning (a directory that cannot be listed, a file that cannot be read —
+//! "too many open files" under descriptor exhaustion, for instance) never replaces what is
+//! loaded: the scan is abandoned, the current set stays, and the failure is logged at most once
+//! a minute. Only a directory that does not exist counts as "no files".
 
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -33,6 +38,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// The largest certificate file the store reads.
 const MAX_FILE: u64 = 1024 * 1024;
+
+/// How often a failing scan is logged.
+const SCAN_FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Where certificates come from.
 #[derive(Debug, Clone)]
@@ -207,6 +215,17 @@ pub struct CertStore {
     sources: CertSources,
     current: ArcSwap<CertSet>,
     writes: Mutex<()>,
+    /// When a failed scan was last logged, and how many failures went unlogged since.
+    scan_failures: Mutex<(Option<Instant>, u64)>,
+}
+
+/// A scan that could not read its sources; the loaded set stays.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {}: {source}", path.display())]
+struct ScanError {
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
 }
 
 impl std::fmt::Debug for CertStore {
@@ -221,13 +240,14 @@ impl std::fmt::Debug for CertStore {
 impl CertStore {
     /// Loads every source. Never fails: unusable files are logged and listed as problems.
     pub fn load(sources: CertSources) -> Arc<CertStore> {
-        let set = scan(&sources);
-        log_set(&set);
-        Arc::new(CertStore {
+        let store = Arc::new(CertStore {
             sources,
-            current: ArcSwap::from_pointee(set),
+            current: ArcSwap::from_pointee(CertSet::default()),
             writes: Mutex::new(()),
-        })
+            scan_failures: Mutex::new((None, 0)),
+        });
+        store.reload();
+        store
     }
 
     /// `CERTS_DIR`.
@@ -287,7 +307,9 @@ impl CertStore {
                 let _ = std::fs::remove_file(&temp);
                 return Err(io(&target, e));
             }
-            self.swap_in(scan(&self.sources));
+            if let Err(error) = self.rescan() {
+                return Err(io(&error.path, error.source));
+            }
         }
         tracing::info!(certificate = name, names = ?parsed.dns_names, "certificate stored");
         Ok(self
@@ -308,21 +330,25 @@ impl CertStore {
     }
 
     /// Scans every source again and swaps the result in.
+    /// On an I/O error the loaded set stays.
     pub fn reload(&self) {
         let _guard = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        self.swap_in(scan(&self.sources));
+        let _ = self.rescan();
     }
 
     /// Reloads when a file was added, removed or changed since the last scan. Returns whether
     /// it reloaded.
+    /// On an I/O error the loaded set stays (and this returns false).
     pub fn reload_if_changed(&self) -> bool {
         let _guard = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        let now = fingerprint(&self.sources);
-        if now == self.current.load().fingerprint {
-            return false;
+        match fingerprint(&self.sources) {
+            Ok(now) if now == self.current.load().fingerprint => false,
+            Ok(_) => self.rescan().is_ok(),
+            Err(error) => {
+                self.scan_failed(&error);
+                false
+            }
         }
-        self.swap_in(scan(&self.sources));
-        true
     }
 
     /// Watches the sources, reloading on change, until the store is dropped elsewhere.
@@ -341,9 +367,39 @@ impl CertStore {
         Arc::new(Resolver(self.clone()))
     }
 
-    fn swap_in(&self, set: CertSet) {
-        log_set(&set);
-        self.current.store(Arc::new(set));
+    /// Scans every source and swaps the result in, or keeps the loaded set when the sources
+    /// cannot be read. The caller holds `writes`.
+    fn rescan(&self) -> Result<(), ScanError> {
+        match scan(&self.sources) {
+            Ok(set) => {
+                log_set(&set);
+                self.current.store(Arc::new(set));
+                Ok(())
+            }
+            Err(error) => {
+                self.scan_failed(&error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Logs a failed scan, at most once per [`SCAN_FAILURE_LOG_EVERY`].
+    fn scan_failed(&self, error: &ScanError) {
+        let mut failures = self.scan_failures.lock().unwrap_or_else(|p| p.into_inner());
+        let (last, suppressed) = &mut *failures;
+        if last.is_some_and(|at| at.elapsed() < SCAN_FAILURE_LOG_EVERY) {
+            *suppressed += 1;
+            return;
+        }
+        let kept = self.current.load().entries.len();
+        tracing::warn!(
+            %error,
+            kept,
+            suppressed = *suppressed,
+            "certificate scan failed; keeping the loaded certificates"
+        );
+        *last = Some(Instant::now());
+        *suppressed = 0;
     }
 }
 
@@ -554,18 +610,26 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// The candidate files of every source, in DFP's order.
-fn candidates(sources: &CertSources) -> Vec<(PathBuf, String, CertOrigin)> {
+/// The candidate files of every source, in DFP's order. A missing directory has none; any
+/// other error listing a directory fails the whole scan.
+fn candidates(sources: &CertSources) -> Result<Vec<(PathBuf, String, CertOrigin)>, ScanError> {
     let mut out = Vec::new();
     for (dir, origin) in [
         (&sources.certs_dir, CertOrigin::CertsDir),
         (&sources.secrets_dir, CertOrigin::Secret),
     ] {
-        let Ok(read) = std::fs::read_dir(dir) else {
-            continue;
+        let failed = |source| ScanError {
+            path: dir.clone(),
+            source,
         };
-        let mut names: Vec<String> = read
-            .filter_map(Result::ok)
+        let read = match std::fs::read_dir(dir) {
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(failed(e)),
+        };
+        let entries = read.collect::<Result<Vec<_>, _>>().map_err(failed)?;
+        let mut names: Vec<String> = entries
+            .into_iter()
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|n| !n.starts_with('.'))
             .filter(|n| {
@@ -587,11 +651,13 @@ fn candidates(sources: &CertSources) -> Vec<(PathBuf, String, CertOrigin)> {
             .unwrap_or(preferred.len())
     };
     out.sort_by_key(|(_, name, _)| bucket(name));
-    out
+    Ok(out)
 }
 
-fn fingerprint(sources: &CertSources) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    candidates(sources)
+type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+fn fingerprint(sources: &CertSources) -> Result<Fingerprint, ScanError> {
+    Ok(candidates(sources)?
         .into_iter()
         .map(|(path, ..)| {
             let meta = std::fs::metadata(&path).ok();
@@ -599,16 +665,29 @@ fn fingerprint(sources: &CertSources) -> Vec<(PathBuf, u64, Option<SystemTime>)>
             let modified = meta.and_then(|m| m.modified().ok());
             (path, len, modified)
         })
-        .collect()
+        .collect())
 }
 
-fn scan(sources: &CertSources) -> CertSet {
+/// True for a read error that says something about the machine (descriptors, memory,
+/// permissions, the disk) rather than about the file's content or size.
+fn is_io_failure(error: &std::io::Error) -> bool {
+    !matches!(
+        error.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::Other
+    )
+}
+
+fn scan(sources: &CertSources) -> Result<CertSet, ScanError> {
     let mut set = CertSet {
-        fingerprint: fingerprint(sources),
+        fingerprint: fingerprint(sources)?,
         ..CertSet::default()
     };
-    for (path, name, origin) in candidates(sources) {
-        let parsed = read_limited(&path)
+    for (path, name, origin) in candidates(sources)? {
+        let bytes = match read_limited(&path) {
+            Err(source) if is_io_failure(&source) => return Err(ScanError { path, source }),
+            other => other,
+        };
+        let parsed = bytes
             .map_err(|source| CertError::Io {
                 name: name.clone(),
                 path: path.clone(),
@@ -651,7 +730,7 @@ fn scan(sources: &CertSources) -> CertSet {
             key: parsed.key,
         });
     }
-    set
+    Ok(set)
 }
 
 /// `PREFERRED_CERTIFICATE` glob matching: `*` matches any run of characters, nothing else is
@@ -819,6 +898,50 @@ mod tests {
         std::fs::remove_file(d.0.join("certs/new.pem")).unwrap();
         assert!(store.reload_if_changed());
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_source_never_replaces_the_loaded_certificates() {
+        let d = Dir::new("unreadable");
+        std::fs::write(d.0.join("certs/a.pem"), bundle(&["a.example"])).unwrap();
+        let store = CertStore::load(d.sources(&[]));
+        assert_eq!(names(&store), ["a.pem"]);
+        // The directory becomes unreadable (here: a file where the directory was; listing it
+        // fails as it would with "too many open files").
+        std::fs::rename(d.0.join("certs"), d.0.join("certs.moved")).unwrap();
+        std::fs::write(d.0.join("certs"), b"not a directory").unwrap();
+        assert!(!store.reload_if_changed());
+        store.reload();
+        assert_eq!(names(&store), ["a.pem"]);
+        let err = store
+            .put("b.pem", bundle(&["b.example"]).as_bytes())
+            .unwrap_err();
+        assert!(matches!(err, CertError::Io { .. }), "{err}");
+        assert_eq!(names(&store), ["a.pem"]);
+        // Readable again: changes are picked up.
+        std::fs::remove_file(d.0.join("certs")).unwrap();
+        std::fs::rename(d.0.join("certs.moved"), d.0.join("certs")).unwrap();
+        std::fs::write(d.0.join("certs/b.pem"), bundle(&["b.example"])).unwrap();
+        assert!(store.reload_if_changed());
+        assert_eq!(names(&store), ["a.pem", "b.pem"]);
+        // A directory that does not exist is "no certificates".
+        std::fs::remove_dir_all(d.0.join("certs")).unwrap();
+        assert!(store.reload_if_changed());
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn scan_failures_are_logged_at_most_once_a_minute() {
+        let d = Dir::new("ratelimit");
+        let store = CertStore::load(d.sources(&[]));
+        std::fs::remove_dir_all(d.0.join("certs")).unwrap();
+        std::fs::write(d.0.join("certs"), b"x").unwrap();
+        for _ in 0..5 {
+            store.reload();
+        }
+        let (last, suppressed) = *store.scan_failures.lock().unwrap();
+        assert!(last.is_some());
+        assert_eq!(suppressed, 4);
     }
 
     #[test]

@@ -52,6 +52,25 @@ impl Failure {
 
 /// An HTML error page for `failure`.
 pub fn page(failure: Failure) -> Response<ProxyBody> {
+    page_with(failure, failure.explanation())
+}
+
+/// A 400 page naming what is wrong with the request (`detail` is HTML-escaped).
+pub fn bad_request(detail: &str) -> Response<ProxyBody> {
+    let mut text = String::with_capacity(detail.len());
+    for c in detail.chars() {
+        match c {
+            '<' => text.push_str("&lt;"),
+            '>' => text.push_str("&gt;"),
+            '&' => text.push_str("&amp;"),
+            '"' => text.push_str("&quot;"),
+            c => text.push(c),
+        }
+    }
+    page_with(Failure::BadRequest, &text)
+}
+
+fn page_with(failure: Failure, text: &str) -> Response<ProxyBody> {
     let status = failure.status();
     let reason = status.canonical_reason().unwrap_or("Error");
     let html = format!(
@@ -60,7 +79,6 @@ pub fn page(failure: Failure) -> Response<ProxyBody> {
 h1{{font-size:1.4em}}p{{color:#555}}</style></head>\n<body><h1>{code} {reason}</h1>\n\
 <p>{text}</p>\n<p><small>sluice</small></p></body></html>\n",
         code = status.as_u16(),
-        text = failure.explanation(),
     );
     let mut resp = Response::new(ProxyBody::full(Bytes::from(html)));
     *resp.status_mut() = status;
@@ -114,6 +132,20 @@ mod tests {
         assert_eq!(
             page(Failure::BadRequest).status(),
             redirect(302, "bad\nvalue").status()
+        );
+    }
+
+    #[test]
+    fn bad_request_pages_name_the_problem_escaped() {
+        let r = bad_request("the path contains a <backslash> & more");
+        assert_eq!(r.status(), 400);
+        let ProxyBody::Full(Some(body)) = r.into_body() else {
+            panic!("not a full body");
+        };
+        let text = String::from_utf8_lossy(&body).into_owned();
+        assert!(
+            text.contains("the path contains a &lt;backslash&gt; &amp; more"),
+            "{text}"
         );
     }
 }

@@ -11,9 +11,16 @@
 //! 6. **response** — hop-by-hop headers go, the service's response header rules apply, an
 //!    upgrade (WebSocket) becomes a tunnel, and the body may be compressed ([`crate::compress`]).
 //!
-//! Before routing, a request for `STATS_URI` gets the statistics page ([`crate::stats_page`]);
-//! every other request is counted ([`crate::stats`]).
+//! Before anything looks at it, the request is made **canonical** ([`canonical_request`]): its
+//! path is normalised ([`sluice_core::uri_path`]), an absolute-form target's authority becomes
+//! the one `Host` header, and what cannot be made unambiguous (an unsafe path, two `Host`
+//! headers) is answered 400. Routing, excludes, rewrites, method rules, auth and the statistics
+//! page all see the canonical request, and the upstream receives it.
+//!
+//! Then a request for `STATS_URI` gets the statistics page ([`crate::stats_page`]); every other
+//! request is counted ([`crate::stats`]).
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -23,10 +30,11 @@ use http::header::{
     HeaderName, HeaderValue, CONNECTION, COOKIE, HOST, SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING,
     UPGRADE,
 };
-use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use sluice_core::route::{Decision, RequestFacts, Route};
 use sluice_core::service::{ConnectionMode, HeaderOp, ReqMode};
+use sluice_core::uri_path::{self, PathError};
 
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::error_page::{self, Failure};
@@ -75,8 +83,14 @@ impl ConnInfo {
 pub(crate) async fn handle(
     worker: Rc<Worker>,
     conn: Rc<ConnInfo>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    if let Err(problem) = canonical_request(&mut req) {
+        tracing::debug!(%problem, "refused an ambiguous request");
+        worker.stats.hub.request_arrived();
+        worker.stats.hub.responded(StatusCode::BAD_REQUEST.as_u16());
+        return error_page::bad_request(&problem.to_string());
+    }
     let snapshot = worker.current_snapshot();
     if let Some(page) = &worker.stats.page {
         let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
@@ -131,11 +145,81 @@ pub(crate) async fn handle(
     resp
 }
 
+/// Why a request was refused before routing.
+#[derive(Debug, thiserror::Error)]
+enum Ambiguous {
+    #[error("{0}")]
+    Path(#[from] PathError),
+    #[error("the request has more than one Host header")]
+    TwoHosts,
+    #[error("the * request target is only allowed with OPTIONS")]
+    Asterisk,
+    #[error("an authority-form (CONNECT) target is not served: this is not a forward proxy")]
+    AuthorityForm,
+    #[error("the request target cannot be rebuilt")]
+    Target,
+}
+
+/// Makes `req` canonical in place: one `Host` (an absolute-form target's authority wins over
+/// the header, RFC 9112 §3.2.2), an origin-form target, and the normal form of the path. The
+/// query string is kept as it came.
+fn canonical_request<B>(req: &mut Request<B>) -> Result<(), Ambiguous> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    if hosts.next().is_some() && hosts.next().is_some() {
+        return Err(Ambiguous::TwoHosts);
+    }
+    if req.uri().path() == "*" && req.method() != Method::OPTIONS {
+        return Err(Ambiguous::Asterisk);
+    }
+    let uri = req.uri();
+    if uri.path().is_empty() {
+        return Err(Ambiguous::AuthorityForm);
+    }
+    let authority = match uri.authority() {
+        Some(a) => {
+            let host_port = a.as_str().rsplit('@').next().unwrap_or_default();
+            Some(HeaderValue::from_str(host_port).map_err(|_| Ambiguous::Target)?)
+        }
+        None => None,
+    };
+    let path = uri_path::normalize(uri.path())?;
+    if matches!(path, Cow::Borrowed(_)) && authority.is_none() {
+        return Ok(());
+    }
+    let target = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.into_owned(),
+    };
+    let target = Uri::try_from(target).map_err(|_| Ambiguous::Target)?;
+    *req.uri_mut() = target;
+    if let Some(authority) = authority {
+        req.headers_mut().insert(HOST, authority);
+    }
+    Ok(())
+}
+
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
     req.headers()
         .get(HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+/// True when a failed exchange failed because the *client's* request body broke (a bad chunk
+/// size, a body shorter than its `Content-Length`): hyper reports the body stream's own error
+/// as the cause of the upstream send error.
+fn client_body_failed(error: &SendError) -> bool {
+    let SendError::Broken { source, .. } = error else {
+        return false;
+    };
+    let mut cause = std::error::Error::source(source);
+    while let Some(error) = cause {
+        if error.downcast_ref::<hyper::Error>().is_some() {
+            return source.is_user();
+        }
+        cause = error.source();
+    }
+    false
 }
 
 async fn forward(
@@ -243,6 +327,10 @@ async fn forward(
                 stats.upstream_answered(exchange.addr, &exchange.failed);
             }
             exchange
+        }
+        Err(error) if client_body_failed(&error) => {
+            tracing::debug!(service = %service.name, %error, "client sent a malformed request body");
+            return error_page::bad_request("The request body is malformed or incomplete.");
         }
         Err(error) => {
             if let Some(stats) = stats {
@@ -503,6 +591,41 @@ mod tests {
             https_location(Some("example.com:8080"), &uri, Some(8443)),
             "https://example.com:8443/a?b=1"
         );
+    }
+
+    fn canonical(target: &str, hosts: &[&str]) -> Result<(String, Option<String>), String> {
+        let mut builder = Request::builder().uri(target);
+        for h in hosts {
+            builder = builder.header(HOST, *h);
+        }
+        let mut req = builder.body(()).unwrap();
+        canonical_request(&mut req).map_err(|e| e.to_string())?;
+        let host = req
+            .headers()
+            .get(HOST)
+            .map(|h| h.to_str().unwrap().to_owned());
+        Ok((req.uri().to_string(), host))
+    }
+
+    #[test]
+    fn requests_are_made_canonical() {
+        assert_eq!(
+            canonical("/x/%2e%2e/%73ecure//a?q=%2e%2e/x", &["h"]).unwrap(),
+            ("/secure/a?q=%2e%2e/x".to_string(), Some("h".to_string()))
+        );
+        assert_eq!(
+            canonical("http://user@other:81/a/./b", &["h"]).unwrap(),
+            ("/a/b".to_string(), Some("other:81".to_string()))
+        );
+        let err = canonical("/%2fsecure/x", &["h"]).unwrap_err();
+        assert!(err.contains("encoded slash"), "{err}");
+        let err = canonical("/a", &["h", "h2"]).unwrap_err();
+        assert!(err.contains("more than one Host"), "{err}");
+        let mut connect = Request::connect("example.com:443").body(()).unwrap();
+        let err = canonical_request(&mut connect).unwrap_err().to_string();
+        assert!(err.contains("not a forward proxy"), "{err}");
+        let err = canonical("*", &["h"]).unwrap_err();
+        assert!(err.contains("only allowed with OPTIONS"), "{err}");
     }
 
     #[test]

@@ -2,13 +2,16 @@
 //! `STATS_URI` (default `/admin?stats`, compared like HAProxy's `stats uri`, before routing),
 //! and on `STATS_PORT` when it is set.
 //!
-//! Three forms: an HTML dashboard (self-contained, no external resources, refreshing itself
+//! Three forms: an HTML dashboard (self-contained, no external resources; its first paint —
+//! the header figures and one table row per destination — is rendered here on the server, so
+//! curl, text browsers and scrapers see every service, and its JavaScript then refreshes it
 //! from the JSON form), `<STATS_URI>;csv` (HAProxy's CSV columns, which DFP's
 //! `/v1/docker-flow-proxy/metrics` returned) and `<STATS_URI>;json` ([`Report`] as JSON).
 //! Every form requires `STATS_USER`/`STATS_PASS` (realm `Strictly Private`) unless both are
 //! `none`.
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -26,7 +29,7 @@ use crate::auth::{challenge, plain_matches};
 use crate::body::ProxyBody;
 use crate::error_page::{self, Failure};
 use crate::snapshot::{Snapshot, SnapshotCell};
-use crate::stats::{Report, StatsHub};
+use crate::stats::{DestReport, Report, StatsHub};
 
 /// The realm of the statistics page (HAProxy's `stats realm Strictly\ Private`).
 pub const STATS_REALM: &str = "Strictly Private";
@@ -112,7 +115,7 @@ impl StatsPage {
         }
         let report = hub.report(snapshot);
         let (content_type, body) = match format {
-            Format::Html => ("text/html; charset=utf-8", self.dashboard()),
+            Format::Html => ("text/html; charset=utf-8", self.dashboard(&report)),
             Format::Csv => ("text/plain; charset=utf-8", csv(&report)),
             Format::Json => ("application/json", json(&report)),
         };
@@ -139,11 +142,115 @@ impl StatsPage {
         resp
     }
 
-    fn dashboard(&self) -> String {
+    /// The dashboard with `report` already rendered into it (every value HTML-escaped).
+    fn dashboard(&self, report: &Report) -> String {
+        let rows: String = report.destinations.iter().map(dashboard_row).collect();
+        let count = report.destinations.len();
         DASHBOARD
             .replace("{{JSON_URL}}", &html_escape(&format!("{};json", self.uri)))
             .replace("{{CSV_URL}}", &html_escape(&format!("{};csv", self.uri)))
+            .replace("{{GENERATION}}", &report.generation.to_string())
+            .replace("{{DIGEST}}", &html_escape(&report.digest))
+            .replace("{{REQUESTS}}", &report.totals.requests.to_string())
+            .replace("{{COUNT}}", &format!("{count} of {count} destinations"))
+            .replace("{{EMPTY_HIDDEN}}", if count > 0 { " hidden" } else { "" })
+            .replace("{{ROWS}}", &rows)
     }
+}
+
+/// One destination's table row, in the markup the dashboard's script renders too.
+fn dashboard_row(d: &DestReport) -> String {
+    let mut out = String::new();
+    let hay: Vec<&str> = [d.service.as_str(), d.backend.as_str()]
+        .into_iter()
+        .chain(d.paths.iter().map(String::as_str))
+        .chain(d.domains.iter().map(String::as_str))
+        .chain(d.upstreams.iter().map(|u| u.address.as_str()))
+        .collect();
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "<tr class=\"dest\" data-service=\"{}\" data-backend=\"{}\" data-hay=\"{}\">\
+         <td><div class=\"svc\">{}</div><div class=\"backend\">{}</div>",
+        html_escape(&d.service),
+        html_escape(&d.backend),
+        html_escape(&hay.join(" ").to_lowercase()),
+        html_escape(&d.service),
+        html_escape(&d.backend),
+    );
+    let route: Vec<&str> = d
+        .domains
+        .iter()
+        .chain(d.paths.iter())
+        .map(String::as_str)
+        .collect();
+    if !route.is_empty() {
+        let _ = write!(
+            out,
+            "<div class=\"route\">{}</div>",
+            html_escape(&route.join("  "))
+        );
+    }
+    let _ = write!(
+        out,
+        "</td><td class=\"num rate\">-</td><td class=\"num requests\">{}</td>\
+         <td class=\"responses\"><div class=\"classes\">",
+        d.requests
+    );
+    for (label, count) in d.responses.pairs() {
+        if count > 0 || label == "2xx" {
+            let _ = write!(out, "{label} <b>{count}</b>  ");
+        }
+    }
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1} ms"));
+    let _ = write!(
+        out,
+        "</div></td><td class=\"num active\">{} / {}</td>\
+         <td class=\"lat\">{} / {} / {}<br><small>{} measured</small></td>\
+         <td class=\"num bytes\">{} B / {} B</td>",
+        d.current,
+        d.peak,
+        ms(d.latency.p50_ms),
+        ms(d.latency.p90_ms),
+        ms(d.latency.p99_ms),
+        d.latency.count,
+        d.bytes_in,
+        d.bytes_out,
+    );
+    let e = &d.errors;
+    if e.connect + e.timeout + e.bad_gateway + e.unavailable > 0 {
+        let _ = write!(
+            out,
+            "<td class=\"errors err\">connect {} · timeout {} · 502 {} · 503 {}</td>",
+            e.connect, e.timeout, e.bad_gateway, e.unavailable
+        );
+    } else {
+        out.push_str("<td class=\"errors zero\">none</td>");
+    }
+    if d.unauthorized + d.denied > 0 {
+        let _ = write!(
+            out,
+            "<td class=\"num denied\">401 {} · 403 {}</td>",
+            d.unauthorized, d.denied
+        );
+    } else {
+        out.push_str("<td class=\"num denied zero\">0</td>");
+    }
+    out.push_str("<td><div class=\"chips\">");
+    if d.upstreams.is_empty() {
+        out.push_str("<span class=\"zero\">not contacted yet</span>");
+    }
+    for u in &d.upstreams {
+        let health = html_escape(u.health);
+        let _ = write!(
+            out,
+            "<span class=\"chip upstream\" data-health=\"{health}\"><span class=\"dot {health}\"></span>{}<small>{}</small></span>",
+            html_escape(&u.address),
+            u.requests
+        );
+    }
+    out.push_str("</div></td></tr>\n");
+    out
 }
 
 fn html_escape(text: &str) -> String {
@@ -477,7 +584,7 @@ mod tests {
 
     #[test]
     fn dashboard_is_self_contained_and_points_at_its_json() {
-        let html = page(StatsAuth::Open).dashboard();
+        let html = page(StatsAuth::Open).dashboard(&StatsHub::new().report(&Snapshot::empty()));
         assert!(html.contains("content=\"/admin?stats;json\""));
         assert!(!html.contains("{{"));
         for external in ["https://", "<link", " src="] {
@@ -487,6 +594,51 @@ mod tests {
         assert_eq!(html.matches("http://").count(), 1);
         assert!(html.contains("http://www.w3.org/2000/svg"));
         assert_eq!(html_escape("a\"<b>&'"), "a&quot;&lt;b&gt;&amp;&#39;");
+    }
+
+    #[test]
+    fn dashboard_rows_are_rendered_on_the_server_and_escaped() {
+        let mut report = StatsHub::new().report(&Snapshot::empty());
+        report.destinations.push(DestReport {
+            service: "evil<script>alert(1)</script>".into(),
+            destination: 0,
+            index: 0,
+            backend: "b\"x".into(),
+            port: 80,
+            paths: vec!["/demo".into()],
+            domains: vec![],
+            requests: 7,
+            responses: crate::stats::ClassReport {
+                xx2: 7,
+                ..Default::default()
+            },
+            bytes_in: 0,
+            bytes_out: 10,
+            current: 0,
+            peak: 1,
+            errors: crate::stats::ErrorReport::default(),
+            denied: 0,
+            unauthorized: 0,
+            latency: crate::stats::LatencyReport::default(),
+            upstreams: vec![crate::stats::UpstreamReport {
+                address: "127.0.0.1:9000".into(),
+                requests: 7,
+                failures: 0,
+                health: "up",
+                changed_ms: 0,
+            }],
+        });
+        let html = page(StatsAuth::Open).dashboard(&report);
+        assert!(!html.contains("<script>alert"), "unescaped service name");
+        assert!(html.contains(
+            "data-service=\"evil&lt;script&gt;alert(1)&lt;/script&gt;\" data-backend=\"b&quot;x\""
+        ));
+        assert!(html.contains("<td class=\"num requests\">7</td>"));
+        assert!(html.contains("2xx <b>7</b>"));
+        assert!(html.contains("127.0.0.1:9000"));
+        assert!(html.contains("1 of 1 destinations"));
+        assert!(html.contains("id=\"empty\" hidden"));
+        assert!(!html.contains("{{"));
     }
 
     #[test]

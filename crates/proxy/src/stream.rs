@@ -132,13 +132,8 @@ impl StreamListeners {
             if open.contains_key(&port) || fresh.iter().any(|(p, _)| *p == port) {
                 continue;
             }
-            let mut sockets = Vec::with_capacity(self.workers);
-            for _ in 0..self.workers {
-                sockets.push(
-                    crate::worker::bind_reuseport(port)
-                        .map_err(|source| StreamListenError::Bind { port, source })?,
-                );
-            }
+            let sockets = crate::worker::bind_reuseport(port, self.workers)
+                .map_err(|source| StreamListenError::Bind { port, source })?;
             fresh.push((port, sockets));
         }
         for (port, sockets) in fresh {

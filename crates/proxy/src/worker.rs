@@ -110,6 +110,9 @@ pub(crate) fn http1_builder(timeouts: &Timeouts) -> http1::Builder {
     builder
         .timer(TokioTimer::new())
         .keep_alive(true)
+        // A client that sends its request and then shuts down its sending side still gets
+        // the answer (as HAProxy and most servers give it).
+        .half_close(true)
         // hyper's header timer runs while a connection waits for its next request, so it
         // bounds both the idle keep-alive time and the time to send request headers.
         .header_read_timeout(timeouts.http_keep_alive.max(timeouts.http_request));
@@ -131,8 +134,8 @@ impl DataPlane {
         snapshot: SnapshotCell,
     ) -> Result<DataPlane, DataPlaneError> {
         let workers = config.workers.max(1);
-        // Bind the first socket of each port here, so port 0 resolves to one concrete port that
-        // every other worker then shares through SO_REUSEPORT.
+        // Claim each port exclusively (port 0 resolves to one concrete port), then give every
+        // worker its own SO_REUSEPORT socket on it.
         let mut per_worker: Vec<Vec<(StdListener, bool)>> =
             (0..workers).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
@@ -141,20 +144,17 @@ impl DataPlane {
             if ssl && config.tls.is_none() {
                 return Err(DataPlaneError::NoTls { port });
             }
-            let first =
-                bind_reuseport(port).map_err(|source| DataPlaneError::Bind { port, source })?;
-            let actual = first
+            let sockets = bind_reuseport(port, workers)
+                .map_err(|source| DataPlaneError::Bind { port, source })?;
+            let actual = sockets[0]
                 .local_addr()
                 .map_err(|source| DataPlaneError::Bind { port, source })?;
             addrs.push(actual);
             if ssl {
                 tls_addrs.push(actual);
             }
-            per_worker[0].push((first, ssl));
-            for listeners in per_worker.iter_mut().skip(1) {
-                let more = bind_reuseport(actual.port())
-                    .map_err(|source| DataPlaneError::Bind { port, source })?;
-                listeners.push((more, ssl));
+            for (listeners, socket) in per_worker.iter_mut().zip(sockets) {
+                listeners.push((socket, ssl));
             }
         }
         if let Some(streams) = &config.streams {
@@ -201,17 +201,34 @@ impl DataPlane {
     }
 }
 
-/// A non-blocking listening socket on `0.0.0.0:port` that other workers can bind too
-/// (`SO_REUSEPORT`): the kernel spreads connections across them.
-pub(crate) fn bind_reuseport(port: u16) -> std::io::Result<StdListener> {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_tcp_nodelay(true)?;
-    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
-    socket.listen(4096)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
+/// `count` (at least one) non-blocking listening sockets on `0.0.0.0:port`, one per worker,
+/// sharing the port through `SO_REUSEPORT` so the kernel spreads connections across them.
+///
+/// The port is first claimed with a socket *without* `SO_REUSEPORT`: that bind fails with
+/// "address in use" when anything already listens there — another Sluice process included,
+/// which `SO_REUSEPORT` alone would let in silently to take a share of the connections. Port
+/// `0` resolves to one free port here.
+pub(crate) fn bind_reuseport(port: u16, count: usize) -> std::io::Result<Vec<StdListener>> {
+    let claim = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    claim.set_reuse_address(true)?;
+    claim.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+    let port = claim
+        .local_addr()?
+        .as_socket()
+        .map_or(port, |addr| addr.port());
+    drop(claim);
+    (0..count.max(1))
+        .map(|_| {
+            let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            socket.set_tcp_nodelay(true)?;
+            socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+            socket.listen(4096)?;
+            socket.set_nonblocking(true)?;
+            Ok(socket.into())
+        })
+        .collect()
 }
 
 fn run_worker(

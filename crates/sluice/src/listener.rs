@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use sluice_core::settings::Vars;
-use sluice_docker::{Listener, ListenerSettings};
+use sluice_docker::{ListenerSettings, SwarmListener};
 
 use crate::vars::ProcessVars;
 
@@ -25,7 +25,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
         .context("cannot start the listener runtime")?;
     runtime.block_on(async move {
         tracing::info!(docker = %settings.docker_host(), endpoints = ?settings.endpoints(), "Starting the Swarm listener");
-        let listener = Listener::new(settings)?;
+        let listener = SwarmListener::new(settings)?;
         let api = tokio::net::TcpListener::bind((ip.as_str(), port))
             .await
             .with_context(|| format!("cannot listen on IP={ip} PORT={port}"))?;

@@ -5,9 +5,10 @@
 mod listener;
 mod proxy;
 mod signal;
+mod variables;
 mod vars;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// mimalloc: the data plane allocates small, short-lived buffers per request from several
 /// threads; glibc's allocator spent a visible share of the profile on them.
@@ -31,7 +32,21 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // Every setting is an environment variable: each program's `--help` lists them.
+    let command = Cli::command()
+        .mut_subcommand("proxy", |c| {
+            c.after_help(variables::help("Environment variables", variables::PROXY))
+        })
+        .mut_subcommand("listener", |c| {
+            c.after_help(variables::help(
+                "Environment variables",
+                variables::LISTENER,
+            ))
+        });
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     init_logging();
     let result = match cli.command {
         Command::Proxy => proxy::run(),

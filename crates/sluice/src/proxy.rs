@@ -17,6 +17,7 @@ use sluice_proxy::{DataPlane, DataPlaneConfig};
 use crate::vars::ProcessVars;
 
 pub(crate) fn run() -> anyhow::Result<()> {
+    raise_open_files_limit();
     let vars = ProcessVars::from_env();
     let settings = Arc::new(Settings::from_vars(&vars)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -31,7 +32,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
 async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()> {
     let store = Store::open(&settings.data_dir)?;
     let snapshot = sluice_proxy::snapshot::new_cell();
-    let (registry, persister) = Registry::new(snapshot.clone(), Some(store.clone()));
+    let registry = Registry::new(snapshot.clone(), Some(store.clone()));
     registry
         .set_users(sluice_api::users::UserSource::from_settings(&settings))
         .await;
@@ -51,16 +52,8 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
     registry.attach_stream_listeners(streams.clone());
 
     // State first, then DFP_SERVICE_* services: nothing is served before both are live.
-    let mut initial = Vec::new();
-    for (name, params) in store.load()? {
-        let service = parse_service(&params, &settings.parse).map_err(|e| {
-            anyhow!(
-                "{} holds service {name:?} that no longer parses: {e}",
-                store.path().display()
-            )
-        })?;
-        initial.push(service);
-    }
+    let mut initial =
+        sluice_api::recovery::saved_services(&store, &settings.parse, registry.counters())?;
     let from_state = initial.len();
     for params in services_from_env(&vars) {
         let name = params.get("serviceName").cloned().unwrap_or_default();
@@ -73,7 +66,6 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
         registry.apply_all(initial).await;
     }
     tracing::info!(from_state, from_env, "loaded services");
-    tokio::spawn(persister.run());
 
     let hosts_file = vars.var("HOSTS_FILE").map(std::path::PathBuf::from);
     let tls = if listener_ports.iter().any(|p| p.ssl) {
@@ -101,7 +93,18 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
             compression: settings.compression.clone(),
         },
         snapshot.clone(),
-    )?;
+    )
+    .map_err(|e| match e {
+        sluice_proxy::DataPlaneError::Bind { port, .. } => {
+            let variable = if settings.bind_ports.iter().any(|p| p.port == port) {
+                "BIND_PORTS"
+            } else {
+                "DEFAULT_PORTS"
+            };
+            anyhow!("{e} (set by {variable}); is another proxy already running?")
+        }
+        other => other.into(),
+    })?;
     for addr in dataplane.local_addrs() {
         let tls = dataplane.tls_addrs().contains(addr);
         tracing::info!(%addr, tls, "http listener bound");
@@ -157,4 +160,13 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit, so that many client connections do
+/// not starve certificate reloads, upstream connections and the API of descriptors.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open files limit"),
+    }
 }

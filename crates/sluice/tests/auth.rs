@@ -1,36 +1,13 @@
 //! Basic authentication, secrets and control-API protection, against the real binary: the
 //! seed's "Basic Authentication" walkthrough plus every rule of `docs/auth-stats.md`.
 
-use crate::support::{echoed_headers, raw_request, Backend, Proxy, TempDir};
+use crate::support::{
+    basic_auth as basic, echoed_headers, go_demo_with as go_demo, raw_request, Backend, Proxy,
+    TempDir,
+};
 
 /// `mkpasswd -m sha-512 password`, from the seed walkthrough.
 const SEED_HASH: &str = "$6$F2eJJA.G$BfoxX38MoNS10tywEzQZVDZOAjJn9wyTZJecYg.CymjwE8Rgm7xJn0KG3faT36GZbOtrsu4ba.vhsnHrPCNAa0";
-
-fn basic(user: &str, pass: &str) -> String {
-    use std::fmt::Write as _;
-    // Small local base64 so the test does not share the proxy's encoder.
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{pass}").into_bytes();
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    let mut header = String::new();
-    let _ = write!(header, "Basic {out}");
-    header
-}
 
 fn encode(value: &str) -> String {
     value
@@ -40,23 +17,6 @@ fn encode(value: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-fn go_demo(p: &Proxy, b: &Backend, extra: &str) {
-    let r = p.reconfigure(&format!(
-        "serviceName=go-demo&servicePath=/demo&port={}&outboundHostname=127.0.0.1{extra}",
-        b.port()
-    ));
-    assert_eq!(r.status, 200, "{}", r.body);
-}
-
-#[test]
-fn base64_helper_matches_the_rfc_examples() {
-    assert_eq!(
-        basic("Aladdin", "open sesame"),
-        "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
-    );
-    assert_eq!(basic("a", "b"), "Basic YTpi");
 }
 
 #[test]

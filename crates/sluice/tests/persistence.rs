@@ -20,19 +20,6 @@ fn restart_keeps_routes() {
 }
 
 #[test]
-fn corrupt_state_is_a_startup_error() {
-    let dir = TempDir::new("corrupt");
-    std::fs::write(dir.0.join("services.json"), "{garbage").unwrap();
-    let err = Proxy::builder()
-        .data_dir(&dir.0)
-        .try_start()
-        .err()
-        .expect("must not start");
-    assert!(err.contains("services.json"), "{err}");
-    assert!(err.contains("corrupt"), "{err}");
-}
-
-#[test]
 fn env_defined_services_are_live_at_startup() {
     let b = Backend::start("env");
     let port = b.port().to_string();

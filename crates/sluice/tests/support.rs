@@ -38,6 +38,53 @@ impl Drop for TempDir {
     }
 }
 
+/// A `Basic` authorization header value. A small local base64 encoder, so the tests do not
+/// share the proxy's decoder (checked against RFC 7617's example below).
+pub(crate) fn basic_auth(user: &str, pass: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{user}:{pass}").into_bytes();
+    let mut out = String::from("Basic ");
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn basic_auth_matches_the_rfc_examples() {
+    assert_eq!(
+        basic_auth("Aladdin", "open sesame"),
+        "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+    );
+    assert_eq!(basic_auth("a", "b"), "Basic YTpi");
+}
+
+/// Routes `/demo` of the demo service `go-demo` to backend `b`.
+pub(crate) fn go_demo(p: &Proxy, b: &Backend) {
+    go_demo_with(p, b, "");
+}
+
+/// Like [`go_demo`], with more query parameters (`extra` starts with `&`).
+pub(crate) fn go_demo_with(p: &Proxy, b: &Backend, extra: &str) {
+    let r = p.reconfigure(&format!(
+        "serviceName=go-demo&servicePath=/demo&port={}&outboundHostname=127.0.0.1{extra}",
+        b.port()
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 /// A running `sluice proxy` process.
 pub(crate) struct Proxy {
     child: Child,
@@ -46,6 +93,9 @@ pub(crate) struct Proxy {
     pub(crate) logs: Arc<Mutex<Vec<String>>>,
     pub(crate) data_dir: PathBuf,
     client: reqwest::blocking::Client,
+    /// The data directory when the builder made it: removed after the process (fields drop
+    /// after `Drop::drop` has killed it).
+    _owned_data_dir: Option<TempDir>,
 }
 
 pub(crate) struct ProxyBuilder {
@@ -71,9 +121,13 @@ impl ProxyBuilder {
 
     /// Starts the proxy; returns its stderr/stdout text on an early exit.
     pub(crate) fn try_start(self) -> Result<Proxy, String> {
-        let data_dir = self
-            .data_dir
-            .unwrap_or_else(|| TempDir::new("data").0.clone());
+        let (data_dir, owned_data_dir) = match self.data_dir {
+            Some(dir) => (dir, None),
+            None => {
+                let dir = TempDir::new("data");
+                (dir.0.clone(), Some(dir))
+            }
+        };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.arg("proxy")
             .env_clear()
@@ -150,6 +204,7 @@ impl ProxyBuilder {
                         logs,
                         data_dir,
                         client: client(),
+                        _owned_data_dir: owned_data_dir,
                     });
                 }
             }

@@ -12,6 +12,7 @@ use http::HeaderMap;
 use super::layers::Layer;
 use super::redirects::{ForwardedProto, RedirectKind, RedirectRule};
 use super::regexes::{RegexHits, Subject};
+use crate::params::ParamError;
 use crate::service::{normalize_host, Destination, DomainPattern, PathPattern, Service, UserRegex};
 
 /// One HTTP route: a destination reached on its plain port or on its `httpsPort`.
@@ -294,16 +295,10 @@ pub(super) enum At {
 /// [`MAX_REGEXES_PER_SERVICE`](crate::params::MAX_REGEXES_PER_SERVICE)).
 pub const MAX_TABLE_REGEX_SIZE: usize = 32 * 1024 * 1024;
 
-/// A service refused by [`RouteTable::check_regex_budget`].
+/// A service refused by [`RouteTable::check_regex_budget`]. It converts into a
+/// [`ParamError`] about `serviceName` (a 400 from the API).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid value {service:?} for parameter serviceName: the service's regular expressions \
-     take {} KiB compiled and the other services' {} KiB; together they exceed the {} MiB \
-     limit for the regular expressions of all services",
-    .service_size.div_ceil(1024),
-    .others_size.div_ceil(1024),
-    .limit / (1024 * 1024)
-)]
+#[error("invalid value {service:?} for parameter serviceName: {}", self.reason())]
 pub struct RegexBudgetError {
     /// The service refused.
     pub service: String,
@@ -313,6 +308,30 @@ pub struct RegexBudgetError {
     pub others_size: usize,
     /// The limit, in bytes ([`MAX_TABLE_REGEX_SIZE`]).
     pub limit: usize,
+}
+
+impl RegexBudgetError {
+    /// What is wrong, without the service name.
+    pub fn reason(&self) -> String {
+        format!(
+            "the service's regular expressions take {} KiB compiled and the other services' {} \
+             KiB; together they exceed the {} MiB limit for the regular expressions of all \
+             services",
+            self.service_size.div_ceil(1024),
+            self.others_size.div_ceil(1024),
+            self.limit / (1024 * 1024)
+        )
+    }
+}
+
+impl From<RegexBudgetError> for ParamError {
+    fn from(error: RegexBudgetError) -> ParamError {
+        ParamError::Invalid {
+            param: "serviceName".to_string(),
+            reason: error.reason(),
+            value: error.service,
+        }
+    }
 }
 
 /// The bound [`RouteTable::check_regex_budget`] applies: [`MAX_TABLE_REGEX_SIZE`] (tests use

@@ -10,17 +10,15 @@ use hyper::Method;
 use super::*;
 use crate::delivery::HttpDelivery;
 use crate::endpoint::Target;
-use crate::params::{build_params, Mode, NotifyLabel, ParamRules};
+use crate::params::Mode;
+use crate::test_support::{demo_params, poll_until};
 
 fn params(name: &str, path: &str, replicas: i64) -> ServiceParams {
-    let rules = ParamRules {
-        notify_label: NotifyLabel::parse("com.df.notify").unwrap(),
-        name_prefix: None,
-    };
-    let labels: HashMap<String, String> = [("com.df.servicePath".to_owned(), path.to_owned())]
-        .into_iter()
-        .collect();
-    build_params(name, &labels, Mode::Replicated(replicas), &rules)
+    demo_params(
+        name,
+        &[("com.df.servicePath", path)],
+        Mode::Replicated(replicas),
+    )
 }
 
 fn snapshot(services: &[(&str, &str)], resync: u64, force: u64) -> Arc<Desired> {
@@ -384,17 +382,6 @@ async fn mock_proxy(scripts: HashMap<&'static str, Vec<u16>>) -> MockProxy {
     MockProxy { addr, seen }
 }
 
-async fn wait_for(seen: &Arc<Mutex<Vec<String>>>, n: usize, within: Duration) -> Vec<String> {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        let now = seen.lock().unwrap().clone();
-        if now.len() >= n || std::time::Instant::now() > deadline {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn http_5xx_is_retried_and_409_is_final() {
     let proxy = mock_proxy(HashMap::from([
@@ -420,13 +407,18 @@ async fn http_5xx_is_retried_and_409_is_final() {
     let desired = snapshot(&[("svc", "/p")], 1, 0);
     a.tx.send_replace(Arc::clone(&desired));
     b.tx.send_replace(desired);
-    let seen = wait_for(&proxy.seen, 4, Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let seen_after = proxy.seen.lock().unwrap().clone();
-    assert_eq!(
-        seen, seen_after,
-        "no more requests after delivery / refusal"
-    );
+    // Both outcomes are final once counted (that nothing follows them is checked under
+    // paused time above); then the requests seen are all there will be.
+    let settled = || {
+        a.metrics
+            .render()
+            .contains("sluice_listener_notifications_sent_total{kind=\"create\"} 1")
+            && b.metrics
+                .render()
+                .contains("sluice_listener_notifications_failed_total{kind=\"create\"} 1")
+    };
+    poll_until("delivery to a and refusal by b", settled).await;
+    let seen = proxy.seen.lock().unwrap().clone();
     let to_a = seen.iter().filter(|l| l.starts_with("GET /a/")).count();
     let to_b = seen.iter().filter(|l| l.starts_with("GET /b/")).count();
     assert_eq!((to_a, to_b), (3, 1), "{seen:?}");
@@ -466,28 +458,24 @@ async fn a_dead_endpoint_never_blocks_a_live_one() {
     );
     let desired = snapshot(&[("a", "/a"), ("b", "/b")], 1, 0);
     dead.tx.send_replace(Arc::clone(&desired));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The dead endpoint's first request is hanging before the live one gets any work.
+    poll_until("the dead endpoint's request", || {
+        !proxy.seen.lock().unwrap().is_empty()
+    })
+    .await;
     live.tx.send_replace(desired);
-    let started = std::time::Instant::now();
-    let deadline = started + Duration::from_secs(5);
-    loop {
-        let live_count = proxy
+    // poll_until gives up after 5 s, well within the 30 s the dead request may hang.
+    poll_until("both services delivered to the live endpoint", || {
+        proxy
             .seen
             .lock()
             .unwrap()
             .iter()
             .filter(|l| l.starts_with("GET /live/"))
-            .count();
-        if live_count == 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "live endpoint starved"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(started.elapsed() < Duration::from_secs(1));
+            .count()
+            == 2
+    })
+    .await;
     let hung = proxy
         .seen
         .lock()
@@ -502,4 +490,125 @@ async fn a_dead_endpoint_never_blocks_a_live_one() {
     dead.shutdown.cancel();
     live.shutdown.cancel();
     dead.task.await.unwrap();
+}
+
+// ---- Logs never hold a secret (issue 8): the query carries every `com.df.*` value.
+
+const PASSWORD: &str = "S3cretPw";
+const KEY_LINE: &str = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7";
+
+/// A log sink for a `tracing` subscriber.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Answers like a proxy that quotes what it refused: 503 quoting the users, then 409
+/// quoting a line of the key; 200 for every other service.
+struct Quoting {
+    calls: Mutex<u32>,
+}
+
+impl Deliver for Quoting {
+    async fn deliver(&self, request: &NotificationRequest) -> AttemptResult {
+        if !request.url.contains("serviceName=secure") {
+            return AttemptResult::Status {
+                status: StatusCode::OK,
+                body: String::new(),
+            };
+        }
+        let mut calls = self.calls.lock().unwrap();
+        *calls += 1;
+        let (status, body) = if *calls == 1 {
+            (503, format!("users admin:{PASSWORD} cannot be checked now"))
+        } else {
+            (409, format!("serviceCert line {KEY_LINE} is not PEM"))
+        };
+        AttemptResult::Status {
+            status: StatusCode::from_u16(status).unwrap(),
+            body,
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn logs_name_secret_parameters_but_never_their_values() {
+    let logs = LogBuffer::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let cert = format!(
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\n{KEY_LINE}\n-----END PRIVATE KEY-----\n"
+    );
+    let labels = [
+        ("com.df.servicePath", "/secure"),
+        ("com.df.users", "admin:S3cretPw"),
+        ("com.df.serviceCert", cert.as_str()),
+    ];
+    let secure = demo_params("secure", &labels, Mode::Replicated(1));
+    let desired = |services: Vec<(&str, ServiceParams)>| {
+        Arc::new(Desired {
+            services: services
+                .into_iter()
+                .map(|(n, p)| (n.to_owned(), p))
+                .collect(),
+            synced_at: Some(SystemTime::now()),
+            resync_generation: 1,
+            force_generation: 0,
+        })
+    };
+
+    let delivery = Arc::new(Quoting {
+        calls: Mutex::new(0),
+    });
+    let h = start(Arc::clone(&delivery), "http://proxy:8080", DFSL_POLICY);
+    h.tx.send_replace(desired(vec![
+        ("secure", secure.clone()),
+        ("plain", params("plain", "/plain", 1)),
+    ]));
+    advance(60.0).await; // 503 (retried), then 409 (final)
+    assert_eq!(
+        *delivery.calls.lock().unwrap(),
+        2,
+        "both answers were given"
+    );
+    h.tx.send_replace(desired(vec![("plain", params("plain", "/plain", 1))]));
+    advance(1.0).await; // the remove carries the secrets too
+    h.shutdown.cancel();
+    h.task.await.unwrap();
+
+    let text = logs.text();
+    for line in [
+        "Sending service created notification",
+        "Retrying service created notification",
+        "Proxy refused service created notification",
+        "Delivered service created notification",
+        "Sending service removed notification",
+    ] {
+        assert!(text.contains(line), "no {line:?} in the logs:\n{text}");
+    }
+    for secret in [PASSWORD, KEY_LINE, "PRIVATE", "BEGIN"] {
+        assert!(!text.contains(secret), "{secret:?} logged:\n{text}");
+    }
+    assert!(text.contains("users=REDACTED"), "{text}");
+    assert!(text.contains("serviceCert=REDACTED"), "{text}");
 }

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::params::NotifyLabel;
+use crate::test_support::{poll_until, rules};
 
 #[test]
 fn api_version_header_parses() {
@@ -141,10 +141,7 @@ fn start(addr: std::net::SocketAddr, resync: Duration) -> Running {
     let shutdown = CancellationToken::new();
     let config = WatchConfig {
         host: DockerHost::Tcp(format!("tcp://{addr}")),
-        rules: ParamRules {
-            notify_label: NotifyLabel::parse("com.df.notify").unwrap(),
-            name_prefix: None,
-        },
+        rules: rules(),
         resync_interval: resync,
         use_events: true,
         backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(80)).unwrap(),
@@ -199,12 +196,10 @@ async fn lists_then_follows_events_and_resyncs_after_reconnect() {
         );
     }
     // Wait for the event subscription, then change a label and announce it.
-    for _ in 0..200 {
-        if !state.lock().unwrap().streams.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll_until("the event subscription", || {
+        !state.lock().unwrap().streams.is_empty()
+    })
+    .await;
     {
         let s = state.lock().unwrap();
         assert!(
@@ -219,13 +214,12 @@ async fn lists_then_follows_events_and_resyncs_after_reconnect() {
         );
     }
     state.lock().unwrap().services = vec![service("id-a", "a", "/b", 2)];
-    let started = std::time::Instant::now();
     push_event(&state, "a");
+    // Within wait_until's bound, far below the hour-long resync: the event did it.
     let d = wait_until(&mut w.rx, "update", |d| {
         path_of(d, "a").as_deref() == Some("/b")
     })
     .await;
-    assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(d.services["a"].create["replicas"], "2");
     assert_eq!(
         d.resync_generation, 1,
@@ -256,11 +250,18 @@ async fn lists_then_follows_events_and_resyncs_after_reconnect() {
 async fn failing_docker_backs_off_and_shutdown_interrupts() {
     let (addr, state) = fake_docker().await;
     state.lock().unwrap().fail_list = true;
+    let started = std::time::Instant::now();
     let mut w = start(addr, Duration::from_secs(3600));
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let attempts = state.lock().unwrap().list_queries.len();
-    // Delays 20, 40, 80, 80, ... ms: a handful of attempts in 400 ms, not hundreds.
-    assert!((3..=9).contains(&attempts), "{attempts} attempts");
+    // Delays 20, 40, 80, 80, ... ms: the fifth listing cannot come before 20+40+80+80 ms.
+    poll_until("five failed listings", || {
+        state.lock().unwrap().list_queries.len() >= 5
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(220),
+        "retried without backing off: {:?}",
+        started.elapsed()
+    );
     assert!(w.rx.borrow().synced_at.is_none());
 
     // Recovery resets the backoff and publishes.
@@ -293,15 +294,19 @@ async fn unreachable_docker_is_retried() {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = closed.local_addr().unwrap();
     drop(closed);
+    let started = std::time::Instant::now();
     let w = start(addr, Duration::from_secs(3600));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let text = w.metrics.render();
-    let reconnects: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("sluice_listener_docker_reconnects_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    assert!((2..=10).contains(&reconnects), "{reconnects}");
+    let reconnects = || -> u64 {
+        w.metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix("sluice_listener_docker_reconnects_total "))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    poll_until("three reconnects", || reconnects() >= 3).await;
+    // The first two waits (20 and 40 ms) separate the three attempts.
+    assert!(started.elapsed() >= Duration::from_millis(60));
     w.shutdown.cancel();
     w.task.await.unwrap();
 }
