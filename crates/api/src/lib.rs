@@ -256,6 +256,16 @@ async fn admit(state: &ApiState, service: &Service) -> Result<Admission, ApiErro
             source,
         })?;
     }
+    // The routing table bounds the compiled size of all services' regular expressions.
+    state
+        .registry
+        .snapshot()
+        .table
+        .check_regex_budget(service)
+        .map_err(|error| ApiError::Params {
+            service: service.name.clone(),
+            source: error.into(),
+        })?;
     Ok(Admission::Accepted)
 }
 

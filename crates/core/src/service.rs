@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use regex::Regex;
+mod user_regex;
+
+pub use user_regex::{UserRegex, REGEX_DFA_SIZE_LIMIT, REGEX_SIZE_LIMIT};
 
 /// The parameters a service was defined with, in canonical query-string form
 /// (`servicePath.1` → `/api`). Kept so a service can be persisted and replayed through the
@@ -86,6 +88,30 @@ impl Service {
     /// The key services are ordered by: group, then `aclName` byte-wise, then the service name.
     pub fn sort_key(&self) -> (u8, &str, &str) {
         (self.sort_group(), &self.acl_name, &self.name)
+    }
+
+    /// The compiled size of every regular expression of the service (paths, excludes,
+    /// domains, SNI names, rewrites), in bytes. The route table bounds its sum
+    /// ([`MAX_TABLE_REGEX_SIZE`](crate::route::MAX_TABLE_REGEX_SIZE)).
+    pub fn regex_size(&self) -> usize {
+        self.destinations
+            .iter()
+            .flat_map(|d| {
+                let paths = d
+                    .paths
+                    .iter()
+                    .chain(&d.path_excludes)
+                    .filter_map(PathPattern::regex);
+                let domains = d
+                    .domains
+                    .iter()
+                    .chain(&d.redirect_from_domains)
+                    .filter_map(DomainPattern::regex);
+                let rewrites = d.rewrites.iter().map(|r| &r.search);
+                paths.chain(domains).chain(rewrites)
+            })
+            .map(UserRegex::compiled_size)
+            .sum()
     }
 
     /// True when any destination is routed by the HTTP data plane.
@@ -275,7 +301,7 @@ pub enum PathPattern {
     /// `path_dir`: the pattern's segments (without empty ones).
     Dir(String),
     /// `path_reg`.
-    Regex(Regex),
+    Regex(UserRegex),
     /// `url_beg`: prefix of path plus query.
     UrlPrefix(String),
     /// An SNI pattern (lower-cased text, or a case-insensitive regex).
@@ -294,7 +320,7 @@ pub enum SniPattern {
     /// `-m sub`.
     Substring(String),
     /// `-m reg` (compiled case-insensitive).
-    Regex(Regex),
+    Regex(UserRegex),
     /// `-m dom`.
     Domain(String),
 }
@@ -342,6 +368,14 @@ impl PathPattern {
                 | SniPattern::Domain(s) => s,
                 SniPattern::Regex(r) => r.as_str(),
             },
+        }
+    }
+
+    /// The regular expression, for `path_reg` and SNI `-m reg` patterns.
+    pub fn regex(&self) -> Option<&UserRegex> {
+        match self {
+            PathPattern::Regex(r) | PathPattern::Sni(SniPattern::Regex(r)) => Some(r),
+            _ => None,
         }
     }
 
@@ -429,7 +463,7 @@ pub enum DomainPattern {
     /// The host equals this name or ends with `.` followed by it.
     Domain(String),
     /// A regular expression searched in the host (compiled case-insensitive).
-    Regex(Regex),
+    Regex(UserRegex),
 }
 
 impl DomainPattern {
@@ -439,6 +473,14 @@ impl DomainPattern {
             DomainPattern::Exact(s) | DomainPattern::Domain(s) => s.clone(),
             DomainPattern::Suffix(s) => format!("*{s}"),
             DomainPattern::Regex(r) => r.as_str().to_string(),
+        }
+    }
+
+    /// The regular expression, for `hdr_reg(host)` patterns.
+    pub fn regex(&self) -> Option<&UserRegex> {
+        match self {
+            DomainPattern::Regex(r) => Some(r),
+            _ => None,
         }
     }
 
@@ -480,7 +522,7 @@ pub fn normalize_host(raw: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct PathRewrite {
     /// The compiled search expression (case-insensitive when flag `i` was given).
-    pub search: Regex,
+    pub search: UserRegex,
     /// The replacement in `regex` crate syntax (`\1` already turned into `${1}`).
     pub replace: String,
     /// Flag `g`: replace every match instead of the first.

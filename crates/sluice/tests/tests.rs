@@ -11,6 +11,7 @@ mod durability;
 mod envelope;
 mod fuzz_http;
 mod layer4;
+mod limits;
 mod persistence;
 mod reconfigure;
 mod replicas;

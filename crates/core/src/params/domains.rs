@@ -1,9 +1,8 @@
 //! Domains: `serviceDomain` and `redirectFromDomain` patterns.
 
-use super::paths::compile_regex;
 use super::value::Val;
 use super::ParamError;
-use crate::service::{DomainAlgo, DomainPattern};
+use crate::service::{DomainAlgo, DomainPattern, UserRegex};
 
 pub(super) fn parse_domains(
     v: &Val<'_>,
@@ -21,7 +20,7 @@ pub(super) fn parse_domain(item: &str, algo: DomainAlgo) -> Result<DomainPattern
         return Ok(DomainPattern::Suffix(suffix));
     }
     if algo == DomainAlgo::Reg {
-        return compile_regex(item, true).map(DomainPattern::Regex);
+        return UserRegex::new(item, true).map(DomainPattern::Regex);
     }
     let domain = plain_domain(item)?;
     Ok(match algo {

@@ -101,6 +101,18 @@
 //! error). In `replace`, HAProxy's `\0`–`\9` become `${0}`–`${9}`, `\\` is a backslash, `\xHH`
 //! an ASCII byte, and `$` is literal. Flags: `g` (every match) and `i` (ignore case).
 //!
+//! # Regular expressions
+//!
+//! Every user-supplied expression (`path_reg`, `hdr_reg(host)`, SNI `-m reg`, rewrites) is a
+//! [`UserRegex`]: compiled under [`REGEX_SIZE_LIMIT`] (256 KiB) with a bounded matching cache,
+//! and at most [`MAX_REGEXES_PER_SERVICE`] (32) per service, counted over every destination;
+//! the error names the parameter whose expressions cross the limit. The route table bounds the
+//! total of all services ([`RouteTable::check_regex_budget`]).
+//!
+//! [`UserRegex`]: crate::service::UserRegex
+//! [`REGEX_SIZE_LIMIT`]: crate::service::REGEX_SIZE_LIMIT
+//! [`RouteTable::check_regex_budget`]: crate::route::RouteTable::check_regex_budget
+//!
 //! # Environment-defined services
 //!
 //! Unlike DFP, `DFP_SERVICE[_N]_*` variables support **every** parameter of the table (users,
@@ -131,10 +143,14 @@ pub use known::{
     KNOWN_PARAMS, MAX_INDEX,
 };
 pub(crate) use service::parse_compression_values;
-pub use service::{parse_service, ParseContext};
+pub use service::{parse_service, ParseContext, MAX_REGEXES_PER_SERVICE};
 pub use sources::{
     params_from_labels, params_from_query, services_from_env, ENV_SERVICE_PREFIX, LABEL_PREFIX,
 };
 
+#[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
+mod limits_tests;
 #[cfg(test)]
 mod tests;

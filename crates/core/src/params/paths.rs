@@ -1,10 +1,8 @@
 //! Paths: `pathType` and the `servicePath` / `servicePathExclude` patterns.
 
-use regex::{Regex, RegexBuilder};
-
 use super::value::Val;
 use super::ParamError;
-use crate::service::{PathPattern, PathType, ReqMode, SniMatch, SniPattern};
+use crate::service::{PathPattern, PathType, ReqMode, SniMatch, SniPattern, UserRegex};
 
 const PATH_TYPES_HELP: &str = "unsupported pathType (use path_beg, path, path_end, path_sub, \
      path_dir, path_reg or url_beg; with reqMode=sni use req_ssl_sni [-i] \
@@ -94,7 +92,7 @@ pub(super) fn compile_path(text: &str, path_type: PathType) -> Result<PathPatter
         PathType::End => PathPattern::Suffix(owned()),
         PathType::Sub => PathPattern::Substring(owned()),
         PathType::Dir => PathPattern::Dir(owned()),
-        PathType::Reg => PathPattern::Regex(compile_regex(text, false)?),
+        PathType::Reg => PathPattern::Regex(UserRegex::new(text, false)?),
         PathType::UrlBeg => PathPattern::UrlPrefix(owned()),
         PathType::Sni(method) => {
             let lower = text.to_ascii_lowercase();
@@ -104,31 +102,8 @@ pub(super) fn compile_path(text: &str, path_type: PathType) -> Result<PathPatter
                 SniMatch::Suffix => SniPattern::Suffix(lower),
                 SniMatch::Substring => SniPattern::Substring(lower),
                 SniMatch::Domain => SniPattern::Domain(lower),
-                SniMatch::Regex => SniPattern::Regex(compile_regex(text, true)?),
+                SniMatch::Regex => SniPattern::Regex(UserRegex::new(text, true)?),
             })
         }
     })
-}
-
-pub(super) fn compile_regex(pattern: &str, case_insensitive: bool) -> Result<Regex, String> {
-    RegexBuilder::new(pattern)
-        .case_insensitive(case_insensitive)
-        .build()
-        .map_err(|e| regex_reason(&e))
-}
-
-/// One line out of the `regex` crate's multi-line diagnostics.
-pub(super) fn regex_reason(error: &regex::Error) -> String {
-    match error {
-        regex::Error::Syntax(text) => {
-            let detail = text
-                .lines()
-                .rev()
-                .find_map(|line| line.trim().strip_prefix("error: "))
-                .unwrap_or("syntax error");
-            format!("not a supported regular expression: {detail}")
-        }
-        regex::Error::CompiledTooBig(_) => "the regular expression is too large".to_string(),
-        _ => "not a supported regular expression".to_string(),
-    }
 }

@@ -1,9 +1,8 @@
 //! Rewrites: `reqPathSearchReplace` and the deprecated `reqPathSearch` / `reqPathReplace`.
 
-use super::paths::compile_regex;
 use super::value::Source;
 use super::ParamError;
-use crate::service::PathRewrite;
+use crate::service::{PathRewrite, UserRegex};
 
 pub(super) fn parse_legacy_rewrite(src: &Source<'_>) -> Result<Option<PathRewrite>, ParamError> {
     let Some(search) = src.service("reqPathSearch") else {
@@ -11,7 +10,7 @@ pub(super) fn parse_legacy_rewrite(src: &Source<'_>) -> Result<Option<PathRewrit
     };
     let replace_val = src.service("reqPathReplace");
     let replace_text = replace_val.as_ref().map_or("", |v| v.value);
-    let regex = compile_regex(search.value, false).map_err(|reason| search.invalid(reason))?;
+    let regex = UserRegex::new(search.value, false).map_err(|reason| search.invalid(reason))?;
     let replace = translate_replacement(replace_text).map_err(|reason| match &replace_val {
         Some(v) => v.invalid(reason),
         None => search.invalid(reason),
@@ -45,7 +44,7 @@ pub(super) fn parse_rewrite_pair(pair: &str) -> Result<PathRewrite, String> {
         }
     }
     Ok(PathRewrite {
-        search: compile_regex(search, case_insensitive)?,
+        search: UserRegex::new(search, case_insensitive)?,
         replace: translate_replacement(replace)?,
         global,
         source: pair.to_string(),

@@ -10,8 +10,15 @@ use super::value::{Source, Val};
 use super::ParamError;
 use crate::env::{parse_decimal, parse_go_bool};
 use crate::service::{
-    Compression, CompressionAlgo, ConnectionMode, DomainAlgo, Params, PathRewrite, Service,
+    Compression, CompressionAlgo, ConnectionMode, Destination, DomainAlgo, DomainPattern, Params,
+    PathPattern, PathRewrite, Service, SniPattern,
 };
+
+/// The most regular expressions one service may carry (`path_reg` paths and excludes,
+/// `hdr_reg(host)` domains, SNI `-m reg` names and rewrites, counted over every destination;
+/// the deprecated `reqPathSearch` counts once). Each one is also bounded by
+/// [`REGEX_SIZE_LIMIT`](crate::service::REGEX_SIZE_LIMIT).
+pub const MAX_REGEXES_PER_SERVICE: usize = 32;
 
 /// Proxy-wide settings the parser needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +195,7 @@ pub fn parse_service(params: &Params, ctx: &ParseContext) -> Result<Service, Par
         .into_iter()
         .map(|index| parse_destination(&src, index, &shared, ctx))
         .collect::<Result<Vec<_>, _>>()?;
+    check_regex_count(&src, shared.legacy_rewrite.is_some(), &destinations)?;
 
     Ok(Service {
         name,
@@ -211,6 +219,59 @@ pub fn parse_service(params: &Params, ctx: &ParseContext) -> Result<Service, Par
         destinations,
         warnings,
     })
+}
+
+/// Refuses a service with more than [`MAX_REGEXES_PER_SERVICE`] regular expressions, naming
+/// the parameter whose expressions cross the limit.
+fn check_regex_count(
+    src: &Source<'_>,
+    legacy_rewrite: bool,
+    destinations: &[Destination],
+) -> Result<(), ParamError> {
+    let paths = |list: &[PathPattern]| {
+        list.iter()
+            .filter(|p| {
+                matches!(
+                    p,
+                    PathPattern::Regex(_) | PathPattern::Sni(SniPattern::Regex(_))
+                )
+            })
+            .count()
+    };
+    let domains = |list: &[DomainPattern]| {
+        list.iter()
+            .filter(|d| matches!(d, DomainPattern::Regex(_)))
+            .count()
+    };
+    let mut count = usize::from(legacy_rewrite);
+    for d in destinations {
+        let own_rewrites = d.rewrites.len() - usize::from(legacy_rewrite);
+        let groups = [
+            ("servicePath", paths(&d.paths)),
+            ("servicePathExclude", paths(&d.path_excludes)),
+            ("serviceDomain", domains(&d.domains)),
+            ("redirectFromDomain", domains(&d.redirect_from_domains)),
+            ("reqPathSearchReplace", own_rewrites),
+        ];
+        for (name, n) in groups {
+            count += n;
+            if count > MAX_REGEXES_PER_SERVICE {
+                let reason = format!(
+                    "the service has more than {MAX_REGEXES_PER_SERVICE} regular expressions \
+                     (the limit per service)"
+                );
+                return Err(match src.dest(name, d.index) {
+                    Some(v) => v.invalid(reason),
+                    None => ParamError::Invalid {
+                        param: name.to_string(),
+                        value: String::new(),
+                        reason,
+                    },
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn unsupported_reason(param: &str) -> &'static str {

@@ -213,13 +213,14 @@ impl PathIndex {
 pub(super) struct PathTree {
     /// Items matching any path.
     pub(super) any: Vec<usize>,
-    /// `path_beg`, keyed by the prefix.
+    /// `path_beg`, keyed by the prefix; `path_reg` by its anchored literal prefix.
     pub(super) prefix: KeyedByLength<Vec<usize>>,
     /// `url_beg`, keyed by the prefix of path plus query.
     pub(super) url_prefix: KeyedByLength<Vec<usize>>,
     /// `path`, keyed by the whole path.
     pub(super) exact: HashMap<Box<str>, Vec<usize>>,
-    /// Everything else (`path_end`, `path_sub`, `path_dir`, `path_reg`), checked one by one.
+    /// Everything else (`path_end`, `path_sub`, `path_dir`, `path_reg` without an anchored
+    /// literal prefix), checked one by one.
     pub(super) scan: Vec<usize>,
 }
 
@@ -235,6 +236,10 @@ impl PathTree {
         for pattern in patterns {
             let list = match pattern {
                 PathPattern::Prefix(s) => self.prefix.entry(s),
+                // A `^literal…` expression can only match paths starting with the literal.
+                PathPattern::Regex(r) if r.anchored_prefix().is_some() => {
+                    self.prefix.entry(r.anchored_prefix().unwrap_or_default())
+                }
                 PathPattern::UrlPrefix(s) => self.url_prefix.entry(s),
                 PathPattern::Exact(s) => self.exact.entry(s.as_str().into()).or_default(),
                 PathPattern::Suffix(_)

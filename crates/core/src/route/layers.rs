@@ -7,8 +7,9 @@ use http::header::HeaderName;
 
 use super::index::{IndexItem, MatchIndex, PathSpec};
 use super::redirects::{ForwardedProto, RedirectKind, RedirectRule};
+use super::regexes::{LayerRegexes, RegexHits, Subject};
 use super::table::{Prepared, Route};
-use crate::service::{DomainPattern, ReqMode, Service};
+use crate::service::{DomainPattern, PathPattern, ReqMode, Service, UserRegex};
 
 /// One service of a [`Layer`], in evaluation order.
 #[derive(Debug)]
@@ -17,6 +18,8 @@ pub(super) struct LayerService {
     /// How many routes and redirect rules the service contributed.
     pub(super) routes: usize,
     pub(super) redirects: usize,
+    /// [`Service::regex_size`].
+    pub(super) regex_size: usize,
 }
 
 /// One indexed set of services: what a full build produces. A table is a base layer plus a
@@ -33,6 +36,8 @@ pub(super) struct Layer {
     pub(super) index: MatchIndex,
     pub(super) redirects: Vec<RedirectRule>,
     pub(super) redirect_index: MatchIndex,
+    /// The regular expressions of the routes and redirect rules, as sets.
+    pub(super) regexes: LayerRegexes,
     /// Per default-backend service with routes, in order: the route it contributes.
     pub(super) defaults: Vec<usize>,
 }
@@ -97,7 +102,36 @@ impl Layer {
             })
             .collect();
         layer.redirect_index = MatchIndex::build(&items);
+        layer.regexes = LayerRegexes::build(layer.regex_terms());
         layer
+    }
+
+    /// Every regular expression a route or redirect rule of this layer may run.
+    fn regex_terms(&self) -> impl Iterator<Item = (Subject, &UserRegex)> + '_ {
+        let routes = self.routes.iter().map(Route::destination);
+        let redirects = self
+            .redirects
+            .iter()
+            .map(|rule| &rule.service.destinations[rule.dest]);
+        routes.chain(redirects).flat_map(|d| {
+            let paths = d
+                .paths
+                .iter()
+                .chain(&d.path_excludes)
+                .filter_map(|pat| match pat {
+                    PathPattern::Regex(r) => Some((Subject::Path, r)),
+                    _ => None,
+                });
+            let hosts =
+                d.domains
+                    .iter()
+                    .chain(&d.redirect_from_domains)
+                    .filter_map(|pat| match pat {
+                        DomainPattern::Regex(r) => Some((Subject::Host, r)),
+                        _ => None,
+                    });
+            paths.chain(hosts)
+        })
     }
 
     /// The slots of the services called `name` (at most one unless `build` got duplicates).
@@ -201,6 +235,7 @@ impl Layer {
             service: Arc::clone(service),
             routes: self.routes.len() - first_route,
             redirects: self.redirects.len() - first_redirect,
+            regex_size: service.regex_size(),
         });
     }
 
@@ -229,6 +264,7 @@ impl Layer {
     pub(super) fn best_route(
         &self,
         p: &Prepared<'_, '_>,
+        hits: &RegexHits<'_>,
         keep: impl Fn(usize) -> bool,
     ) -> Option<&Route> {
         if self.routes.is_empty() {
@@ -238,7 +274,7 @@ impl Layer {
         self.index
             .best(p.host.as_deref(), req.path, req.path_and_query, |rank| {
                 let route = &self.routes[rank];
-                keep(route.slot) && route.matches_prepared(p)
+                keep(route.slot) && route.matches_prepared(p, hits)
             })
             .map(|rank| &self.routes[rank])
     }
@@ -249,6 +285,7 @@ impl Layer {
         &self,
         p: &Prepared<'_, '_>,
         proto: ForwardedProto,
+        hits: &RegexHits<'_>,
         keep: impl Fn(usize) -> bool,
     ) -> Option<&RedirectRule> {
         if self.redirects.is_empty() {
@@ -258,7 +295,7 @@ impl Layer {
         self.redirect_index
             .best(p.host.as_deref(), req.path, req.path_and_query, |rank| {
                 let rule = &self.redirects[rank];
-                keep(rule.slot) && rule.applies(p, proto)
+                keep(rule.slot) && rule.applies(p, proto, hits)
             })
             .map(|rank| &self.redirects[rank])
     }

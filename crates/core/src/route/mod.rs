@@ -19,6 +19,16 @@
 //! order and the smallest position whose remaining terms match wins, so the index never
 //! changes which route wins compared with a linear first-match scan.
 //!
+//! Regular expressions (`path_reg` paths and excludes, `hdr_reg(host)` domains) are checked
+//! last in a candidate, after its port, plain paths and hosts, headers and User-Agent, and not
+//! one by one: each layer compiles its distinct expressions into one `RegexSet` per subject
+//! (path, host) and case sensitivity, which a request runs at most once, on first need (see
+//! `regexes.rs`). A path expression anchored with a literal prefix (`^/api/v[0-9]`) is filed
+//! in the index under that prefix (`/api/v`), so only requests under it reach it at all.
+//! [`regex_runs`] counts those executions. The compiled size of all services'
+//! expressions is bounded by [`MAX_TABLE_REGEX_SIZE`]; [`RouteTable::check_regex_budget`]
+//! refuses a service that would exceed it.
+//!
 //! # Incremental updates
 //!
 //! [`RouteTable::update`] derives a new table from an old one in O(changed services) instead of
@@ -64,10 +74,14 @@
 mod index;
 mod layers;
 mod redirects;
+mod regexes;
 mod rendering;
 mod table;
 
-pub use table::{Decision, RequestFacts, Route, RouteTable};
+pub use regexes::regex_runs;
+pub use table::{
+    Decision, RegexBudgetError, RequestFacts, Route, RouteTable, MAX_TABLE_REGEX_SIZE,
+};
 
 #[cfg(test)]
 mod tests;

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-use super::table::{domains_match, port_allows, Prepared};
-use crate::service::Service;
+use super::regexes::{RegexHits, Subject};
+use super::table::{is_path_regex, port_allows, regex_terms_match, Prepared, RegexTerms};
+use crate::service::{DomainPattern, Service};
 
 /// The header the `redirectWhenHttpProto` / `redirectUnlessHttpsProto` rules look at.
 pub(super) const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
@@ -79,14 +80,23 @@ impl RedirectRule {
         )
     }
 
-    pub(super) fn applies(&self, p: &Prepared<'_, '_>, proto: ForwardedProto) -> bool {
+    pub(super) fn applies(
+        &self,
+        p: &Prepared<'_, '_>,
+        proto: ForwardedProto,
+        hits: &RegexHits<'_>,
+    ) -> bool {
         let d = &self.service.destinations[self.dest];
         let Some(host) = p.host.as_deref() else {
             return false;
         };
         match &self.kind {
             RedirectKind::FromDomain { target } => {
-                host != target.as_str() && d.redirect_from_domains.iter().any(|rd| rd.matches(host))
+                host != target.as_str()
+                    && d.redirect_from_domains.iter().any(|rd| match rd {
+                        DomainPattern::Regex(r) => hits.is_match(Subject::Host, r),
+                        plain => plain.matches(host),
+                    })
             }
             RedirectKind::Proto {
                 when_http,
@@ -96,13 +106,40 @@ impl RedirectRule {
             } => {
                 let req = p.req;
                 let wanted = (*when_http && proto.http) || (*unless_https && !proto.https);
-                wanted
-                    && req.host.is_some_and(|raw| !raw.trim().is_empty())
-                    && port_allows(*src_port, req.local_port)
-                    && d.paths
+                if !wanted
+                    || req.host.is_none_or(|raw| raw.trim().is_empty())
+                    || !port_allows(*src_port, req.local_port)
+                {
+                    return false;
+                }
+                let plain_path = d
+                    .paths
+                    .iter()
+                    .filter(|pat| !is_path_regex(pat))
+                    .any(|pat| pat.matches(req.path, req.path_and_query));
+                let plain_domain = d.domains.is_empty()
+                    || d.domains
                         .iter()
-                        .any(|pat| pat.matches(req.path, req.path_and_query))
-                    && domains_match(&d.domains, Some(host))
+                        .filter(|pat| !matches!(pat, DomainPattern::Regex(_)))
+                        .any(|pat| pat.matches(host));
+                let path_needs_regex = !plain_path && d.paths.iter().any(is_path_regex);
+                let domain_needs_regex = !plain_domain
+                    && d.domains
+                        .iter()
+                        .any(|pat| matches!(pat, DomainPattern::Regex(_)));
+                (plain_path || path_needs_regex)
+                    && (plain_domain || domain_needs_regex)
+                    && regex_terms_match(
+                        // DFP's proto redirects test the paths and domains, not the excludes.
+                        RegexTerms {
+                            paths: &d.paths,
+                            path_excludes: &[],
+                            domains: &d.domains,
+                        },
+                        hits,
+                        path_needs_regex,
+                        domain_needs_regex,
+                    )
             }
         }
     }

@@ -11,7 +11,9 @@ use http::HeaderMap;
 
 use super::layers::Layer;
 use super::redirects::{ForwardedProto, RedirectKind, RedirectRule};
-use crate::service::{normalize_host, Destination, DomainPattern, Service};
+use super::regexes::{RegexHits, Subject};
+use crate::params::ParamError;
+use crate::service::{normalize_host, Destination, DomainPattern, PathPattern, Service, UserRegex};
 
 /// One HTTP route: a destination reached on its plain port or on its `httpsPort`.
 #[derive(Debug)]
@@ -72,7 +74,9 @@ impl Route {
     /// True when every term of the route matches the request (paths, excludes, domains,
     /// headers, User-Agent, local port). Redirects and the default backend are not involved.
     pub fn matches(&self, req: &RequestFacts<'_>) -> bool {
-        self.matches_prepared(&Prepared::new(req))
+        let p = Prepared::new(req);
+        let hits = RegexHits::direct(req.path, p.host.as_deref());
+        self.matches_prepared(&p, &hits)
     }
 
     /// The route's place in evaluation order, comparable across layers: the service's sort
@@ -87,28 +91,54 @@ impl Route {
         )
     }
 
-    pub(super) fn matches_prepared(&self, p: &Prepared<'_, '_>) -> bool {
+    /// The full check. Terms that cost a comparison come first; the regular expressions of
+    /// the paths, excludes and domains run last, and through `hits` (the layer's sets).
+    pub(super) fn matches_prepared(&self, p: &Prepared<'_, '_>, hits: &RegexHits<'_>) -> bool {
         let req = p.req;
         if !port_allows(self.src_port, req.local_port) {
             return false;
         }
         let d = self.destination();
-        if !d
-            .paths
-            .iter()
-            .any(|pat| pat.matches(req.path, req.path_and_query))
+        let plain_paths = || d.paths.iter().filter(|pat| !is_path_regex(pat));
+        let path_needs_regex = if plain_paths().any(|pat| pat.matches(req.path, req.path_and_query))
         {
+            false
+        } else if d.paths.iter().any(is_path_regex) {
+            true
+        } else {
             return false;
-        }
+        };
         if d.path_excludes
             .iter()
+            .filter(|pat| !is_path_regex(pat))
             .any(|pat| pat.matches(req.path, req.path_and_query))
         {
             return false;
         }
-        if !domains_match(&d.domains, p.host.as_deref()) {
-            return false;
-        }
+        let host = p.host.as_deref();
+        let domain_needs_regex = if d.domains.is_empty() {
+            false
+        } else {
+            let Some(host) = host else {
+                return false;
+            };
+            let plain = || {
+                d.domains
+                    .iter()
+                    .filter(|pat| !matches!(pat, DomainPattern::Regex(_)))
+            };
+            if plain().any(|pat| pat.matches(host)) {
+                false
+            } else if d
+                .domains
+                .iter()
+                .any(|pat| matches!(pat, DomainPattern::Regex(_)))
+            {
+                true
+            } else {
+                return false;
+            }
+        };
         for (name, value) in &self.headers {
             let Some(name) = name else {
                 return false;
@@ -132,8 +162,56 @@ impl Route {
                 return false;
             }
         }
-        true
+        let terms = RegexTerms {
+            paths: &d.paths,
+            path_excludes: &d.path_excludes,
+            domains: &d.domains,
+        };
+        regex_terms_match(terms, hits, path_needs_regex, domain_needs_regex)
     }
+}
+
+/// True for a pattern that is a regular expression (only `path_reg` in an HTTP route).
+pub(super) fn is_path_regex(pattern: &PathPattern) -> bool {
+    matches!(pattern, PathPattern::Regex(_))
+}
+
+/// The `path_reg` expressions of a pattern list.
+fn path_regexes(list: &[PathPattern]) -> impl Iterator<Item = &UserRegex> + '_ {
+    list.iter().filter_map(|pat| match pat {
+        PathPattern::Regex(r) => Some(r),
+        _ => None,
+    })
+}
+
+/// The pattern lists [`regex_terms_match`] looks at.
+#[derive(Clone, Copy)]
+pub(super) struct RegexTerms<'d> {
+    pub(super) paths: &'d [PathPattern],
+    pub(super) path_excludes: &'d [PathPattern],
+    pub(super) domains: &'d [DomainPattern],
+}
+
+/// The regular-expression terms of a destination whose other terms matched: one of its path
+/// regexes must match (when no plain path did), none of its exclude regexes may, and one of
+/// its domain regexes must match (when no plain domain did).
+pub(super) fn regex_terms_match(
+    d: RegexTerms<'_>,
+    hits: &RegexHits<'_>,
+    path_needs_regex: bool,
+    domain_needs_regex: bool,
+) -> bool {
+    if path_needs_regex && !path_regexes(d.paths).any(|r| hits.is_match(Subject::Path, r)) {
+        return false;
+    }
+    if path_regexes(d.path_excludes).any(|r| hits.is_match(Subject::Path, r)) {
+        return false;
+    }
+    !domain_needs_regex
+        || d.domains.iter().any(|pat| match pat {
+            DomainPattern::Regex(r) => hits.is_match(Subject::Host, r),
+            _ => false,
+        })
 }
 
 /// What the router needs to know about one request.
@@ -201,6 +279,7 @@ pub(super) struct Tally {
     pub(super) services: usize,
     pub(super) routes: usize,
     pub(super) redirects: usize,
+    pub(super) regex_size: usize,
 }
 
 /// The layer an item of a [`RouteTable`] lives in, with its position there.
@@ -209,6 +288,59 @@ pub(super) enum At {
     Base(usize),
     Delta(usize),
 }
+
+/// The most heap the compiled regular expressions of all services of one table may take
+/// together: 32 MiB (each one is also bounded by
+/// [`REGEX_SIZE_LIMIT`](crate::service::REGEX_SIZE_LIMIT), and each service by
+/// [`MAX_REGEXES_PER_SERVICE`](crate::params::MAX_REGEXES_PER_SERVICE)).
+pub const MAX_TABLE_REGEX_SIZE: usize = 32 * 1024 * 1024;
+
+/// A service refused by [`RouteTable::check_regex_budget`]. It converts into a
+/// [`ParamError`] about `serviceName` (a 400 from the API).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value {service:?} for parameter serviceName: {}", self.reason())]
+pub struct RegexBudgetError {
+    /// The service refused.
+    pub service: String,
+    /// The compiled size of its regular expressions, in bytes.
+    pub service_size: usize,
+    /// The compiled size of the other services' regular expressions, in bytes.
+    pub others_size: usize,
+    /// The limit, in bytes ([`MAX_TABLE_REGEX_SIZE`]).
+    pub limit: usize,
+}
+
+impl RegexBudgetError {
+    /// What is wrong, without the service name.
+    pub fn reason(&self) -> String {
+        format!(
+            "the service's regular expressions take {} KiB compiled and the other services' {} \
+             KiB; together they exceed the {} MiB limit for the regular expressions of all \
+             services",
+            self.service_size.div_ceil(1024),
+            self.others_size.div_ceil(1024),
+            self.limit / (1024 * 1024)
+        )
+    }
+}
+
+impl From<RegexBudgetError> for ParamError {
+    fn from(error: RegexBudgetError) -> ParamError {
+        ParamError::Invalid {
+            param: "serviceName".to_string(),
+            reason: error.reason(),
+            value: error.service,
+        }
+    }
+}
+
+/// The bound [`RouteTable::check_regex_budget`] applies: [`MAX_TABLE_REGEX_SIZE`] (tests use
+/// 1 MiB so that a table can reach it with a few dozen expressions).
+pub(super) const TABLE_REGEX_LIMIT: usize = if cfg!(test) {
+    1024 * 1024
+} else {
+    MAX_TABLE_REGEX_SIZE
+};
 
 /// Changed services tolerated on top of the base before [`RouteTable::update`] compacts
 /// (tests use a tiny bound so that short update sequences exercise compaction).
@@ -238,6 +370,7 @@ impl RouteTable {
                 services: base.services.len(),
                 routes: base.routes.len(),
                 redirects: base.redirects.len(),
+                regex_size: base.services.iter().map(|s| s.regex_size).sum(),
             },
             base: Arc::new(base),
             shadow: Vec::new(),
@@ -324,6 +457,47 @@ impl RouteTable {
         self.changed
     }
 
+    /// The compiled size of the regular expressions of every live service (bounded by
+    /// [`MAX_TABLE_REGEX_SIZE`] when every change went through
+    /// [`check_regex_budget`](Self::check_regex_budget)).
+    pub fn regex_size(&self) -> usize {
+        self.base_live.regex_size
+            + self
+                .delta
+                .services
+                .iter()
+                .map(|s| s.regex_size)
+                .sum::<usize>()
+    }
+
+    /// Refuses `service` when adding it (or replacing the live service of its name with it)
+    /// would take [`regex_size`](Self::regex_size) past [`MAX_TABLE_REGEX_SIZE`]. A change
+    /// that does not grow the service's expressions is always accepted. Call it before
+    /// [`update`](Self::update), which itself never refuses anything.
+    pub fn check_regex_budget(&self, service: &Service) -> Result<(), RegexBudgetError> {
+        let current = match self.delta.slots_named(&service.name) {
+            [slot, ..] => self.delta.services[*slot].regex_size,
+            [] => self
+                .base
+                .slots_named(&service.name)
+                .iter()
+                .filter(|slot| !self.shadowed(**slot))
+                .map(|slot| self.base.services[*slot].regex_size)
+                .sum(),
+        };
+        let size = service.regex_size();
+        let others = self.regex_size().saturating_sub(current);
+        if size > current && others + size > TABLE_REGEX_LIMIT {
+            return Err(RegexBudgetError {
+                service: service.name.clone(),
+                service_size: size,
+                others_size: others,
+                limit: TABLE_REGEX_LIMIT,
+            });
+        }
+        Ok(())
+    }
+
     /// Marks a base service as replaced or removed.
     pub(super) fn shadow_slot(&mut self, slot: usize) {
         let (word, bit) = (slot / 64, 1u64 << (slot % 64));
@@ -338,6 +512,7 @@ impl RouteTable {
         self.base_live.services -= 1;
         self.base_live.routes -= service.routes;
         self.base_live.redirects -= service.redirects;
+        self.base_live.regex_size -= service.regex_size;
     }
 
     /// True when the base service in `slot` was replaced or removed.
@@ -374,26 +549,37 @@ impl RouteTable {
     /// Decides what to do with one request: redirect, forward, or nothing.
     pub fn decide(&self, req: &RequestFacts<'_>) -> Decision<'_> {
         let p = Prepared::new(req);
-        if let Some(decision) = self.redirect_for(&p) {
+        let host = p.host.as_deref();
+        let hits = [
+            RegexHits::new(&self.base.regexes, req.path, host),
+            RegexHits::new(&self.delta.regexes, req.path, host),
+        ];
+        if let Some(decision) = self.redirect_for(&p, &hits) {
             return decision;
         }
-        let base = self.base.best_route(&p, |slot| !self.shadowed(slot));
-        let delta = self.delta.best_route(&p, |_| true);
+        let base = self
+            .base
+            .best_route(&p, &hits[0], |slot| !self.shadowed(slot));
+        let delta = self.delta.best_route(&p, &hits[1], |_| true);
         match earlier(base, delta, Route::order_key).or_else(|| self.default_route()) {
             Some(route) => Decision::Forward(route),
             None => Decision::NoRoute,
         }
     }
 
-    pub(super) fn redirect_for(&self, p: &Prepared<'_, '_>) -> Option<Decision<'static>> {
+    pub(super) fn redirect_for(
+        &self,
+        p: &Prepared<'_, '_>,
+        hits: &[RegexHits<'_>; 2],
+    ) -> Option<Decision<'static>> {
         if self.base_live.redirects == 0 && self.delta.redirects.is_empty() {
             return None;
         }
         let proto = ForwardedProto::of(p.req.headers);
         let base = self
             .base
-            .best_redirect(p, proto, |slot| !self.shadowed(slot));
-        let delta = self.delta.best_redirect(p, proto, |_| true);
+            .best_redirect(p, proto, &hits[0], |slot| !self.shadowed(slot));
+        let delta = self.delta.best_redirect(p, proto, &hits[1], |_| true);
         let rule = earlier(base, delta, RedirectRule::order_key)?;
         let req = p.req;
         let uri = if req.path_and_query.is_empty() {
@@ -513,17 +699,6 @@ pub(super) fn port_allows(required: Option<u16>, local_port: u16) -> bool {
     match required {
         Some(port) => port == local_port,
         None => true,
-    }
-}
-
-/// True when the destination has no domains, or the (normalised) host matches one.
-pub(super) fn domains_match(domains: &[DomainPattern], host: Option<&str>) -> bool {
-    if domains.is_empty() {
-        return true;
-    }
-    match host {
-        Some(host) => domains.iter().any(|d| d.matches(host)),
-        None => false,
     }
 }
 

@@ -6,7 +6,6 @@ use http::HeaderMap;
 use super::table::*;
 use crate::service::*;
 use proptest::prelude::*;
-use regex::Regex;
 
 // ----- builders -------------------------------------------------------------------------
 
@@ -288,7 +287,7 @@ fn wildcard_and_domain_patterns() {
     dom.destinations[0].domains = vec![DomainPattern::Domain("example.org".into())];
     let mut reg = simple("d-reg", &["/"]);
     reg.destinations[0].domains = vec![DomainPattern::Regex(
-        Regex::new("(?i)^shop\\d+\\.").unwrap(),
+        UserRegex::new("^shop\\d+\\.", true).unwrap(),
     )];
     let (_s, t) = table(vec![exact, wild, dom, reg]);
     let cases = [
@@ -757,7 +756,7 @@ fn path_pattern(i: usize) -> PathPattern {
         7 => PathPattern::Suffix("c".into()),
         8 => PathPattern::Substring("b".into()),
         9 => PathPattern::Dir("/a".into()),
-        10 => PathPattern::Regex(Regex::new("^/a.c").unwrap()),
+        10 => PathPattern::Regex(UserRegex::new("^/a.c", false).unwrap()),
         11 => PathPattern::UrlPrefix("/a?x".into()),
         12 => PathPattern::UrlPrefix("/ab".into()),
         13 => beg("/.well-known"),
@@ -774,7 +773,7 @@ fn domain_pattern(i: usize) -> DomainPattern {
         3 => DomainPattern::Suffix(".a.com".into()),
         4 => DomainPattern::Suffix(String::new()),
         5 => DomainPattern::Domain("a.com".into()),
-        6 => DomainPattern::Regex(Regex::new("(?i)^b\\.").unwrap()),
+        6 => DomainPattern::Regex(UserRegex::new("^b\\.", true).unwrap()),
         7 => host("c.org"),
         8 => DomainPattern::Domain("b.a.com".into()),
         _ => DomainPattern::Suffix("com".into()),
