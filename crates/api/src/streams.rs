@@ -44,7 +44,7 @@ pub struct StreamGate {
     listeners: OnceLock<Arc<StreamListeners>>,
 }
 
-fn has_layer4(service: &Service) -> bool {
+fn has_streams(service: &Service) -> bool {
     service
         .destinations
         .iter()
@@ -67,8 +67,8 @@ impl StreamGate {
     /// Checks that `services` with `service` added (or replaced) has no port conflict, and
     /// binds any new layer-4 port. Nothing is published or closed here.
     pub fn check(&self, services: &ServiceMap, service: &Service) -> Result<(), StreamError> {
-        let replaces_layer4 = services.get(&service.name).is_some_and(|s| has_layer4(s));
-        if !has_layer4(service) && !replaces_layer4 {
+        let replaces_streams = services.get(&service.name).is_some_and(|s| has_streams(s));
+        if !has_streams(service) && !replaces_streams {
             return Ok(());
         }
         let candidate = Arc::new(service.clone());
