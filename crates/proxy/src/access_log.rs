@@ -111,11 +111,7 @@ impl AccessLog {
         };
         let uri = req.uri();
         let path = match uri.query() {
-            Some(query) => format!(
-                "{}?{}",
-                uri.path(),
-                sluice_core::redact::redact_query(query)
-            ),
+            Some(query) => format!("{}?{}", uri.path(), redact_query(query)),
             None => uri.path().to_string(),
         };
         let captured = self
@@ -145,6 +141,37 @@ impl AccessLog {
         trace.termination = "client_aborted";
         trace
     }
+}
+
+/// Words that mark a query parameter of a web request as a credential (`access_token`,
+/// `api_key`, `X-Amz-Signature`, `session_id`, …), on top of Sluice's own secret parameters.
+const CREDENTIAL_WORDS: &[&str] = &["token", "secret", "key", "signature", "session", "auth"];
+
+/// `query` with the values of secret parameters ([`sluice_core::redact::redact_query`]) and of
+/// credential-looking ones ([`CREDENTIAL_WORDS`], and OAuth's `code`) replaced.
+fn redact_query(query: &str) -> std::borrow::Cow<'_, str> {
+    let query = sluice_core::redact::redact_query(query);
+    let credential = |pair: &str| {
+        let Some((name, value)) = pair.split_once('=') else {
+            return false;
+        };
+        let name = name.to_ascii_lowercase();
+        value != sluice_core::redact::REDACTED
+            && (name == "code" || CREDENTIAL_WORDS.iter().any(|w| name.contains(w)))
+    };
+    if !query.split('&').any(credential) {
+        return query;
+    }
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if credential(pair) => {
+                format!("{name}={}", sluice_core::redact::REDACTED)
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    std::borrow::Cow::Owned(pairs.join("&"))
 }
 
 /// Client ids are kept when they are short and made of URL-safe characters (UUIDs, ULIDs, hex,
@@ -727,6 +754,19 @@ mod tests {
         let mut out = String::new();
         quote(&mut out, "");
         assert_eq!(out, "\"\"");
+    }
+
+    #[test]
+    fn queries_lose_secret_and_credential_values() {
+        assert_eq!(redact_query("a=1&b=2"), "a=1&b=2");
+        assert_eq!(
+            redact_query("password=x&access_token=y&API_KEY=z&code=c&q=keep"),
+            "password=REDACTED&access_token=REDACTED&API_KEY=REDACTED&code=REDACTED&q=keep"
+        );
+        assert_eq!(
+            redact_query("users=u:p&tokenless"),
+            "users=REDACTED&tokenless"
+        );
     }
 
     #[test]
