@@ -249,6 +249,8 @@ fn client_body_failed(error: &SendError) -> bool {
     false
 }
 
+// The phases need the request's whole context; the request log's trace is the eighth.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     worker: &Worker,
     conn: &ConnInfo,
