@@ -181,8 +181,17 @@ fn errors_only_logs_failures_and_not_successes() {
     assert_eq!(text_field(&line, "status"), "503");
     assert_eq!(text_field(&line, "termination"), "upstream_unreachable");
     assert_eq!(text_field(&line, "service"), "down");
-    // The 200 was answered (and would have been written) before the 503.
-    assert!(!p.log_text().contains("path=/web/fine"), "{}", p.log_text());
+    // A clean stop writes every line still buffered before "stopped".
+    let logs = p.logs.clone();
+    p.terminate();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !logs.lock().unwrap().iter().any(|l| l.contains("stopped")) {
+        assert!(Instant::now() < deadline, "no 'stopped' line");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = logs.lock().unwrap().join("\n");
+    assert!(text.contains("path=/down/x"), "{text}");
+    assert!(!text.contains("path=/web/fine"), "{text}");
 }
 
 #[test]
