@@ -5,6 +5,7 @@
 //! back. The data plane (`sluice-proxy`), the control API (`sluice-api`) and the Docker
 //! watcher (`sluice-docker`) build on it.
 
+pub mod access_log;
 pub mod client_hello;
 pub mod credentials;
 pub mod env;

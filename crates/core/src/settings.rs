@@ -40,6 +40,7 @@
 //! | `CA_FILE` | (none) | [`Settings::ca_file`] (client certificates are requested and verified against it) |
 //! | `PREFERRED_CERTIFICATE` | (none) | [`Settings::preferred_certificates`] (comma-separated file-name globs) |
 //! | `COMPRESSION_ALGO` / `COMPRESSION_TYPE` | (none) | [`Settings::compression`] (the `compressionAlgo` / `compressionType` rules; a service's own setting wins) |
+//! | `DEBUG` / `DEBUG_ERRORS_ONLY` / `CAPTURE_REQUEST_HEADER` / `LOG_FORMAT` | `false` / `false` / (none) / `text` | [`Settings::access_log`] (the request log) |
 //!
 //! Port lists (`DEFAULT_PORTS`, `BIND_PORTS`) are comma-separated items `80`, `443:ssl`. HAProxy
 //! bind options such as `8443 accept-proxy:ssl` are rejected with an error naming the option.
@@ -59,6 +60,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::access_log::{parse_captured_headers, AccessLogSettings, LogFormat};
 use crate::credentials::{parse_user_list, Credentials};
 pub use crate::env::Vars;
 use crate::env::{list_items, parse_decimal, parse_go_bool, GO_BOOL_HELP};
@@ -247,6 +249,8 @@ pub struct Settings {
     /// `COMPRESSION_ALGO` / `COMPRESSION_TYPE`: response compression for services that do
     /// not set `compressionAlgo` themselves.
     pub compression: Option<Compression>,
+    /// `DEBUG`, `DEBUG_ERRORS_ONLY`, `CAPTURE_REQUEST_HEADER`, `LOG_FORMAT`: the request log.
+    pub access_log: AccessLogSettings,
 }
 
 impl Settings {
@@ -310,6 +314,10 @@ const KNOWN_VARIABLES: &[&str] = &[
     "PREFERRED_CERTIFICATE",
     "COMPRESSION_ALGO",
     "COMPRESSION_TYPE",
+    "DEBUG",
+    "DEBUG_ERRORS_ONLY",
+    "CAPTURE_REQUEST_HEADER",
+    "LOG_FORMAT",
 ];
 
 /// Every variable [`Settings::from_vars`] reads, in table order.
@@ -358,6 +366,7 @@ impl Default for Settings {
             ca_file: None,
             preferred_certificates: Vec::new(),
             compression: None,
+            access_log: AccessLogSettings::default(),
         }
     }
 }
@@ -596,6 +605,16 @@ impl Settings {
             .map(|v| list_items(&v, ",").map(str::to_string).collect())
             .unwrap_or(d.preferred_certificates);
         let compression = r.compression(&separator)?;
+        let access_log = AccessLogSettings {
+            enabled: r.boolean("DEBUG", false)?,
+            errors_only: r.boolean("DEBUG_ERRORS_ONLY", false)?,
+            capture: r
+                .parsed("CAPTURE_REQUEST_HEADER", parse_captured_headers)?
+                .unwrap_or_default(),
+            format: r
+                .parsed("LOG_FORMAT", LogFormat::parse)?
+                .unwrap_or_default(),
+        };
 
         Ok(Settings {
             ip,
@@ -631,6 +650,7 @@ impl Settings {
             ca_file,
             preferred_certificates,
             compression,
+            access_log,
         })
     }
 }

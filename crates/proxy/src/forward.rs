@@ -36,6 +36,7 @@ use sluice_core::route::{Decision, RequestFacts, Route};
 use sluice_core::service::{ConnectionMode, HeaderOp, ReqMode};
 use sluice_core::uri_path::{self, PathError};
 
+use crate::access_log::Trace;
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::error_page::{self, Failure};
 use crate::snapshot::Snapshot;
@@ -56,6 +57,8 @@ pub(crate) struct ConnInfo {
     pub(crate) tls: bool,
     /// The client presented a certificate that verified against `CA_FILE`.
     pub(crate) client_cert_verified: bool,
+    /// The client's address and port.
+    pub(crate) client: SocketAddr,
     /// The client's IP address as text, rendered once per connection.
     client_ip: String,
     /// `local_port` as a header value, rendered once per connection.
@@ -73,17 +76,34 @@ impl ConnInfo {
             local_port,
             tls,
             client_cert_verified,
+            client,
             client_ip: client.ip().to_string(),
             port_header: HeaderValue::from(local_port),
         }
     }
 }
 
-/// Handles one request end to end. Never fails: every problem becomes a response.
+/// Handles one request end to end. Never fails: every problem becomes a response. With the
+/// request log on, the request is traced ([`crate::access_log`]).
 pub(crate) async fn handle(
     worker: Rc<Worker>,
     conn: Rc<ConnInfo>,
     mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let Some(log) = &worker.access_log else {
+        return respond(worker, conn, req, None).await;
+    };
+    let mut trace = log.http(conn.client, conn.local_port, &mut req);
+    let resp = respond(worker, conn, req, Some(&mut trace)).await;
+    trace.responded(&resp);
+    resp
+}
+
+async fn respond(
+    worker: Rc<Worker>,
+    conn: Rc<ConnInfo>,
+    mut req: Request<Incoming>,
+    mut trace: Option<&mut Trace>,
 ) -> Response<ProxyBody> {
     if let Err(problem) = canonical_request(&mut req) {
         tracing::debug!(%problem, "refused an ambiguous request");
@@ -117,11 +137,17 @@ pub(crate) async fn handle(
     };
     let resp = match decision {
         Decision::NoRoute => {
+            if let Some(trace) = trace {
+                trace.end("no_route");
+            }
             worker.stats.hub.unrouted();
             error_page::page(Failure::NoRoute)
         }
         Decision::Redirect { status, location } => error_page::redirect(status, &location),
         Decision::Forward(route) => {
+            if let Some(trace) = trace.as_deref_mut() {
+                trace.routed(&route.service.name);
+            }
             let started = Instant::now();
             let stats = snapshot.stats.of(route);
             let in_flight = stats.map(DestStats::begin);
@@ -133,6 +159,7 @@ pub(crate) async fn handle(
                 stats,
                 host.as_deref(),
                 req,
+                trace,
             )
             .await;
             match in_flight {
@@ -222,6 +249,8 @@ fn client_body_failed(error: &SendError) -> bool {
     false
 }
 
+// The phases need the request's whole context; the request log's trace is the eighth.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     worker: &Worker,
     conn: &ConnInfo,
@@ -230,6 +259,7 @@ async fn forward(
     stats: Option<&Arc<DestStats>>,
     host: Option<&str>,
     mut req: Request<Incoming>,
+    trace: Option<&mut Trace>,
 ) -> Response<ProxyBody> {
     let dest = route.destination();
     let service = &route.service;
@@ -310,6 +340,7 @@ async fn forward(
         .map(|s| Duration::from_secs(u64::from(s)))
         .unwrap_or(worker.timeouts.server);
     let req = req.map(|body| RequestBody::new(body, stats.cloned()));
+    let sent = trace.is_some().then(Instant::now);
     let exchange = match worker
         .upstreams
         .send(
@@ -326,15 +357,24 @@ async fn forward(
             if let Some(stats) = stats {
                 stats.upstream_answered(exchange.addr, &exchange.failed);
             }
+            if let Some(trace) = trace {
+                trace.answered(exchange.addr, exchange.failed.len(), sent);
+            }
             exchange
         }
         Err(error) if client_body_failed(&error) => {
+            if let Some(trace) = trace {
+                trace.end("client_body_broken");
+            }
             tracing::debug!(service = %service.name, %error, "client sent a malformed request body");
             return error_page::bad_request("The request body is malformed or incomplete.");
         }
         Err(error) => {
             if let Some(stats) = stats {
                 stats.upstream_failed(&error);
+            }
+            if let Some(trace) = trace {
+                trace.upstream_failed(&error, sent);
             }
             let failure = match &error {
                 SendError::Resolve { .. } | SendError::Unreachable { .. } => Failure::Unavailable,

@@ -3,6 +3,7 @@
 //! It reads routing decisions from the published [`snapshot::Snapshot`] and never writes
 //! them; the control API is the one writer. It does not parse parameters or talk to Docker.
 
+pub mod access_log;
 pub mod auth;
 pub mod body;
 pub mod certs;

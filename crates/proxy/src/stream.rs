@@ -28,7 +28,7 @@ use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sluice_core::client_hello::{self, Peek};
 use sluice_core::service::Balance;
@@ -367,9 +367,14 @@ async fn handle(
     mut client: TcpStream,
     peer: SocketAddr,
 ) {
+    // The request log's trace of this connection, written when it is dropped.
+    let mut trace = worker.access_log.as_ref().map(|log| log.tcp(peer, port));
     let snapshot = worker.snapshot.load_full();
     let Some(listen) = snapshot.stream.port(port) else {
         tracing::debug!(port, %peer, "no layer-4 route on this port; closing");
+        if let Some(trace) = &mut trace {
+            trace.end("no_route");
+        }
         return;
     };
     let _ = client.set_nodelay(true);
@@ -393,14 +398,30 @@ async fn handle(
     }
     let Some(route) = listen.pick(server_name.as_deref()) else {
         tracing::debug!(port, %peer, server_name = server_name.as_deref().unwrap_or("-"), "no layer-4 route matched; closing");
+        if let Some(trace) = &mut trace {
+            trace.end("no_route");
+        }
         return;
     };
-    let Some((upstream, addr)) = connect(&worker, &balancer, route, peer.ip()).await else {
+    let connecting = trace.as_mut().map(|trace| {
+        trace.routed(&route.service);
+        Instant::now()
+    });
+    let Some((upstream, addr, tries)) = connect(&worker, &balancer, route, peer.ip()).await else {
+        if let Some(trace) = &mut trace {
+            trace.end("upstream_unreachable");
+        }
         return;
     };
+    if let (Some(trace), Some(connecting)) = (&mut trace, connecting) {
+        trace.connected(addr, tries, connecting);
+    }
     let _active = ActiveGuard::new(balancer, addr);
     let mut upstream = upstream;
     if !buffered.is_empty() && upstream.write_all(&buffered).await.is_err() {
+        if let Some(trace) = &mut trace {
+            trace.end("upstream_broken");
+        }
         return;
     }
     let idle = route
@@ -408,7 +429,14 @@ async fn handle(
         .map(|s| Duration::from_secs(u64::from(s)))
         .unwrap_or(worker.timeouts.tunnel);
     tracing::debug!(port, %peer, upstream = %addr, route = %route.name, "layer-4 connection established");
-    crate::tunnel::splice(client, upstream, idle).await;
+    match &mut trace {
+        None => crate::tunnel::splice(client, upstream, idle).await,
+        Some(trace) => {
+            let client = trace.count(client, buffered.len());
+            crate::tunnel::splice(client, upstream, idle).await;
+            trace.end("closed");
+        }
+    }
 }
 
 /// Reads until the bytes hold a complete ClientHello, are clearly not TLS, or `limit` passes.
@@ -438,7 +466,7 @@ async fn connect(
     balancer: &Rc<Balancer>,
     route: &StreamRoute,
     client: IpAddr,
-) -> Option<(TcpStream, SocketAddr)> {
+) -> Option<(TcpStream, SocketAddr, usize)> {
     let mut candidates = Vec::new();
     for target in &route.targets {
         let resolved = worker
@@ -466,9 +494,9 @@ async fn connect(
         tracing::warn!(route = %route.name, "no layer-4 upstream address available; closing");
         return None;
     }
-    for addr in ordered.iter().take(MAX_ATTEMPTS) {
+    for (tried, addr) in ordered.iter().take(MAX_ATTEMPTS).enumerate() {
         match worker.upstreams.connect_tcp(*addr).await {
-            Ok(stream) => return Some((stream, *addr)),
+            Ok(stream) => return Some((stream, *addr, tried + 1)),
             Err(error) => {
                 tracing::warn!(route = %route.name, %addr, %error, "layer-4 upstream connect failed")
             }

@@ -47,6 +47,8 @@ pub struct DataPlaneConfig {
     /// `COMPRESSION_ALGO` / `COMPRESSION_TYPE`: compression for services without their own
     /// `compressionAlgo` ([`crate::compress`]).
     pub compression: Option<sluice_core::service::Compression>,
+    /// `DEBUG`: the request log ([`crate::access_log`]), `None` when off.
+    pub access_log: Option<crate::access_log::AccessLog>,
 }
 
 /// A data plane could not start.
@@ -89,6 +91,8 @@ pub(crate) struct Worker {
     pub(crate) stats: crate::stats_page::StatsConfig,
     /// The global compression default.
     pub(crate) compression: Option<sluice_core::service::Compression>,
+    /// The request log, when on (this worker's copy).
+    pub(crate) access_log: Option<Rc<crate::access_log::AccessLog>>,
 }
 
 impl Worker {
@@ -260,6 +264,7 @@ fn run_worker(
             https_port,
             stats: config.stats.clone(),
             compression: config.compression.clone(),
+            access_log: config.access_log.clone().map(Rc::new),
         });
         // Every connection task holds a sender; when all are gone, the worker has drained.
         let (drain_tx, mut drain_rx) = tokio::sync::mpsc::channel::<()>(1);

@@ -91,6 +91,7 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
                 page: stats_page.clone(),
             },
             compression: settings.compression.clone(),
+            access_log: sluice_proxy::access_log::AccessLog::new(&settings.access_log),
         },
         snapshot.clone(),
     )

@@ -217,6 +217,21 @@ pub(crate) const PROXY: &[Variable] = &[
     ),
     LOG_LEVEL,
     LOG_FORMAT,
+    var(
+        "DEBUG",
+        "false",
+        "The request log: one line per HTTP request and per tcp/sni connection.",
+    ),
+    var(
+        "DEBUG_ERRORS_ONLY",
+        "false",
+        "With DEBUG, log only failures (status 500 and up, aborted).",
+    ),
+    var(
+        "CAPTURE_REQUEST_HEADER",
+        "-",
+        "Request headers added to each request line, cut to a length: Host:15,X-Forwarded-For:20.",
+    ),
 ];
 
 /// `sluice listener`'s variables, in the order of `docs/configuration.md`.

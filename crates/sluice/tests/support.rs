@@ -221,6 +221,10 @@ impl ProxyBuilder {
 }
 
 fn addr_field(line: &str) -> Option<SocketAddr> {
+    if let Some(at) = line.find("\"addr\":\"") {
+        // LOG_FORMAT=json
+        return line[at + 8..].split('"').next()?.parse().ok();
+    }
     let at = line.find("addr=")?;
     line[at + 5..].split_whitespace().next()?.parse().ok()
 }
