@@ -29,6 +29,8 @@ fn documented_variables() -> (Vec<String>, Vec<String>) {
             .filter(|l| l.starts_with("| `"))
             .filter_map(|l| l.split('|').nth(1))
             .flat_map(|cell| cell.split('`').skip(1).step_by(2).map(str::to_owned))
+            // Variables are upper case; other tables (e.g. the request log's fields) are not.
+            .filter(|name| !name.starts_with(|c: char| c.is_ascii_lowercase()))
             .collect()
     };
     (names(proxy), names(listener))
