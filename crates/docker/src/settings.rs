@@ -64,7 +64,7 @@ pub enum ListenerSettingsError {
     InvalidUrl {
         /// Variable or secret file the URL came from.
         source_name: String,
-        /// The URL, with any user-info replaced by `***`.
+        /// The URL, with its password and secret query values redacted (`sluice_core::redact`).
         value: String,
         /// Why.
         #[source]
@@ -415,18 +415,6 @@ fn read_secret(path: &Path) -> Result<Option<String>, ListenerSettingsError> {
     }
 }
 
-/// Replaces user-info in a URL with `***` so errors never echo passwords.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
-    }
-}
-
 /// The targets of one kind: the first set variable among `names`, then the secret file.
 fn targets(
     vars: &dyn Vars,
@@ -469,7 +457,7 @@ fn targets(
                 .unwrap_or(Method::GET);
             Target::parse(&raw, method).map_err(|source| ListenerSettingsError::InvalidUrl {
                 source_name,
-                value: redact(&raw),
+                value: sluice_core::redact::redact_url(&raw).into_owned(),
                 source,
             })
         })
@@ -611,7 +599,7 @@ mod tests {
             parse(&[("DF_NOTIFY_CREATE_SERVICE_URL", "https://user:pw@proxy/c")]).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("DF_NOTIFY_CREATE_SERVICE_URL"), "{text}");
-        assert!(text.contains("***@proxy"), "{text}");
+        assert!(text.contains("user:REDACTED@proxy"), "{text}");
         assert!(!text.contains("pw"), "{text}");
         assert!(matches!(
             parse(&[("DF_NOTIFY_REMOVE_SERVICE_URL", "proxy:8080/remove")]),
