@@ -6,13 +6,13 @@
 //! The generator is a fixed-seed xorshift, so a failure names a case that can be replayed:
 //! `FUZZ_SEED=<seed> FUZZ_CASES=<n>` override the defaults.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::{Backend, Proxy};
+use crate::support::{read_until_closed, Backend, Proxy};
 
 /// A small deterministic generator (xorshift64*).
 struct Rng(u64);
@@ -198,15 +198,7 @@ fn send(addr: SocketAddr, bytes: &[u8]) -> Outcome {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = stream.write_all(bytes);
     let _ = stream.shutdown(Shutdown::Write);
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&out);
+    let text = read_until_closed(&mut stream);
     let statuses: Vec<u16> = text
         .match_indices("HTTP/1.")
         .filter_map(|(at, _)| text.get(at + 9..at + 12))

@@ -2,11 +2,11 @@
 //! routing, auth and the upstream; ambiguous requests refused; malformed framing answered as a
 //! client error; half-closed clients answered; a port in use refused at start.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::support::{Backend, Proxy};
+use crate::support::{read_until_closed, Backend, Proxy};
 
 /// Sends `request` on a fresh connection, optionally shuts down the sending side, and returns
 /// everything read until the proxy closes (or 5 s of silence).
@@ -19,15 +19,7 @@ pub(crate) fn exchange(addr: SocketAddr, request: &[u8], half_close: bool) -> St
     if half_close {
         stream.shutdown(Shutdown::Write).unwrap();
     }
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    read_until_closed(&mut stream)
 }
 
 /// The status code of a raw response (0 when there is none).

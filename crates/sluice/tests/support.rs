@@ -493,6 +493,11 @@ pub(crate) fn raw_request(addr: SocketAddr, request: &str) -> String {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     stream.write_all(request.as_bytes()).unwrap();
+    read_until_closed(&mut stream)
+}
+
+/// Everything the peer sends until it closes (or the read timeout), as text.
+pub(crate) fn read_until_closed(stream: &mut TcpStream) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     while let Ok(n) = stream.read(&mut buf) {
