@@ -30,6 +30,7 @@ pub struct Counters {
     removals: AtomicU64,
     dropped_entries: AtomicU64,
     damaged_files: AtomicU64,
+    resync_changes: AtomicU64,
 }
 
 impl Counters {
@@ -56,6 +57,16 @@ impl Counters {
     /// State files moved aside at startup because they could not be parsed.
     pub fn damaged_files(&self) -> u64 {
         self.damaged_files.load(Ordering::Relaxed)
+    }
+
+    /// Services the listener's resync added, updated or removed.
+    pub fn resync_changes(&self) -> u64 {
+        self.resync_changes.load(Ordering::Relaxed)
+    }
+
+    /// Counts one change made by the listener's resync.
+    pub fn resync_change(&self) {
+        self.resync_changes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one saved service dropped at startup.
@@ -178,6 +189,16 @@ pub fn exposition(report: &Report, counters: &Counters) -> String {
         "sluice_state_dropped_entries_total",
         &[],
         counters.dropped_entries(),
+    );
+    f.head(
+        "sluice_listener_resync_changes_total",
+        "counter",
+        "Services the listener's periodic resync added, updated or removed.",
+    );
+    f.sample(
+        "sluice_listener_resync_changes_total",
+        &[],
+        counters.resync_changes(),
     );
     f.head(
         "sluice_state_damaged_files_total",

@@ -69,7 +69,22 @@ enum Op {
 
 struct Pending {
     op: Op,
+    /// For a correction ([`Registry::correct`]): the service as the correction was computed
+    /// against (`None`: absent). The op is dropped when the set holds something else by then.
+    expected: Option<Option<Arc<Service>>>,
     reply: oneshot::Sender<Result<Change, CommitError>>,
+}
+
+/// A change the listener's resync asks for, computed against one version of the set.
+#[derive(Debug, Clone)]
+pub struct Correction {
+    /// The service's name.
+    pub name: String,
+    /// The service to apply; `None` removes it.
+    pub service: Option<Service>,
+    /// The service as the correction was computed against (`None`: absent); the correction
+    /// is dropped when the set holds anything else at commit time.
+    pub expected: Option<Arc<Service>>,
 }
 
 /// The single writer of routing state.
@@ -98,6 +113,10 @@ pub enum CommitError {
     /// The commit task ended before answering (the process is stopping).
     #[error("the change was not committed: the registry is shutting down")]
     Abandoned,
+    /// A correction was dropped: the service changed after the correction was computed (a
+    /// newer change wins; the next resync looks again).
+    #[error("the correction was dropped: the service changed meanwhile")]
+    Superseded,
 }
 
 impl CommitError {
@@ -105,7 +124,7 @@ impl CommitError {
     pub fn is_client_error(&self) -> bool {
         match self {
             CommitError::Stream(e) => e.is_client_error(),
-            CommitError::Store(_) | CommitError::Abandoned => false,
+            CommitError::Store(_) | CommitError::Abandoned | CommitError::Superseded => false,
         }
     }
 }
@@ -221,10 +240,56 @@ impl Registry {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(Pending { op, reply });
+            .push(Pending {
+                op,
+                expected: None,
+                reply,
+            });
         let registry = Arc::clone(self);
         tokio::spawn(async move { registry.commit_pending().await });
         outcome.await.unwrap_or(Err(CommitError::Abandoned))
+    }
+
+    /// Applies `corrections` (the listener's resync) in one commit: written to the store before
+    /// they are published, like any API change, and nothing written when none is left. Each
+    /// correction names the service it was computed against; one whose service has changed
+    /// since (a newer reconfigure or remove) is dropped with [`CommitError::Superseded`].
+    /// Answers one outcome per correction, in order.
+    pub async fn correct(
+        self: &Arc<Self>,
+        corrections: Vec<Correction>,
+    ) -> Vec<Result<Change, CommitError>> {
+        let mut outcomes = Vec::with_capacity(corrections.len());
+        {
+            // Queued under one lock: the same commit takes them all.
+            let mut pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for correction in corrections {
+                let (reply, outcome) = oneshot::channel();
+                let op = match correction.service {
+                    Some(service) => Op::Upsert(Box::new(service)),
+                    None => Op::Remove(correction.name),
+                };
+                pending.push(Pending {
+                    op,
+                    expected: Some(correction.expected),
+                    reply,
+                });
+                outcomes.push(outcome);
+            }
+        }
+        if outcomes.is_empty() {
+            return Vec::new();
+        }
+        let registry = Arc::clone(self);
+        tokio::spawn(async move { registry.commit_pending().await });
+        let mut results = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            results.push(outcome.await.unwrap_or(Err(CommitError::Abandoned)));
+        }
+        results
     }
 
     /// Takes every queued change, checks each against the set as the batch has made it so far,
@@ -245,7 +310,27 @@ impl Registry {
         let mut candidate = inner.services.clone();
         let mut touched = BTreeSet::new();
         let mut accepted = Vec::with_capacity(batch.len());
-        for Pending { op, reply } in batch {
+        for Pending {
+            op,
+            expected,
+            reply,
+        } in batch
+        {
+            if let Some(expected) = expected {
+                let name = match &op {
+                    Op::Upsert(service) => service.name.as_str(),
+                    Op::Remove(name) => name.as_str(),
+                };
+                let unchanged = match (candidate.get(name), &expected) {
+                    (Some(now), Some(then)) => Arc::ptr_eq(now, then),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !unchanged {
+                    let _ = reply.send(Err(CommitError::Superseded));
+                    continue;
+                }
+            }
             match op {
                 Op::Upsert(service) => {
                     if let Err(error) = self.streams.check(&candidate, &service) {

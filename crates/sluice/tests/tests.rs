@@ -15,6 +15,7 @@ mod limits;
 mod persistence;
 mod reconfigure;
 mod replicas;
+mod resync;
 mod routing;
 mod secrets;
 mod security;
