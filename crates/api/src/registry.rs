@@ -630,6 +630,59 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    #[tokio::test]
+    async fn corrections_are_one_commit_and_a_newer_change_wins() {
+        let (store, dir) = store("correct");
+        let registry = Registry::new(sluice_proxy::snapshot::new_cell(), Some(store.clone()));
+        registry.apply(svc("a")).await.unwrap();
+        registry.apply(svc("b")).await.unwrap();
+        let before = registry.services();
+        // A change lands after the corrections were computed against `before`.
+        registry.apply(svc("b")).await.unwrap();
+        let generation = registry.snapshot().generation;
+        let mut moved = svc("a");
+        moved.params.insert("port".into(), "2".into());
+        let outcomes = registry
+            .correct(vec![
+                Correction {
+                    name: "a".into(),
+                    service: Some(moved),
+                    expected: before.get("a").cloned(),
+                },
+                Correction {
+                    name: "b".into(),
+                    service: None,
+                    expected: before.get("b").cloned(),
+                },
+                Correction {
+                    name: "c".into(),
+                    service: Some(svc("c")),
+                    expected: None,
+                },
+            ])
+            .await;
+        assert_eq!(outcomes[0].as_ref().unwrap().generation, generation + 1);
+        assert!(matches!(outcomes[1], Err(CommitError::Superseded)));
+        assert_eq!(outcomes[2].as_ref().unwrap().generation, generation + 1);
+        let saved = store.recover().unwrap().services;
+        assert_eq!(saved.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(saved["a"]["port"], "2");
+        // Only superseded corrections: nothing written, nothing published.
+        std::fs::remove_file(store.path()).unwrap();
+        let outcomes = registry
+            .correct(vec![Correction {
+                name: "c".into(),
+                service: None,
+                expected: None,
+            }])
+            .await;
+        assert!(matches!(outcomes[0], Err(CommitError::Superseded)));
+        assert!(!store.path().exists());
+        assert_eq!(registry.snapshot().generation, generation + 1);
+        assert!(registry.correct(Vec::new()).await.is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     /// The digest is SHA-256 based: the same on every build, so replicas of different versions
     /// (a rolling upgrade) agree. Pinned here so a change of hash shows up as a failing test.
     #[tokio::test]

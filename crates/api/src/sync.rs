@@ -298,3 +298,60 @@ pub async fn notify_listeners(state: &ApiState) -> Result<(), NotifyError> {
         Err(NotifyError::Unreachable(errors))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sluice_core::params::params_from_query;
+
+    use super::*;
+
+    #[test]
+    fn distribute_is_not_a_difference() {
+        let a = params_from_query("serviceName=a&port=1&distribute=true");
+        assert!(same_routing(&a, &params_from_query("serviceName=a&port=1")));
+        assert!(!same_routing(
+            &a,
+            &params_from_query("serviceName=a&port=2")
+        ));
+        assert!(!same_routing(
+            &a,
+            &params_from_query("serviceName=a&port=1&users=u:p")
+        ));
+    }
+
+    #[test]
+    fn the_recheck_period_follows_both_settings() {
+        let mut s = Settings::default();
+        assert_eq!(recheck_period(&s), Some(Duration::from_secs(15)));
+        s.repeat_reload = true;
+        assert_eq!(recheck_period(&s), Some(Duration::from_secs(5)));
+        s.listener_resync_interval = Duration::ZERO;
+        assert_eq!(recheck_period(&s), Some(Duration::from_secs(5)));
+        s.repeat_reload = false;
+        assert_eq!(recheck_period(&s), None);
+    }
+
+    #[test]
+    fn a_described_correction_hides_secrets() {
+        let old = Arc::new(
+            crate::admission::admit(
+                &params_from_query("serviceName=a&servicePath=/a&port=1&users=u:OldSecret"),
+                &Default::default(),
+            )
+            .unwrap(),
+        );
+        let new = crate::admission::admit(
+            &params_from_query("serviceName=a&servicePath=/a&port=2&users=u:NewSecret"),
+            &Default::default(),
+        )
+        .unwrap();
+        let text = describe(&Correction {
+            name: "a".into(),
+            service: Some(new),
+            expected: Some(old),
+        });
+        assert!(text.contains(r#"port "1" -> "2""#), "{text}");
+        assert!(text.contains("users"), "{text}");
+        assert!(!text.contains("Secret"), "{text}");
+    }
+}
