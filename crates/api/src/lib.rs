@@ -21,6 +21,7 @@
 pub mod access;
 pub mod admission;
 pub mod certs;
+pub mod dry_run;
 pub mod error;
 pub mod metrics;
 pub mod peers;
@@ -140,17 +141,20 @@ async fn reconfigure(
     State(state): State<Arc<ApiState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = query_params(raw);
+    let mut params = query_params(raw);
     let name = params.get("serviceName").cloned().unwrap_or_default();
     tracing::info!(service = %name, "Processing reconfigure request");
-    reconfigure_service(&state, &params, name.clone())
-        .await
-        .inspect_err(|error| match error.status() {
-            s if s.is_server_error() => {
-                tracing::error!(service = %name, %error, "reconfigure rejected")
-            }
-            _ => tracing::warn!(service = %name, %error, "reconfigure rejected"),
-        })
+    let outcome = match dry_run::take(&mut params, &name) {
+        Ok(true) => dry_run::reconfigure(&state, &params, name.clone()).await,
+        Ok(false) => reconfigure_service(&state, &params, name.clone()).await,
+        Err(error) => Err(error),
+    };
+    outcome.inspect_err(|error| match error.status() {
+        s if s.is_server_error() => {
+            tracing::error!(service = %name, %error, "reconfigure rejected")
+        }
+        _ => tracing::warn!(service = %name, %error, "reconfigure rejected"),
+    })
 }
 
 async fn reconfigure_service(
@@ -333,11 +337,14 @@ async fn remove(
     State(state): State<Arc<ApiState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = query_params(raw);
+    let mut params = query_params(raw);
     let name = params.get("serviceName").cloned().unwrap_or_default();
-    remove_service(&state, &params, name.clone())
-        .await
-        .inspect_err(|error| tracing::warn!(service = %name, %error, "remove rejected"))
+    let outcome = match dry_run::take(&mut params, &name) {
+        Ok(true) => dry_run::remove(&state, &name),
+        Ok(false) => remove_service(&state, &params, name.clone()).await,
+        Err(error) => Err(error),
+    };
+    outcome.inspect_err(|error| tracing::warn!(service = %name, %error, "remove rejected"))
 }
 
 async fn remove_service(

@@ -99,7 +99,16 @@ impl Counters {
 /// Middleware counting reconfigure/remove outcomes.
 pub async fn count(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
+    let dry_run = req.uri().query().is_some_and(|q| {
+        sluice_core::params::params_from_query(q)
+            .get(crate::dry_run::PARAM)
+            .is_some_and(|v| sluice_core::params::parse_go_bool(v) == Some(true))
+    });
     let resp = next.run(req).await;
+    if dry_run {
+        // A dry run changed nothing: not a reconfiguration or removal.
+        return resp;
+    }
     state.registry.counters().observe(&path, resp.status());
     resp
 }

@@ -219,6 +219,12 @@ impl Registry {
         self.streams.attach(listeners);
     }
 
+    /// Checks, without binding or changing anything, that `service` has no layer-4 port
+    /// conflict with the current set (a dry run).
+    pub fn check_ports(&self, service: &Service) -> Result<(), CommitError> {
+        Ok(self.streams.conflicts(&self.current.load(), service)?)
+    }
+
     /// Adds or replaces a service; returns once the change is on disk and published. A layer-4
     /// port conflict, a port that cannot be bound or a failed write is an error and changes
     /// nothing.

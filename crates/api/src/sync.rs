@@ -222,7 +222,7 @@ async fn resync(
 
 /// Two parameter sets route alike: equal but for `distribute`, which only says how a change
 /// travelled (a replica holds `distribute=false` where the listener lists `true`).
-fn same_routing(a: &Params, b: &Params) -> bool {
+pub(crate) fn same_routing(a: &Params, b: &Params) -> bool {
     let routed = |p: &Params| {
         p.iter()
             .filter(|(k, _)| k.as_str() != "distribute")

@@ -8,6 +8,7 @@ mod auth;
 mod compression;
 mod distribution;
 mod docs;
+mod dry_run;
 mod durability;
 mod envelope;
 mod fuzz_http;
