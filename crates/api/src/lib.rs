@@ -3,6 +3,7 @@
 //! Endpoints (any method, as DFP):
 //! - `/v1/docker-flow-proxy/reconfigure` — add or replace a service from query parameters.
 //! - `/v1/docker-flow-proxy/remove` — remove a service by `serviceName`.
+//! - `dryRun=true` on either: checked and shown, never applied ([`dry_run`]).
 //! - `/v1/docker-flow-proxy/reload` — re-publish the routing table (`recreate=true`).
 //! - `/v1/docker-flow-proxy/config` — the live routing table as text, or the services as JSON
 //!   (`type=json`); the generation and digest of the routing state are in response headers.
