@@ -3,6 +3,7 @@
 //! Endpoints (any method, as DFP):
 //! - `/v1/docker-flow-proxy/reconfigure` — add or replace a service from query parameters.
 //! - `/v1/docker-flow-proxy/remove` — remove a service by `serviceName`.
+//! - `dryRun=true` on either: checked and shown, never applied ([`dry_run`]).
 //! - `/v1/docker-flow-proxy/reload` — re-publish the routing table (`recreate=true`).
 //! - `/v1/docker-flow-proxy/config` — the live routing table as text, or the services as JSON
 //!   (`type=json`); the generation and digest of the routing state are in response headers.
@@ -21,6 +22,7 @@
 pub mod access;
 pub mod admission;
 pub mod certs;
+pub mod dry_run;
 pub mod error;
 pub mod metrics;
 pub mod peers;
@@ -140,17 +142,20 @@ async fn reconfigure(
     State(state): State<Arc<ApiState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = query_params(raw);
+    let mut params = query_params(raw);
     let name = params.get("serviceName").cloned().unwrap_or_default();
     tracing::info!(service = %name, "Processing reconfigure request");
-    reconfigure_service(&state, &params, name.clone())
-        .await
-        .inspect_err(|error| match error.status() {
-            s if s.is_server_error() => {
-                tracing::error!(service = %name, %error, "reconfigure rejected")
-            }
-            _ => tracing::warn!(service = %name, %error, "reconfigure rejected"),
-        })
+    let outcome = match dry_run::take(&mut params, &name) {
+        Ok(true) => dry_run::reconfigure(&state, &params, name.clone()).await,
+        Ok(false) => reconfigure_service(&state, &params, name.clone()).await,
+        Err(error) => Err(error),
+    };
+    outcome.inspect_err(|error| match error.status() {
+        s if s.is_server_error() => {
+            tracing::error!(service = %name, %error, "reconfigure rejected")
+        }
+        _ => tracing::warn!(service = %name, %error, "reconfigure rejected"),
+    })
 }
 
 async fn reconfigure_service(
@@ -333,11 +338,14 @@ async fn remove(
     State(state): State<Arc<ApiState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = query_params(raw);
+    let mut params = query_params(raw);
     let name = params.get("serviceName").cloned().unwrap_or_default();
-    remove_service(&state, &params, name.clone())
-        .await
-        .inspect_err(|error| tracing::warn!(service = %name, %error, "remove rejected"))
+    let outcome = match dry_run::take(&mut params, &name) {
+        Ok(true) => dry_run::remove(&state, &name),
+        Ok(false) => remove_service(&state, &params, name.clone()).await,
+        Err(error) => Err(error),
+    };
+    outcome.inspect_err(|error| tracing::warn!(service = %name, %error, "remove rejected"))
 }
 
 async fn remove_service(

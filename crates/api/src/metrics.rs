@@ -30,6 +30,7 @@ pub struct Counters {
     removals: AtomicU64,
     dropped_entries: AtomicU64,
     damaged_files: AtomicU64,
+    resync_changes: AtomicU64,
 }
 
 impl Counters {
@@ -56,6 +57,16 @@ impl Counters {
     /// State files moved aside at startup because they could not be parsed.
     pub fn damaged_files(&self) -> u64 {
         self.damaged_files.load(Ordering::Relaxed)
+    }
+
+    /// Services the listener's resync added, updated or removed.
+    pub fn resync_changes(&self) -> u64 {
+        self.resync_changes.load(Ordering::Relaxed)
+    }
+
+    /// Counts one change made by the listener's resync.
+    pub fn resync_change(&self) {
+        self.resync_changes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one saved service dropped at startup.
@@ -88,7 +99,16 @@ impl Counters {
 /// Middleware counting reconfigure/remove outcomes.
 pub async fn count(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
+    let dry_run = req.uri().query().is_some_and(|q| {
+        sluice_core::params::params_from_query(q)
+            .get(crate::dry_run::PARAM)
+            .is_some_and(|v| sluice_core::params::parse_go_bool(v) == Some(true))
+    });
     let resp = next.run(req).await;
+    if dry_run {
+        // A dry run changed nothing: not a reconfiguration or removal.
+        return resp;
+    }
     state.registry.counters().observe(&path, resp.status());
     resp
 }
@@ -178,6 +198,16 @@ pub fn exposition(report: &Report, counters: &Counters) -> String {
         "sluice_state_dropped_entries_total",
         &[],
         counters.dropped_entries(),
+    );
+    f.head(
+        "sluice_listener_resync_changes_total",
+        "counter",
+        "Services the listener's periodic resync added, updated or removed.",
+    );
+    f.sample(
+        "sluice_listener_resync_changes_total",
+        &[],
+        counters.resync_changes(),
     );
     f.head(
         "sluice_state_damaged_files_total",

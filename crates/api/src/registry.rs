@@ -69,7 +69,22 @@ enum Op {
 
 struct Pending {
     op: Op,
+    /// For a correction ([`Registry::correct`]): the service as the correction was computed
+    /// against (`None`: absent). The op is dropped when the set holds something else by then.
+    expected: Option<Option<Arc<Service>>>,
     reply: oneshot::Sender<Result<Change, CommitError>>,
+}
+
+/// A change the listener's resync asks for, computed against one version of the set.
+#[derive(Debug, Clone)]
+pub struct Correction {
+    /// The service's name.
+    pub name: String,
+    /// The service to apply; `None` removes it.
+    pub service: Option<Service>,
+    /// The service as the correction was computed against (`None`: absent); the correction
+    /// is dropped when the set holds anything else at commit time.
+    pub expected: Option<Arc<Service>>,
 }
 
 /// The single writer of routing state.
@@ -98,6 +113,10 @@ pub enum CommitError {
     /// The commit task ended before answering (the process is stopping).
     #[error("the change was not committed: the registry is shutting down")]
     Abandoned,
+    /// A correction was dropped: the service changed after the correction was computed (a
+    /// newer change wins; the next resync looks again).
+    #[error("the correction was dropped: the service changed meanwhile")]
+    Superseded,
 }
 
 impl CommitError {
@@ -105,7 +124,7 @@ impl CommitError {
     pub fn is_client_error(&self) -> bool {
         match self {
             CommitError::Stream(e) => e.is_client_error(),
-            CommitError::Store(_) | CommitError::Abandoned => false,
+            CommitError::Store(_) | CommitError::Abandoned | CommitError::Superseded => false,
         }
     }
 }
@@ -200,6 +219,12 @@ impl Registry {
         self.streams.attach(listeners);
     }
 
+    /// Checks, without binding or changing anything, that `service` has no layer-4 port
+    /// conflict with the current set (a dry run).
+    pub fn check_ports(&self, service: &Service) -> Result<(), CommitError> {
+        Ok(self.streams.conflicts(&self.current.load(), service)?)
+    }
+
     /// Adds or replaces a service; returns once the change is on disk and published. A layer-4
     /// port conflict, a port that cannot be bound or a failed write is an error and changes
     /// nothing.
@@ -221,10 +246,56 @@ impl Registry {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(Pending { op, reply });
+            .push(Pending {
+                op,
+                expected: None,
+                reply,
+            });
         let registry = Arc::clone(self);
         tokio::spawn(async move { registry.commit_pending().await });
         outcome.await.unwrap_or(Err(CommitError::Abandoned))
+    }
+
+    /// Applies `corrections` (the listener's resync) in one commit: written to the store before
+    /// they are published, like any API change, and nothing written when none is left. Each
+    /// correction names the service it was computed against; one whose service has changed
+    /// since (a newer reconfigure or remove) is dropped with [`CommitError::Superseded`].
+    /// Answers one outcome per correction, in order.
+    pub async fn correct(
+        self: &Arc<Self>,
+        corrections: Vec<Correction>,
+    ) -> Vec<Result<Change, CommitError>> {
+        let mut outcomes = Vec::with_capacity(corrections.len());
+        {
+            // Queued under one lock: the same commit takes them all.
+            let mut pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for correction in corrections {
+                let (reply, outcome) = oneshot::channel();
+                let op = match correction.service {
+                    Some(service) => Op::Upsert(Box::new(service)),
+                    None => Op::Remove(correction.name),
+                };
+                pending.push(Pending {
+                    op,
+                    expected: Some(correction.expected),
+                    reply,
+                });
+                outcomes.push(outcome);
+            }
+        }
+        if outcomes.is_empty() {
+            return Vec::new();
+        }
+        let registry = Arc::clone(self);
+        tokio::spawn(async move { registry.commit_pending().await });
+        let mut results = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            results.push(outcome.await.unwrap_or(Err(CommitError::Abandoned)));
+        }
+        results
     }
 
     /// Takes every queued change, checks each against the set as the batch has made it so far,
@@ -245,7 +316,27 @@ impl Registry {
         let mut candidate = inner.services.clone();
         let mut touched = BTreeSet::new();
         let mut accepted = Vec::with_capacity(batch.len());
-        for Pending { op, reply } in batch {
+        for Pending {
+            op,
+            expected,
+            reply,
+        } in batch
+        {
+            if let Some(expected) = expected {
+                let name = match &op {
+                    Op::Upsert(service) => service.name.as_str(),
+                    Op::Remove(name) => name.as_str(),
+                };
+                let unchanged = match (candidate.get(name), &expected) {
+                    (Some(now), Some(then)) => Arc::ptr_eq(now, then),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !unchanged {
+                    let _ = reply.send(Err(CommitError::Superseded));
+                    continue;
+                }
+            }
             match op {
                 Op::Upsert(service) => {
                     if let Err(error) = self.streams.check(&candidate, &service) {
@@ -542,6 +633,59 @@ mod tests {
         std::fs::remove_dir(dir.join("services.json.tmp")).unwrap();
         registry.remove("kept").await.unwrap();
         assert!(store.recover().unwrap().services.is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn corrections_are_one_commit_and_a_newer_change_wins() {
+        let (store, dir) = store("correct");
+        let registry = Registry::new(sluice_proxy::snapshot::new_cell(), Some(store.clone()));
+        registry.apply(svc("a")).await.unwrap();
+        registry.apply(svc("b")).await.unwrap();
+        let before = registry.services();
+        // A change lands after the corrections were computed against `before`.
+        registry.apply(svc("b")).await.unwrap();
+        let generation = registry.snapshot().generation;
+        let mut moved = svc("a");
+        moved.params.insert("port".into(), "2".into());
+        let outcomes = registry
+            .correct(vec![
+                Correction {
+                    name: "a".into(),
+                    service: Some(moved),
+                    expected: before.get("a").cloned(),
+                },
+                Correction {
+                    name: "b".into(),
+                    service: None,
+                    expected: before.get("b").cloned(),
+                },
+                Correction {
+                    name: "c".into(),
+                    service: Some(svc("c")),
+                    expected: None,
+                },
+            ])
+            .await;
+        assert_eq!(outcomes[0].as_ref().unwrap().generation, generation + 1);
+        assert!(matches!(outcomes[1], Err(CommitError::Superseded)));
+        assert_eq!(outcomes[2].as_ref().unwrap().generation, generation + 1);
+        let saved = store.recover().unwrap().services;
+        assert_eq!(saved.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(saved["a"]["port"], "2");
+        // Only superseded corrections: nothing written, nothing published.
+        std::fs::remove_file(store.path()).unwrap();
+        let outcomes = registry
+            .correct(vec![Correction {
+                name: "c".into(),
+                service: None,
+                expected: None,
+            }])
+            .await;
+        assert!(matches!(outcomes[0], Err(CommitError::Superseded)));
+        assert!(!store.path().exists());
+        assert_eq!(registry.snapshot().generation, generation + 1);
+        assert!(registry.correct(Vec::new()).await.is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -64,6 +64,21 @@ impl StreamGate {
             .unwrap_or_default()
     }
 
+    /// Checks that `services` with `service` added (or replaced) has no port conflict, without
+    /// binding anything.
+    pub fn conflicts(&self, services: &ServiceMap, service: &Service) -> Result<(), StreamError> {
+        let candidate = Arc::new(service.clone());
+        let others = services
+            .iter()
+            .filter(|(name, _)| **name != service.name)
+            .map(|(_, s)| s);
+        StreamTable::build(
+            others.chain(std::iter::once(&candidate)),
+            &self.http_ports(),
+        )?;
+        Ok(())
+    }
+
     /// Checks that `services` with `service` added (or replaced) has no port conflict, and
     /// binds any new layer-4 port. Nothing is published or closed here.
     pub fn check(&self, services: &ServiceMap, service: &Service) -> Result<(), StreamError> {

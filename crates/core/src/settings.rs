@@ -29,6 +29,7 @@
 //! | `RELOAD_INTERVAL` | `5000` ms | [`Settings::reload_interval`] |
 //! | `RELOAD_ATTEMPTS` | `5` | [`Settings::reload_attempts`] |
 //! | `REPEAT_RELOAD` | `false` | [`Settings::repeat_reload`] |
+//! | `LISTENER_RESYNC_INTERVAL` | `15` s | [`Settings::listener_resync_interval`] (Sluice; `0` = off) |
 //! | `USERS` | (none) | [`Settings::users`] (global basic-auth users) |
 //! | `USERS_PASS_ENCRYPTED` | `false` | [`Settings::users_pass_encrypted`] |
 //! | `STATS_USER` / `STATS_PASS` | (none) | [`Settings::stats`] (both set = statistics on) |
@@ -228,6 +229,9 @@ pub struct Settings {
     pub reload_attempts: u32,
     /// `REPEAT_RELOAD`: keep fetching from the (single) listener.
     pub repeat_reload: bool,
+    /// `LISTENER_RESYNC_INTERVAL`: how often the listener is asked again and the registry
+    /// converged on its answer (zero: never).
+    pub listener_resync_interval: Duration,
     /// `USERS`: global basic-auth users (`None` when unset). `Some` with an empty list means
     /// authentication was asked for but no entry was usable: every request is refused.
     pub users: Option<Vec<User>>,
@@ -298,6 +302,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "RELOAD_INTERVAL",
     "RELOAD_ATTEMPTS",
     "REPEAT_RELOAD",
+    "LISTENER_RESYNC_INTERVAL",
     "USERS",
     "USERS_PASS_ENCRYPTED",
     "STATS_USER_ENV",
@@ -357,6 +362,7 @@ impl Default for Settings {
             reload_interval: Duration::from_millis(5000),
             reload_attempts: 5,
             repeat_reload: false,
+            listener_resync_interval: Duration::from_secs(15),
             users: None,
             users_pass_encrypted: false,
             stats: None,
@@ -589,6 +595,8 @@ impl Settings {
             .number::<u32>("RELOAD_ATTEMPTS", "a whole number")?
             .unwrap_or(d.reload_attempts);
         let repeat_reload = r.boolean("REPEAT_RELOAD", d.repeat_reload)?;
+        let listener_resync_interval =
+            r.seconds("LISTENER_RESYNC_INTERVAL", d.listener_resync_interval)?;
         let users = r.vars.var("USERS").map(|text| {
             let mut users = parse_user_list(&text);
             users.retain(|u| u.password.is_some());
@@ -641,6 +649,7 @@ impl Settings {
             reload_interval,
             reload_attempts,
             repeat_reload,
+            listener_resync_interval,
             users,
             users_pass_encrypted,
             stats,
@@ -741,6 +750,7 @@ mod tests {
         assert_eq!(s.reload_interval, Duration::from_millis(5000));
         assert_eq!(s.reload_attempts, 5);
         assert!(!s.repeat_reload);
+        assert_eq!(s.listener_resync_interval, Duration::from_secs(15));
         assert_eq!(s.users, None);
         assert!(!s.users_pass_encrypted);
         assert_eq!(s.stats, None);
@@ -816,6 +826,7 @@ mod tests {
             ("RELOAD_INTERVAL", "250"),
             ("RELOAD_ATTEMPTS", "9"),
             ("REPEAT_RELOAD", "True"),
+            ("LISTENER_RESYNC_INTERVAL", "0"),
             ("USERS", "a:1,b:2:3"),
             ("USERS_PASS_ENCRYPTED", "true"),
             ("STATS_USER_ENV", "STATS_USER"),
@@ -901,6 +912,7 @@ mod tests {
         assert_eq!(s.reload_interval, Duration::from_millis(250));
         assert_eq!(s.reload_attempts, 9);
         assert!(s.repeat_reload);
+        assert!(s.listener_resync_interval.is_zero());
         let users = s.users.clone().unwrap();
         assert_eq!(users.len(), 2);
         assert_eq!(users[1].password.as_deref(), Some("2:3"));
@@ -982,6 +994,7 @@ mod tests {
             ("RELOAD_INTERVAL", "5s"),
             ("RELOAD_ATTEMPTS", "-2"),
             ("REPEAT_RELOAD", "2"),
+            ("LISTENER_RESYNC_INTERVAL", "15s"),
             ("USERS_PASS_ENCRYPTED", "yes"),
             ("STATS_PORT", "x"),
             ("COMPRESSION_ALGO", "br"),

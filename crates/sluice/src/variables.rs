@@ -134,7 +134,12 @@ pub(crate) const PROXY: &[Variable] = &[
     var(
         "REPEAT_RELOAD",
         "false",
-        "Keep fetching from the listener every RELOAD_INTERVAL.",
+        "With LISTENER_RESYNC_INTERVAL=0: fetch every RELOAD_INTERVAL, add and update, never remove (DFP).",
+    ),
+    var(
+        "LISTENER_RESYNC_INTERVAL",
+        "15",
+        "Seconds between re-checks of the listener; each converges on its list (0 = off).",
     ),
     var(
         "PROXY_INSTANCE_NAME",
