@@ -9,6 +9,7 @@ pub mod certs;
 pub mod compress;
 pub mod error_page;
 mod forward;
+pub mod names;
 pub mod resolve;
 pub mod snapshot;
 pub mod stats;

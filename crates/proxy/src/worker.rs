@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::forward::{self, ConnInfo};
+use crate::names::{Lookup, Names, SystemLookup};
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::stream::StreamListeners;
 use crate::upstream::Upstreams;
@@ -133,6 +134,18 @@ impl DataPlane {
         config: DataPlaneConfig,
         snapshot: SnapshotCell,
     ) -> Result<DataPlane, DataPlaneError> {
+        let lookup = Arc::new(SystemLookup::new(config.hosts_file.clone()));
+        DataPlane::start_with_lookup(config, snapshot, lookup)
+    }
+
+    /// [`DataPlane::start`] with upstream names looked up by `lookup` instead of the system
+    /// resolver (tests use a slow stub).
+    pub fn start_with_lookup(
+        config: DataPlaneConfig,
+        snapshot: SnapshotCell,
+        lookup: Arc<dyn Lookup>,
+    ) -> Result<DataPlane, DataPlaneError> {
+        let names = Names::start(lookup).map_err(DataPlaneError::Thread)?;
         let workers = config.workers.max(1);
         // Claim each port exclusively (port 0 resolves to one concrete port), then give every
         // worker its own SO_REUSEPORT socket on it.
@@ -168,9 +181,17 @@ impl DataPlane {
             let snapshot = snapshot.clone();
             let config = config.clone();
             let stop_rx = stop_rx.clone();
+            let names = names.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("sluice-worker-{index}"))
-                .spawn(move || run_worker(index, listeners, snapshot, config, https_port, stop_rx))
+                .spawn(move || {
+                    let shared = Shared {
+                        snapshot,
+                        names,
+                        https_port,
+                    };
+                    run_worker(index, listeners, shared, config, stop_rx)
+                })
                 .map_err(DataPlaneError::Thread)?;
             threads.push(handle);
         }
@@ -231,14 +252,25 @@ pub(crate) fn bind_reuseport(port: u16, count: usize) -> std::io::Result<Vec<Std
         .collect()
 }
 
+/// What every worker shares with the others.
+struct Shared {
+    snapshot: SnapshotCell,
+    names: Arc<Names>,
+    https_port: Option<u16>,
+}
+
 fn run_worker(
     index: usize,
     listeners: Vec<(StdListener, bool)>,
-    snapshot: SnapshotCell,
+    shared: Shared,
     config: DataPlaneConfig,
-    https_port: Option<u16>,
     stop: watch::Receiver<Option<Duration>>,
 ) {
+    let Shared {
+        snapshot,
+        names,
+        https_port,
+    } = shared;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -254,7 +286,7 @@ fn run_worker(
         let worker = Rc::new(Worker {
             current: std::cell::RefCell::new(Rc::new(snapshot.load_full())),
             snapshot,
-            upstreams: Upstreams::new(config.timeouts.connect, config.hosts_file.as_deref()),
+            upstreams: Upstreams::new(config.timeouts.connect, names),
             timeouts: config.timeouts,
             connection_mode: config.connection_mode,
             https_port,

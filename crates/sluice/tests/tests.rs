@@ -12,6 +12,7 @@ mod envelope;
 mod fuzz_http;
 mod layer4;
 mod limits;
+mod names;
 mod persistence;
 mod reconfigure;
 mod replicas;
