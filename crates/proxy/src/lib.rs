@@ -20,4 +20,6 @@ mod tunnel;
 mod upstream;
 mod worker;
 
-pub use worker::{DataPlane, DataPlaneConfig, DataPlaneError};
+pub use worker::{
+    DataPlane, DataPlaneConfig, DataPlaneError, DEFAULT_MAX_CONNECTIONS, MAX_HEADER_SIZE,
+};

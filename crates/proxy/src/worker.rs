@@ -17,7 +17,7 @@ use sluice_core::service::ConnectionMode;
 use sluice_core::settings::{PortSpec, Timeouts};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::forward::{self, ConnInfo};
 use crate::names::{Lookup, Names, SystemLookup};
@@ -48,7 +48,17 @@ pub struct DataPlaneConfig {
     /// `COMPRESSION_ALGO` / `COMPRESSION_TYPE`: compression for services without their own
     /// `compressionAlgo` ([`crate::compress`]).
     pub compression: Option<sluice_core::service::Compression>,
+    /// `MAX_CONNECTIONS`: client connections served at once, all HTTP ports and workers
+    /// together. Past it, new connections wait in the listen backlog until one closes.
+    pub max_connections: usize,
 }
+
+/// The default of [`DataPlaneConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// The largest request header section (request line and headers) a client may send; a larger
+/// one is answered 431. The same bound as HAProxy's default buffer.
+pub const MAX_HEADER_SIZE: usize = 64 * 1024;
 
 /// A data plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +124,8 @@ pub(crate) fn http1_builder(timeouts: &Timeouts) -> http1::Builder {
         // A client that sends its request and then shuts down its sending side still gets
         // the answer (as HAProxy and most servers give it).
         .half_close(true)
+        // hyper answers 431 past this, and stops reading the header section there.
+        .max_header_size(MAX_HEADER_SIZE)
         // hyper's header timer runs while a connection waits for its next request, so it
         // bounds both the idle keep-alive time and the time to send request headers.
         .header_read_timeout(timeouts.http_keep_alive.max(timeouts.http_request));
@@ -146,6 +158,7 @@ impl DataPlane {
         lookup: Arc<dyn Lookup>,
     ) -> Result<DataPlane, DataPlaneError> {
         let names = Names::start(lookup).map_err(DataPlaneError::Thread)?;
+        let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
         let workers = config.workers.max(1);
         // Claim each port exclusively (port 0 resolves to one concrete port), then give every
         // worker its own SO_REUSEPORT socket on it.
@@ -182,12 +195,14 @@ impl DataPlane {
             let config = config.clone();
             let stop_rx = stop_rx.clone();
             let names = names.clone();
+            let connections = connections.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("sluice-worker-{index}"))
                 .spawn(move || {
                     let shared = Shared {
                         snapshot,
                         names,
+                        connections,
                         https_port,
                     };
                     run_worker(index, listeners, shared, config, stop_rx)
@@ -256,6 +271,8 @@ pub(crate) fn bind_reuseport(port: u16, count: usize) -> std::io::Result<Vec<Std
 struct Shared {
     snapshot: SnapshotCell,
     names: Arc<Names>,
+    /// One permit per client connection being served (`MAX_CONNECTIONS`).
+    connections: Arc<Semaphore>,
     https_port: Option<u16>,
 }
 
@@ -269,6 +286,7 @@ fn run_worker(
     let Shared {
         snapshot,
         names,
+        connections,
         https_port,
     } = shared;
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -308,7 +326,10 @@ fn run_worker(
             accept_loops.push(tokio::task::spawn_local(accept_loop(
                 listener,
                 worker.clone(),
-                drain_tx.clone(),
+                Guards {
+                    drain: drain_tx.clone(),
+                    connections: connections.clone(),
+                },
                 stop.clone(),
                 if ssl { acceptor.clone() } else { None },
             )));
@@ -345,16 +366,33 @@ fn run_worker(
     });
 }
 
+/// What an accept loop hands each connection task, dropped when the connection ends.
+struct Guards {
+    /// The worker drains once every clone is gone.
+    drain: tokio::sync::mpsc::Sender<()>,
+    /// Where connection permits come from.
+    connections: Arc<Semaphore>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     worker: Rc<Worker>,
-    drain: tokio::sync::mpsc::Sender<()>,
+    guards: Guards,
     mut stop: watch::Receiver<Option<Duration>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
+    let Guards { drain, connections } = guards;
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let builder = http1_builder(&worker.timeouts);
     loop {
+        // At MAX_CONNECTIONS, wait for a connection to end before accepting another: the
+        // kernel's listen backlog holds the rest.
+        let permit = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            permit = connections.clone().acquire_owned() => permit,
+        };
+        let Ok(permit) = permit else { break };
         let accepted = tokio::select! {
             biased;
             _ = stop.changed() => break,
@@ -381,7 +419,7 @@ async fn accept_loop(
             let drain = drain.clone();
             tokio::task::spawn_local(async move {
                 serve.await;
-                drop(drain);
+                drop((drain, permit));
             });
             continue;
         }
@@ -409,7 +447,7 @@ async fn accept_loop(
             if let Err(error) = result {
                 tracing::debug!(%client, %error, "client connection ended with an error");
             }
-            drop(drain);
+            drop((drain, permit));
         });
     }
 }

@@ -127,6 +127,7 @@ fn a_slow_resolver_never_stalls_requests_once_a_name_resolved() {
             hosts_file: None,
             stats: sluice_proxy::stats_page::StatsConfig::counters_only(registry.stats()),
             compression: None,
+            max_connections: sluice_proxy::DEFAULT_MAX_CONNECTIONS,
         },
         snapshot,
         Arc::new(Shared(resolver.clone())),

@@ -13,6 +13,7 @@ mod fuzz_http;
 mod layer4;
 mod limits;
 mod names;
+mod overload;
 mod persistence;
 mod reconfigure;
 mod replicas;
