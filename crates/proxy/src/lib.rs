@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod certs;
 pub mod compress;
+mod connection;
 pub mod error_page;
 mod forward;
 pub mod names;
@@ -20,6 +21,4 @@ mod tunnel;
 mod upstream;
 mod worker;
 
-pub use worker::{
-    DataPlane, DataPlaneConfig, DataPlaneError, DEFAULT_MAX_CONNECTIONS, MAX_HEADER_SIZE,
-};
+pub use worker::{DataPlane, DataPlaneConfig, DataPlaneError, MAX_HEADER_SIZE};

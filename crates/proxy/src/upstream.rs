@@ -24,8 +24,8 @@ use std::time::Duration;
 use http::Request;
 use hyper::body::Incoming;
 
+use crate::body::{Release, RequestBody as ReqBody};
 use crate::names::Names;
-use crate::stats::RequestBody as ReqBody;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::Response;
 use hyper_util::rt::TokioIo;
@@ -53,6 +53,9 @@ pub(crate) struct Target<'a> {
     pub(crate) tls: bool,
 }
 
+/// A host's address when the host is an IP address (`None` when it is a name).
+type Literal = Option<Arc<[IpAddr]>>;
+
 /// Idle connections are pooled per address and transport (plain or TLS).
 type PoolKey = (SocketAddr, bool);
 
@@ -62,7 +65,7 @@ pub(crate) struct Upstreams {
     /// The addresses of upstream names, shared by every worker.
     names: Arc<Names>,
     /// Hosts given as IP addresses: never looked up.
-    literals: RefCell<HashMap<Box<str>, Option<Arc<[IpAddr]>>>>,
+    literals: RefCell<HashMap<Box<str>, Literal>>,
     idle: RefCell<HashMap<PoolKey, Vec<SendRequest<ReqBody>>>>,
     tls_connector: std::cell::OnceCell<Option<tokio_rustls::TlsConnector>>,
     connect_timeout: Duration,
@@ -75,9 +78,9 @@ pub(crate) struct Lease {
     pool: Weak<Upstreams>,
 }
 
-impl Lease {
-    /// Returns the connection to the idle pool (call once the response body is complete).
-    pub(crate) fn release(self) {
+impl Release for Lease {
+    /// Returns the connection to the idle pool (once the response body is complete).
+    fn release(self: Box<Self>) {
         if let Some(pool) = self.pool.upgrade() {
             pool.put_idle(self.key, self.sender);
         }

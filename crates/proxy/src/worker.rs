@@ -19,6 +19,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use crate::connection::serve_until_stopped;
 use crate::forward::{self, ConnInfo};
 use crate::names::{Lookup, Names, SystemLookup};
 use crate::snapshot::{Snapshot, SnapshotCell};
@@ -52,9 +53,6 @@ pub struct DataPlaneConfig {
     /// together. Past it, new connections wait in the listen backlog until one closes.
     pub max_connections: usize,
 }
-
-/// The default of [`DataPlaneConfig::max_connections`].
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// The largest request header section (request line and headers) a client may send; a larger
 /// one is answered 431. The same bound as HAProxy's default buffer.
@@ -128,8 +126,13 @@ pub(crate) fn http1_builder(timeouts: &Timeouts) -> http1::Builder {
         .max_header_size(MAX_HEADER_SIZE)
         // hyper's header timer runs while a connection waits for its next request, so it
         // bounds both the idle keep-alive time and the time to send request headers.
-        .header_read_timeout(timeouts.http_keep_alive.max(timeouts.http_request));
+        .header_read_timeout(idle_limit(timeouts));
     builder
+}
+
+/// How long a client connection may stay without a complete request header section.
+fn idle_limit(timeouts: &Timeouts) -> Duration {
+    timeouts.http_keep_alive.max(timeouts.http_request)
 }
 
 /// The running data plane.
@@ -383,7 +386,8 @@ async fn accept_loop(
 ) {
     let Guards { drain, connections } = guards;
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    let builder = http1_builder(&worker.timeouts);
+    let builder = Rc::new(http1_builder(&worker.timeouts));
+    let idle_limit = idle_limit(&worker.timeouts);
     loop {
         // At MAX_CONNECTIONS, wait for a connection to end before accepting another: the
         // kernel's listen backlog holds the rest.
@@ -423,29 +427,30 @@ async fn accept_loop(
             });
             continue;
         }
-        let conn = Rc::new(ConnInfo::new(client, local_port, false, false));
-        let worker = worker.clone();
-        let service = service_fn(move |req| {
-            let worker = worker.clone();
-            let conn = conn.clone();
-            async move { Ok::<_, Infallible>(forward::handle(worker, conn, req).await) }
-        });
-        let mut connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
         let drain = drain.clone();
         let mut stop = stop.clone();
+        let worker = worker.clone();
+        let builder = builder.clone();
         tokio::task::spawn_local(async move {
-            let result = tokio::select! {
-                result = &mut connection => result,
-                _ = stop.wait_for(Option::is_some) => {
-                    // Finish the request in flight, then close instead of keeping alive.
-                    std::pin::Pin::new(&mut connection).graceful_shutdown();
-                    connection.await
-                }
+            // Until its first bytes arrive, a connection costs only this task: no buffers.
+            let first_bytes = tokio::time::timeout(idle_limit, stream.readable());
+            let readable = tokio::select! {
+                readable = first_bytes => matches!(readable, Ok(Ok(()))),
+                _ = stop.wait_for(Option::is_some) => false,
             };
-            if let Err(error) = result {
-                tracing::debug!(%client, %error, "client connection ended with an error");
+            if readable {
+                let conn = Rc::new(ConnInfo::new(client, local_port, false, false));
+                let service = service_fn(move |req| {
+                    let worker = worker.clone();
+                    let conn = conn.clone();
+                    async move { Ok::<_, Infallible>(forward::handle(worker, conn, req).await) }
+                });
+                let connection = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                if let Err(error) = serve_until_stopped(connection, stop).await {
+                    tracing::debug!(%client, %error, "client connection ended with an error");
+                }
             }
             drop((drain, permit));
         });

@@ -91,7 +91,7 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
                 page: stats_page.clone(),
             },
             compression: settings.compression.clone(),
-            max_connections: sluice_proxy::DEFAULT_MAX_CONNECTIONS,
+            max_connections: settings.max_connections,
         },
         snapshot.clone(),
     )

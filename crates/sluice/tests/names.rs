@@ -127,7 +127,7 @@ fn a_slow_resolver_never_stalls_requests_once_a_name_resolved() {
             hosts_file: None,
             stats: sluice_proxy::stats_page::StatsConfig::counters_only(registry.stats()),
             compression: None,
-            max_connections: sluice_proxy::DEFAULT_MAX_CONNECTIONS,
+            max_connections: sluice_core::settings::Settings::default().max_connections,
         },
         snapshot,
         Arc::new(Shared(resolver.clone())),

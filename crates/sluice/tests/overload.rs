@@ -42,3 +42,85 @@ fn header_sections_past_the_bound_get_431() {
         "the oversized request never reached the backend"
     );
 }
+
+/// Connections that each send an unfinished 60 KiB header section, opened all at once.
+async fn flood(addr: std::net::SocketAddr, count: usize) -> usize {
+    use tokio::io::AsyncWriteExt;
+    let mut tasks = Vec::new();
+    for _ in 0..count {
+        tasks.push(tokio::spawn(async move {
+            let connect = tokio::net::TcpStream::connect(addr);
+            let Ok(Ok(mut stream)) =
+                tokio::time::timeout(std::time::Duration::from_secs(5), connect).await
+            else {
+                return None;
+            };
+            let head = format!(
+                "GET /big HTTP/1.1\r\nHost: x\r\nX-Filler: {}",
+                "a".repeat(60 * 1024)
+            );
+            let write = stream.write_all(head.as_bytes());
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), write).await;
+            Some(stream)
+        }));
+    }
+    let mut open = Vec::new();
+    for task in tasks {
+        if let Some(stream) = task.await.unwrap() {
+            open.push(stream);
+        }
+    }
+    // Hold them until the proxy gives up on them.
+    let held = open.len();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+        drop(open);
+    });
+    held
+}
+
+#[test]
+fn a_connection_flood_leaves_memory_bounded_and_the_proxy_answering() {
+    let backend = Backend::start("big");
+    let p = Proxy::builder()
+        .env("MAX_CONNECTIONS", "200")
+        .env("TIMEOUT_HTTP_REQUEST", "1")
+        .env("TIMEOUT_HTTP_KEEP_ALIVE", "1")
+        .env("WORKER_THREADS", "1")
+        .start();
+    routed(&p, &backend);
+    let before = p.rss_kib();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let held = runtime.block_on(flood(p.http[0], 3000));
+    assert!(held > 1000, "only {held} connections opened");
+    // While the flood is held: the API answers at once, memory stays bounded.
+    let started = std::time::Instant::now();
+    assert_eq!(p.api("ping", "").status, 200);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    let mut peak = 0;
+    for _ in 0..20 {
+        peak = peak.max(p.rss_kib());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // 200 connections with at most 64 KiB of header each, plus task and socket state; 3000
+    // unbounded ones would hold about 180 MiB.
+    assert!(
+        peak < before + 80 * 1024,
+        "RSS grew from {before} KiB to {peak} KiB"
+    );
+    // A routed request gets through once flood connections time out and free their slots.
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let reply = client
+        .get(format!("http://{}/big", p.http[0]))
+        .send()
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    drop(runtime);
+}
