@@ -541,6 +541,9 @@ start_nginx_backend() {
   mkdir -p "$dir/logs" "$dir/tmp" "$dir/www/b"
   head -c 1024 /dev/zero | tr '\0' a >"$dir/www/b/1k"
   head -c 102400 /dev/zero | tr '\0' a >"$dir/www/b/100k"
+  # nginx started as root serves files as an unprivileged user.
+  chmod o+rx "$WORK" "$dir" "$dir/www" "$dir/www/b"
+  chmod o+r "$dir/www/b/1k" "$dir/www/b/100k"
   cat >"$dir/nginx.conf" <<CONF
 worker_processes $BACKEND_THREADS;
 pid $dir/nginx.pid;
@@ -573,7 +576,7 @@ CONF
     kill -0 "$NGINX_BACKEND_PID" 2>/dev/null || break
     sleep 0.1
   done
-  cat "$dir/logs/error.log" >&2
+  tail -n 5 "$dir/logs/error.log" >&2
   die "the nginx backend did not start"
 }
 
@@ -585,14 +588,14 @@ start_pair() {
   cat >"$WORK/pair-haproxy.cfg" <<CONF
 global
     nbthread $threads
-    maxconn 40000
+    maxconn 9000
 
 defaults
     mode http
     balance roundrobin
     option http-keep-alive
     option redispatch
-    maxconn 40000
+    maxconn 9000
     timeout connect 5s
     timeout client 60s
     timeout server 60s

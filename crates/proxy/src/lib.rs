@@ -10,6 +10,7 @@ pub mod compress;
 mod connection;
 pub mod error_page;
 mod forward;
+mod limits;
 pub mod names;
 pub mod resolve;
 pub mod snapshot;

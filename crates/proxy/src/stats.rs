@@ -232,7 +232,7 @@ impl DestStats {
     /// The upstream phase failed with `error`.
     pub(crate) fn upstream_failed(&self, error: &SendError) {
         match error {
-            SendError::Resolve { .. } => add(&self.unavailable, 1),
+            SendError::Resolve { .. } | SendError::Queue { .. } => add(&self.unavailable, 1),
             SendError::Unreachable { failed, .. } => {
                 add(&self.unavailable, 1);
                 self.connect_failed(failed);

@@ -447,6 +447,7 @@ async fn connect(
                 host: &target.host,
                 tasks_first: target.tasks_first,
                 tls: false,
+                max_conn: None,
             })
             .await;
         match resolved {
@@ -490,6 +491,7 @@ async fn run_checks(worker: Rc<Worker>, balancer: Rc<Balancer>) {
                     host: &target.host,
                     tasks_first: target.tasks_first,
                     tls: false,
+                    max_conn: None,
                 })
                 .await;
             let Ok((addrs, _)) = resolved else { continue };

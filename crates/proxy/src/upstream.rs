@@ -25,11 +25,13 @@ use http::Request;
 use hyper::body::Incoming;
 
 use crate::body::{Release, RequestBody as ReqBody};
+use crate::limits::Limits;
 use crate::names::Names;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::Response;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// How long one connect attempt waits for the SYN-ACK before a fresh SYN is sent, within the
 /// connect timeout. The kernel would resend after 1 s, then 3 s; but a Swarm task's address is
@@ -51,6 +53,8 @@ pub(crate) struct Target<'a> {
     pub(crate) tasks_first: bool,
     /// Speak TLS to the upstream without verifying it (`sslVerifyNone`).
     pub(crate) tls: bool,
+    /// `(service, destination index, maxConn)` when the destination bounds its requests.
+    pub(crate) max_conn: Option<(&'a str, usize, u32)>,
 }
 
 /// A host's address when the host is an IP address (`None` when it is a name).
@@ -64,6 +68,10 @@ pub(crate) struct Upstreams {
     me: Weak<Upstreams>,
     /// The addresses of upstream names, shared by every worker.
     names: Arc<Names>,
+    /// `maxConn` slots, shared by every worker.
+    limits: Arc<Limits>,
+    /// `TIMEOUT_QUEUE`: how long a request waits for a `maxConn` slot.
+    queue_timeout: Duration,
     /// Hosts given as IP addresses: never looked up.
     literals: RefCell<HashMap<Box<str>, Literal>>,
     idle: RefCell<HashMap<PoolKey, Vec<SendRequest<ReqBody>>>>,
@@ -71,11 +79,21 @@ pub(crate) struct Upstreams {
     connect_timeout: Duration,
 }
 
+/// What every worker's [`Upstreams`] shares.
+pub(crate) struct SharedUpstreams {
+    pub(crate) names: Arc<Names>,
+    pub(crate) limits: Arc<Limits>,
+    /// `TIMEOUT_QUEUE`.
+    pub(crate) queue_timeout: Duration,
+}
+
 /// A pooled connection lent to one response; [`Lease::release`] gives it back.
 pub(crate) struct Lease {
     sender: SendRequest<ReqBody>,
     key: PoolKey,
     pool: Weak<Upstreams>,
+    /// The request's `maxConn` slot, given back with the connection.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Release for Lease {
@@ -114,6 +132,14 @@ pub(crate) enum SendError {
         /// The address that timed out.
         addr: SocketAddr,
     },
+    /// Every `maxConn` slot of the destination stayed taken for `TIMEOUT_QUEUE`.
+    #[error("no free maxConn slot of {host} within {waited:?}")]
+    Queue {
+        /// The name looked up.
+        host: String,
+        /// How long the request waited.
+        waited: Duration,
+    },
     /// The upstream broke the exchange (invalid or truncated response).
     #[error("upstream {addr} failed: {source}")]
     Broken {
@@ -135,10 +161,12 @@ pub(crate) struct Exchange {
 }
 
 impl Upstreams {
-    pub(crate) fn new(connect_timeout: Duration, names: Arc<Names>) -> Rc<Upstreams> {
+    pub(crate) fn new(connect_timeout: Duration, shared: SharedUpstreams) -> Rc<Upstreams> {
         Rc::new_cyclic(|me| Upstreams {
             me: me.clone(),
-            names,
+            names: shared.names,
+            limits: shared.limits,
+            queue_timeout: shared.queue_timeout,
             literals: RefCell::new(HashMap::new()),
             idle: RefCell::new(HashMap::new()),
             tls_connector: std::cell::OnceCell::new(),
@@ -216,6 +244,7 @@ impl Upstreams {
         server_timeout: Duration,
         preferred: Option<usize>,
     ) -> Result<Exchange, SendError> {
+        let mut slot = self.slot(target).await?;
         let (addrs, start) = self.addresses(target).await?;
         if addrs.is_empty() {
             return Err(SendError::Resolve {
@@ -235,7 +264,7 @@ impl Upstreams {
                         Ok(Ok(response)) => {
                             return Ok(Exchange {
                                 response,
-                                lease: Some(self.lease(sender, (addr, target.tls))),
+                                lease: Some(self.lease(sender, (addr, target.tls), slot.take())),
                                 addr,
                                 failed,
                             })
@@ -266,7 +295,7 @@ impl Upstreams {
                 Err(_) => Err(SendError::Timeout { addr }),
                 Ok(Ok(response)) => Ok(Exchange {
                     response,
-                    lease: (!upgrade).then(|| self.lease(sender, (addr, target.tls))),
+                    lease: (!upgrade).then(|| self.lease(sender, (addr, target.tls), slot.take())),
                     addr,
                     failed,
                 }),
@@ -283,11 +312,32 @@ impl Upstreams {
         })
     }
 
-    fn lease(&self, sender: SendRequest<ReqBody>, key: PoolKey) -> Lease {
+    fn lease(
+        &self,
+        sender: SendRequest<ReqBody>,
+        key: PoolKey,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Lease {
         Lease {
             sender,
             key,
             pool: self.me.clone(),
+            _slot: slot,
+        }
+    }
+
+    /// Waits (up to `TIMEOUT_QUEUE`) for one of the destination's `maxConn` slots.
+    async fn slot(&self, target: Target<'_>) -> Result<Option<OwnedSemaphorePermit>, SendError> {
+        let Some((service, dest, max)) = target.max_conn else {
+            return Ok(None);
+        };
+        let slots = self.limits.slots(service, dest, max);
+        match tokio::time::timeout(self.queue_timeout, slots.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            _ => Err(SendError::Queue {
+                host: target.host.to_string(),
+                waited: self.queue_timeout,
+            }),
         }
     }
 
@@ -401,7 +451,12 @@ mod tests {
             Arc::new(SystemLookup::default()),
             tokio::runtime::Handle::current(),
         );
-        Upstreams::new(Duration::from_secs(1), names)
+        let shared = SharedUpstreams {
+            names,
+            limits: Arc::default(),
+            queue_timeout: Duration::from_secs(1),
+        };
+        Upstreams::new(Duration::from_secs(1), shared)
     }
 
     fn target(host: &str) -> Target<'_> {
@@ -409,6 +464,7 @@ mod tests {
             host,
             tasks_first: true,
             tls: false,
+            max_conn: None,
         }
     }
 

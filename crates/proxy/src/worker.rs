@@ -21,10 +21,11 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::connection::serve_until_stopped;
 use crate::forward::{self, ConnInfo};
+use crate::limits::Limits;
 use crate::names::{Lookup, Names, SystemLookup};
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::stream::StreamListeners;
-use crate::upstream::Upstreams;
+use crate::upstream::{SharedUpstreams, Upstreams};
 
 /// What the data plane needs to start.
 #[derive(Debug, Clone)]
@@ -162,6 +163,7 @@ impl DataPlane {
     ) -> Result<DataPlane, DataPlaneError> {
         let names = Names::start(lookup).map_err(DataPlaneError::Thread)?;
         let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        let limits = Arc::new(Limits::default());
         let workers = config.workers.max(1);
         // Claim each port exclusively (port 0 resolves to one concrete port), then give every
         // worker its own SO_REUSEPORT socket on it.
@@ -199,12 +201,14 @@ impl DataPlane {
             let stop_rx = stop_rx.clone();
             let names = names.clone();
             let connections = connections.clone();
+            let limits = limits.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("sluice-worker-{index}"))
                 .spawn(move || {
                     let shared = Shared {
                         snapshot,
                         names,
+                        limits,
                         connections,
                         https_port,
                     };
@@ -274,6 +278,8 @@ pub(crate) fn bind_reuseport(port: u16, count: usize) -> std::io::Result<Vec<Std
 struct Shared {
     snapshot: SnapshotCell,
     names: Arc<Names>,
+    /// `maxConn` slots.
+    limits: Arc<Limits>,
     /// One permit per client connection being served (`MAX_CONNECTIONS`).
     connections: Arc<Semaphore>,
     https_port: Option<u16>,
@@ -289,6 +295,7 @@ fn run_worker(
     let Shared {
         snapshot,
         names,
+        limits,
         connections,
         https_port,
     } = shared;
@@ -307,7 +314,14 @@ fn run_worker(
         let worker = Rc::new(Worker {
             current: std::cell::RefCell::new(Rc::new(snapshot.load_full())),
             snapshot,
-            upstreams: Upstreams::new(config.timeouts.connect, names),
+            upstreams: Upstreams::new(
+                config.timeouts.connect,
+                SharedUpstreams {
+                    names,
+                    limits,
+                    queue_timeout: config.timeouts.queue,
+                },
+            ),
             timeouts: config.timeouts,
             connection_mode: config.connection_mode,
             https_port,
@@ -439,20 +453,37 @@ async fn accept_loop(
                 _ = stop.wait_for(Option::is_some) => false,
             };
             if readable {
-                let conn = Rc::new(ConnInfo::new(client, local_port, false, false));
-                let service = service_fn(move |req| {
-                    let worker = worker.clone();
-                    let conn = conn.clone();
-                    async move { Ok::<_, Infallible>(forward::handle(worker, conn, req).await) }
-                });
-                let connection = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades();
-                if let Err(error) = serve_until_stopped(connection, stop).await {
-                    tracing::debug!(%client, %error, "client connection ended with an error");
-                }
+                // Boxed: the (large) connection state is allocated only now, so the task of
+                // an idle connection stays small.
+                Box::pin(serve_plain(
+                    worker, &builder, stream, client, local_port, stop,
+                ))
+                .await;
             }
             drop((drain, permit));
         });
+    }
+}
+
+/// Serves one plain HTTP/1 client connection until it ends or the data plane stops.
+async fn serve_plain(
+    worker: Rc<Worker>,
+    builder: &http1::Builder,
+    stream: tokio::net::TcpStream,
+    client: SocketAddr,
+    local_port: u16,
+    stop: watch::Receiver<Option<Duration>>,
+) {
+    let conn = Rc::new(ConnInfo::new(client, local_port, false, false));
+    let service = service_fn(move |req| {
+        let worker = worker.clone();
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(forward::handle(worker, conn, req).await) }
+    });
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(error) = serve_until_stopped(connection, stop).await {
+        tracing::debug!(%client, %error, "client connection ended with an error");
     }
 }

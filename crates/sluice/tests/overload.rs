@@ -124,3 +124,63 @@ fn a_connection_flood_leaves_memory_bounded_and_the_proxy_answering() {
     assert_eq!(reply.status(), 200);
     drop(runtime);
 }
+
+#[test]
+fn max_conn_queues_requests_up_to_the_queue_timeout_then_503() {
+    use std::time::{Duration, Instant};
+    let backend = Backend::start("limited");
+    let p = Proxy::builder().env("TIMEOUT_QUEUE", "3").start();
+    let r = p.reconfigure(&format!(
+        "serviceName=limited&servicePath=/lim&port={}&outboundHostname=127.0.0.1&maxConn=1",
+        backend.port()
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let addr = p.http[0];
+    let get = move |path: &'static str| {
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let status = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap()
+                .get(format!("http://{addr}{path}"))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16();
+            (status, started.elapsed())
+        })
+    };
+    // The backend holds /slow for 4 s: the one slot stays taken that long.
+    let slow = get("/lim/slow");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backend.hit_count() == 0 {
+        assert!(Instant::now() < deadline, "the slow request never arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let hit = Instant::now();
+    // Asked at once: waits its 3 s of queue, the slot is still taken, 503.
+    let refused = get("/lim/refused");
+    std::thread::sleep(Duration::from_millis(2500).saturating_sub(hit.elapsed()));
+    // Asked 2.5 s in: the slot frees at 4 s, within this one's 3 s of queue.
+    let queued = get("/lim/queued");
+    let (status, _) = slow.join().unwrap();
+    assert_eq!(status, 200);
+    let (status, waited) = refused.join().unwrap();
+    assert_eq!(status, 503, "after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(2900),
+        "refused after {waited:?}"
+    );
+    let (status, waited) = queued.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "answered after {waited:?} without queueing"
+    );
+    assert_eq!(
+        backend.hit_count(),
+        2,
+        "the refused request never reached the backend"
+    );
+}
