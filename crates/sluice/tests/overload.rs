@@ -106,10 +106,11 @@ fn a_connection_flood_leaves_memory_bounded_and_the_proxy_answering() {
         peak = peak.max(p.rss_kib());
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    // 200 connections with at most 64 KiB of header each, plus task and socket state; 3000
-    // unbounded ones would hold about 180 MiB.
+    // 200 connections with at most 64 KiB of header each (buffers grow by doubling), plus
+    // task state and allocator slack under a loaded machine: well under 120 MiB. 3000
+    // unbounded ones would hold at least their 176 MiB of headers.
     assert!(
-        peak < before + 80 * 1024,
+        peak < before + 120 * 1024,
         "RSS grew from {before} KiB to {peak} KiB"
     );
     // A routed request gets through once flood connections time out and free their slots.
