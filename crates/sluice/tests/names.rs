@@ -101,7 +101,7 @@ fn a_slow_resolver_never_stalls_requests_once_a_name_resolved() {
         .build()
         .unwrap();
     let snapshot = sluice_proxy::snapshot::new_cell();
-    let (registry, _persister) = sluice_api::registry::Registry::new(snapshot.clone(), None);
+    let registry = sluice_api::registry::Registry::new(snapshot.clone(), None);
     let params: Params = [
         ("serviceName", "slow".to_string()),
         ("servicePath", "/".to_string()),
