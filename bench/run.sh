@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
 # Sluice vs HAProxy vs nginx on loopback, in one run. See bench/README.md.
 #
-#   bench/run.sh [a] [b] [c] [d]      (default: all scenarios)
+#   bench/run.sh [a] [b] [c] [d] [e] [m]   (default: a b c d e m)
+#
+# Scenarios: a) one service; b) a large table; c) reconfigure churn under load; d) memory with a
+# large table; e) the data-plane matrix: Sluice vs HAProxy alternating, nginx and sluice-demo
+# backends, 1 and 2 threads, 50 and 500 connections, keep-alive and `Connection: close`, 1 KiB and
+# 100 KiB responses; m) memory per idle client connection.
+# Every wrk run counts requests slower than 1 s (wrk --timeout 1s) in the column "timeouts".
+#
+# QUICK=1 is for iteration: 3 s runs, 1 s warm-up, and a reduced matrix (1 thread, 50
+# connections, 1 KiB) in scenario e.
 #
 # Environment (defaults in brackets):
 #   DURATION [10s]      wrk duration of each measured run (Ns or Nm)
@@ -17,11 +26,22 @@
 #   SKIP_BUILD [0]      1 = use the existing target/release binaries
 #   KEEP_WORK [0]       1 = keep the temporary directory (configs, logs)
 #   RESULTS [bench/results/latest.txt]  where the summary is written
+#   IDLE_CONNECTIONS [5000]   idle client connections in m
+#   MATRIX_ROUNDS [2]   in e, each combination runs HAProxy, Sluice, Sluice, HAProxy per round
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+QUICK=${QUICK:-0}
+if [[ $QUICK == 1 ]]; then
+  DURATION=${DURATION:-3s}
+  WARMUP=${WARMUP:-1s}
+fi
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-5000}
+MATRIX_ROUNDS=${MATRIX_ROUNDS:-2}
 THREADS=${THREADS:-1}
 BACKEND_THREADS=${BACKEND_THREADS:-$THREADS}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -32,31 +52,24 @@ ROUNDS=${ROUNDS:-1}
 PROXIES=${PROXIES:-haproxy nginx sluice}
 PROXY_CPUS=${PROXY_CPUS:-}
 LOAD_CPUS=${LOAD_CPUS:-}
-SKIP_BUILD=${SKIP_BUILD:-0}
-KEEP_WORK=${KEEP_WORK:-0}
 RESULTS=${RESULTS:-$ROOT/bench/results/latest.txt}
-SLUICE_BIN=${SLUICE_BIN:-$ROOT/target/release/sluice}
-DEMO_BIN=${DEMO_BIN:-$ROOT/target/release/sluice-demo}
 
-# Upper bounds that keep every loop finite.
-READY_TIMEOUT=60       # seconds for a proxy or backend to come up
+# Upper bounds that keep every loop finite (READY_TIMEOUT, for a proxy or backend to come up, is in lib.sh).
 REGISTER_TIMEOUT=900   # seconds for registering the whole table in Sluice
 CHURN_TIMEOUT=600      # seconds for the reconfigure calls of scenario c
 CHURN_WRK_LIMIT=900    # seconds wrk may run in scenario c before it stops by itself
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 
 # ---------------------------------------------------------------- arguments
 SCENARIOS=()
 for arg in "$@"; do
   case "$arg" in
-    a | b | c | d) SCENARIOS+=("$arg") ;;
-    -h | --help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown scenario '$arg' (expected a, b, c or d)" ;;
+    a | b | c | d | e | m) SCENARIOS+=("$arg") ;;
+    -h | --help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown scenario '$arg' (expected a, b, c, d, e or m)" ;;
   esac
 done
-[[ ${#SCENARIOS[@]} -gt 0 ]] || SCENARIOS=(a b c d)
+[[ ${#SCENARIOS[@]} -gt 0 ]] || SCENARIOS=(a b c d e m)
 # canonical order, no duplicates
 mapfile -t SCENARIOS < <(printf '%s\n' "${SCENARIOS[@]}" | sort -u)
 for p in $PROXIES; do
@@ -66,6 +79,8 @@ done
 [[ $SERVICES =~ ^[1-9][0-9]*$ && $SERVICES -le 99999 ]] || die "SERVICES must be 1..99999, got '$SERVICES'"
 [[ $RECONFIGURE_CALLS =~ ^[1-9][0-9]*$ ]] || die "RECONFIGURE_CALLS must be a positive integer"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ && $ROUNDS -le 10 ]] || die "ROUNDS must be 1..10"
+[[ $MATRIX_ROUNDS =~ ^[1-9]$ ]] || die "MATRIX_ROUNDS must be 1..9"
+[[ $IDLE_CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "IDLE_CONNECTIONS must be a positive integer"
 
 # "10s" / "1m" / "10" -> seconds
 to_secs() {
@@ -81,68 +96,17 @@ WARMUP_S=$(to_secs "$WARMUP")
 [[ $DURATION_S =~ ^[1-9][0-9]*$ ]] || die "DURATION must look like 10s or 1m, got '$DURATION'"
 [[ $WARMUP_S =~ ^[0-9]+$ ]] || die "WARMUP must look like 2s, got '$WARMUP'"
 
-# ---------------------------------------------------------------- processes
-PIDS=()
-WORK=""
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  if [[ -n $WORK && -d $WORK ]]; then
-    if [[ $KEEP_WORK == 1 ]]; then log "work directory kept: $WORK"; else rm -rf -- "$WORK"; fi
-  fi
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
-
-# Stops one process we started: SIGTERM, up to 5 s, then SIGKILL.
-stop_pid() {
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
-# spawn LOG CPUS CMD... : starts CMD in the background (pinned when CPUS is set), records its pid in SPAWNED.
-SPAWNED=""
-spawn() {
-  local logfile=$1 cpus=$2
-  shift 2
-  if [[ -n $cpus ]]; then
-    taskset -c "$cpus" "$@" >"$logfile" 2>&1 &
-  else
-    "$@" >"$logfile" 2>&1 &
-  fi
-  SPAWNED=$!
-  PIDS+=("$SPAWNED")
-}
-
-# Runs wrk in the foreground, pinned to LOAD_CPUS when set.
-run_wrk() {
-  if [[ -n $LOAD_CPUS ]]; then taskset -c "$LOAD_CPUS" "$@"; else "$@"; fi
-}
+# ---------------------------------------------------------------- processes (cleanup, spawn, stop_pid: lib.sh)
 
 # ---------------------------------------------------------------- prerequisites
-install_missing() {
-  local missing=() cmd pkg
-  for cmd in haproxy:haproxy nginx:nginx wrk:wrk curl:curl python3:python3 taskset:util-linux; do
-    pkg=${cmd#*:}
-    cmd=${cmd%%:*}
-    command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || missing+=("$pkg")
-  done
-  [[ ${#missing[@]} -eq 0 ]] && return 0
-  log "installing missing packages: ${missing[*]}"
-  local sudo=""
-  [[ $(id -u) -eq 0 ]] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-}
-install_missing
-export PATH="$PATH:/usr/sbin:/sbin"
+require wrk:wrk curl:curl taskset:util-linux
+for p in $PROXIES; do
+  case "$p" in
+    haproxy) require haproxy:haproxy ;;
+    nginx) require nginx:nginx-light ;;
+  esac
+done
+[[ " ${SCENARIOS[*]} " == *" e "* ]] && require haproxy:haproxy nginx:nginx-light
 
 want_proxy() { [[ " $PROXIES " == *" $1 "* ]]; }
 
@@ -168,145 +132,18 @@ if want_proxy sluice && [[ ! -x $SLUICE_BIN ]]; then
 fi
 [[ -n ${PROXIES// /} ]] || die "no proxy left to run"
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
-log "work directory: $WORK"
-
-# ---------------------------------------------------------------- helpers (python: keep-alive API clients)
-cat >"$WORK/ports.py" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-
-cat >"$WORK/api.py" <<'PY'
-"""Keep-alive client for Sluice's DFP-compatible API.
-
-register API_PORT BACKEND_PORT DEADLINE_S NAMES_FILE    one service per line, path = /NAME
-churn    API_PORT BACKEND_PORT DEADLINE_S CALLS     add / update / remove of churn services, latency per call
-"""
-import http.client, sys, time, urllib.parse
-
-API = "/v1/docker-flow-proxy"
-
-class Client:
-    def __init__(self, port):
-        self.port = port
-        self.conn = None
-
-    def get(self, path):
-        """Returns the status, retrying once on a broken keep-alive connection."""
-        for attempt in (0, 1):
-            try:
-                if self.conn is None:
-                    self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                self.conn.request("GET", path)
-                resp = self.conn.getresponse()
-                resp.read()
-                if resp.getheader("connection", "").lower() == "close":
-                    self.conn.close()
-                    self.conn = None
-                return resp.status
-            except (OSError, http.client.HTTPException):
-                if self.conn is not None:
-                    self.conn.close()
-                self.conn = None
-                if attempt == 1:
-                    return 0
-        return 0
-
-def reconfigure(name, path, backend):
-    q = urllib.parse.urlencode({"serviceName": name, "servicePath": path, "port": backend,
-                                "outboundHostname": "127.0.0.1"})
-    return f"{API}/reconfigure?{q}"
-
-def register(port, backend, deadline, names_file):
-    t0 = time.perf_counter()
-    c = Client(port)
-    ok = failed = 0
-    with open(names_file) as f:
-        names = [line.strip() for line in f if line.strip()]
-    for name in names:
-        if time.monotonic() > deadline:
-            print(f"deadline reached after {ok} services", file=sys.stderr)
-            return 1
-        if c.get(reconfigure(name, "/" + name, backend)) == 200:
-            ok += 1
-        else:
-            failed += 1
-            if failed > 10:
-                print(f"too many failures ({failed}), last service {name}", file=sys.stderr)
-                return 1
-    print(f"registered={ok} failed={failed} elapsed_s={time.perf_counter() - t0:.1f}")
-    return 0 if failed == 0 else 1
-
-def pct(sorted_ms, p):
-    k = max(0, -(-len(sorted_ms) * p // 100) - 1)
-    return sorted_ms[int(k)]
-
-def churn(port, backend, deadline, calls):
-    c = Client(port)
-    lat, failed = [], 0
-    for i in range(calls):
-        if time.monotonic() > deadline:
-            print(f"deadline reached after {i} calls", file=sys.stderr)
-            break
-        k, step = divmod(i, 3)
-        name = f"churn{k}"
-        if step == 0:
-            path = reconfigure(name, "/" + name, backend)           # add
-        elif step == 1:
-            path = reconfigure(name, f"/{name},/{name}v2", backend)  # update
-        else:
-            path = f"{API}/remove?" + urllib.parse.urlencode({"serviceName": name})  # remove
-        t0 = time.perf_counter()
-        status = c.get(path)
-        lat.append((time.perf_counter() - t0) * 1000.0)
-        if status != 200:
-            failed += 1
-    lat.sort()
-    if not lat:
-        print("calls=0 failed=0 p50_ms=nan p99_ms=nan max_ms=nan")
-        return 1
-    print(f"calls={len(lat)} failed={failed} p50_ms={pct(lat, 50):.3f} p99_ms={pct(lat, 99):.3f} "
-          f"max_ms={lat[-1]:.3f}")
-    return 0 if failed == 0 and len(lat) == calls else 1
-
-if __name__ == "__main__":
-    cmd, port, backend, budget = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
-    deadline = time.monotonic() + budget
-    if cmd == "register":
-        sys.exit(register(port, backend, deadline, sys.argv[5]))
-    if cmd == "churn":
-        sys.exit(churn(port, backend, deadline, int(sys.argv[5])))
-    sys.exit(f"unknown command {cmd}")
-PY
+make_work bench
 
 # The table of scenario b/c/d: svc00001..svc<SERVICES>, zero-padded so no path is a prefix of another and the last one
 # is also last in DFP's byte-wise order.
 LAST_SVC=$(printf 'svc%05d' "$SERVICES")
 printf 'svc%05d\n' $(seq 1 "$SERVICES") | LC_ALL=C sort >"$WORK/table.txt"
 
-# $(...) waits for python to exit, so the probe sockets are closed before anything binds the ports.
-PORTS=$(python3 "$WORK/ports.py" 3)
-read -r BACKEND_PORT DATA_PORT API_PORT <<<"$PORTS"
+# $(...) waits for the probe to exit, so its sockets are closed before anything binds the ports.
+read -r BACKEND_PORT DATA_PORT API_PORT NGINX_PORT HAPROXY_PORT <<<"$(free_ports 5)"
 
 # ---------------------------------------------------------------- backend
-start_backend() {
-  spawn "$WORK/backend.log" "$LOAD_CPUS" "$DEMO_BIN" bench --host 127.0.0.1 --port "$BACKEND_PORT" \
-    --threads "$BACKEND_THREADS"
-  local i
-  for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
-    grep -q '^listening on ' "$WORK/backend.log" 2>/dev/null && return 0
-    kill -0 "$SPAWNED" 2>/dev/null || break
-    sleep 0.1
-  done
-  cat "$WORK/backend.log" >&2
-  die "backend did not start"
-}
+start_backend() { start_demo_backend "$BACKEND_PORT" "$BACKEND_THREADS" "$WORK/backend.log"; }
 
 # ---------------------------------------------------------------- proxy configs
 # names file -> HAProxy config in DFP's shape: one acl + use_backend per service in sorted order, one backend each.
@@ -447,8 +284,8 @@ start_proxy() {
         tail -n 20 "$WORK/sluice.log" >&2
         return 1
       fi
-      python3 "$WORK/api.py" register "$API_PORT" "$BACKEND_PORT" "$REGISTER_TIMEOUT" "$names" \
-        >"$WORK/register.log" 2>&1 || {
+      "$DEMO_BIN" load register --api "$API_PORT" --backend "$BACKEND_PORT" --deadline "$REGISTER_TIMEOUT" \
+        "$names" >"$WORK/register.log" 2>&1 || {
         cat "$WORK/register.log" >&2
         return 1
       }
@@ -469,36 +306,13 @@ stop_proxy() {
 }
 
 # ---------------------------------------------------------------- wrk
-WRK_OUT=""
-# wrk_run SECONDS PATH : runs wrk, leaves its output in WRK_OUT.
-wrk_run() {
-  local secs=$1 path=$2
-  WRK_OUT=$(run_wrk timeout $((secs + 30)) wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency \
-    "http://127.0.0.1:$DATA_PORT$path" 2>&1) || {
-    log "wrk failed: $WRK_OUT"
-    return 1
-  }
-}
-# Parsers of WRK_OUT.
-wrk_rps() { awk '/^Requests\/sec:/ {print $2}' <<<"$WRK_OUT"; }
-wrk_p99_ms() {
-  awk '/^ +99%/ {
-    v = $2; u = v; sub(/^[0-9.]+/, "", u); sub(/[a-z]+$/, "", v)
-    f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : 3600000
-    printf "%.3f", v * f
-  }' <<<"$WRK_OUT"
-}
-wrk_errors() {
-  awk '/Non-2xx or 3xx responses:/ {e += $NF}
-       /Socket errors:/ {gsub(/,/, ""); e += $4 + $6 + $8 + $10}
-       END {print e + 0}' <<<"$WRK_OUT"
-}
+# wrk_path SECONDS PATH : wrk against the proxy under test (helpers in lib.sh).
+wrk_path() { wrk_run "$1" "http://127.0.0.1:$DATA_PORT$2"; }
 
 # ---------------------------------------------------------------- results
-declare -A RPS P99 ERRS RSS PSS NOTE
+declare -A RPS P99 ERRS SLOW RSS PSS NOTE
 SUMMARY_LINES=()
 add_summary() { SUMMARY_LINES+=("$*"); }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2fx", a / b }'; }
 
 # measure KEY PROXY NAMES_FILE PATH : start, warm up, measure ROUNDS times (median rps), stop.
 measure_once() {
@@ -509,18 +323,19 @@ measure_once() {
     stop_proxy
     return 1
   fi
-  if [[ $WARMUP_S -gt 0 ]]; then wrk_run "$WARMUP_S" "$path" || true; fi
-  if ! wrk_run "$DURATION_S" "$path"; then
+  if [[ $WARMUP_S -gt 0 ]]; then wrk_path "$WARMUP_S" "$path" || true; fi
+  if ! wrk_path "$DURATION_S" "$path"; then
     NOTE[$key/$proxy]="wrk failed"
     stop_proxy
     return 1
   fi
-  local rps p99 errs
+  local rps p99 errs slow
   rps=$(wrk_rps)
   p99=$(wrk_p99_ms)
   errs=$(wrk_errors)
-  log "[$key] $proxy: rps=$rps p99=${p99}ms errors=$errs"
-  printf '%s %s %s\n' "$rps" "$p99" "$errs" >>"$WORK/rounds-$key-$proxy"
+  slow=$(wrk_timeouts)
+  log "[$key] $proxy: rps=$rps p99=${p99}ms errors=$errs timeouts=$slow"
+  printf '%s %s %s %s\n' "$rps" "$p99" "$errs" "$slow" >>"$WORK/rounds-$key-$proxy"
   stop_proxy
 }
 
@@ -546,27 +361,28 @@ measure_all() {
     local f="$WORK/rounds-$key-$proxy"
     [[ -s $f ]] || continue
     # median round by rps (lower middle for an even count)
-    local rps p99 errs
-    read -r rps p99 errs < <(sort -n -k1,1 "$f" | awk '{l[NR] = $0} END {print l[int((NR + 1) / 2)]}')
+    local rps p99 errs slow
+    read -r rps p99 errs slow < <(sort -n -k1,1 "$f" | awk '{l[NR] = $0} END {print l[int((NR + 1) / 2)]}')
     RPS[$key/$proxy]=$rps
     P99[$key/$proxy]=$p99
     ERRS[$key/$proxy]=$errs
+    SLOW[$key/$proxy]=$slow
   done
 }
 
-fmt_row() { printf '  %-9s %12s %10s %8s  %s\n' "$@"; }
+fmt_row() { printf '  %-9s %12s %10s %8s %9s  %s\n' "$@"; }
 report_throughput() {
   local key=$1 title=$2 proxy
   add_summary ""
   add_summary "$title"
-  add_summary "$(fmt_row proxy rps p99_ms errors note)"
+  add_summary "$(fmt_row proxy rps p99_ms errors timeouts note)"
   local note
   for proxy in $PROXIES; do
     note=${NOTE[$key/$proxy]:-}
     if [[ $ROUNDS -gt 1 && -s $WORK/rounds-$key-$proxy ]]; then
       note+=${note:+; }$(awk 'NR == 1 || $1 < lo {lo = $1} NR == 1 || $1 > hi {hi = $1} END {printf "rps range %s..%s over %d rounds", lo, hi, NR}' "$WORK/rounds-$key-$proxy")
     fi
-    add_summary "$(fmt_row "$proxy" "${RPS[$key/$proxy]:-n/a}" "${P99[$key/$proxy]:-n/a}" "${ERRS[$key/$proxy]:-n/a}" "$note")"
+    add_summary "$(fmt_row "$proxy" "${RPS[$key/$proxy]:-n/a}" "${P99[$key/$proxy]:-n/a}" "${ERRS[$key/$proxy]:-n/a}" "${SLOW[$key/$proxy]:-n/a}" "$note")"
   done
   if want_proxy sluice; then
     local other
@@ -628,17 +444,15 @@ scenario_c() {
     return 0
   }
   local wrk_log="$WORK/wrk-c.log" wrk_pid churn
-  if [[ -n $LOAD_CPUS ]]; then
-    taskset -c "$LOAD_CPUS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${CHURN_WRK_LIMIT}s" --latency \
-      "http://127.0.0.1:$DATA_PORT/svc1/x" >"$wrk_log" 2>&1 &
-  else
-    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${CHURN_WRK_LIMIT}s" --latency \
-      "http://127.0.0.1:$DATA_PORT/svc1/x" >"$wrk_log" 2>&1 &
-  fi
+  local wrk_cmd=(wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${CHURN_WRK_LIMIT}s" --timeout "$WRK_TIMEOUT" --latency
+    "http://127.0.0.1:$DATA_PORT/svc1/x")
+  if [[ -n $LOAD_CPUS ]]; then wrk_cmd=(taskset -c "$LOAD_CPUS" "${wrk_cmd[@]}"); fi
+  "${wrk_cmd[@]}" >"$wrk_log" 2>&1 &
   wrk_pid=$!
   PIDS+=("$wrk_pid")
   sleep 1
-  churn=$(python3 "$WORK/api.py" churn "$API_PORT" "$BACKEND_PORT" "$CHURN_TIMEOUT" "$RECONFIGURE_CALLS" 2>&1) || true
+  churn=$("$DEMO_BIN" load churn --api "$API_PORT" --backend "$BACKEND_PORT" --deadline "$CHURN_TIMEOUT" \
+    "$RECONFIGURE_CALLS" 2>&1) || true
   sleep 1
   # wrk prints its report when interrupted.
   kill -INT "$wrk_pid" 2>/dev/null || true
@@ -649,8 +463,9 @@ scenario_c() {
   done
   stop_pid "$wrk_pid"
   WRK_OUT=$(cat "$wrk_log")
-  local errs rps p99
+  local errs rps p99 slow
   errs=$(wrk_errors)
+  slow=$(wrk_timeouts)
   rps=$(wrk_rps)
   p99=$(wrk_p99_ms)
   log "[c] churn: $churn; wrk: rps=$rps p99=${p99}ms errors=$errs"
@@ -660,7 +475,7 @@ scenario_c() {
   p50c=$(sed -n 's/.*p50_ms=\([0-9.na]*\).*/\1/p' <<<"$churn")
   p99c=$(sed -n 's/.*p99_ms=\([0-9.na]*\).*/\1/p' <<<"$churn")
   maxc=$(sed -n 's/.*max_ms=\([0-9.na]*\).*/\1/p' <<<"$churn")
-  add_summary "  wrk during the calls: rps ${rps:-n/a}, p99 ${p99:-n/a} ms, non-2xx + socket errors ${errs:-n/a} (target 0)"
+  add_summary "  wrk during the calls: rps ${rps:-n/a}, p99 ${p99:-n/a} ms, non-2xx + socket errors ${errs:-n/a} (target 0), slower than 1 s ${slow:-n/a} (target 0)"
   add_summary "  reconfigure calls: ${calls:-0} made, ${failed:-n/a} failed; latency p50 ${p50c:-n/a} ms, p99 ${p99c:-n/a} ms, max ${maxc:-n/a} ms (target p99 < 10 ms)"
   [[ -n $calls ]] || add_summary "  churn client output: $churn"
   stop_proxy
@@ -688,7 +503,7 @@ scenario_d() {
       stop_proxy
       continue
     fi
-    wrk_run "$warm" "/$LAST_SVC/x" || true
+    wrk_path "$warm" "/$LAST_SVC/x" || true
     sleep 1
     read -r rss pss < <(memory_of "$PROXY_PID")
     RSS[d/$proxy]=$rss
@@ -714,7 +529,223 @@ scenario_d() {
   fi
 }
 
+# ---------------------------------------------------------------- e and m: Sluice and HAProxy side by side
+# Both proxies run at once on their own ports, each with two routes: /b to an nginx backend
+# (static 1 KiB and 100 KiB files), /d to the sluice-demo backend. Sluice reaches the nginx backend
+# by name (`tasks.bknginx` in a HOSTS_FILE, `bknginx` itself through the system resolver), as on a
+# Swarm, so name resolution is part of what is measured.
+NGINX_BACKEND_PID=""
+start_nginx_backend() {
+  [[ -n $NGINX_BACKEND_PID ]] && return 0
+  local dir="$WORK/nginx-backend"
+  mkdir -p "$dir/logs" "$dir/tmp" "$dir/www/b"
+  head -c 1024 /dev/zero | tr '\0' a >"$dir/www/b/1k"
+  head -c 102400 /dev/zero | tr '\0' a >"$dir/www/b/100k"
+  # nginx started as root serves files as an unprivileged user.
+  chmod o+rx "$WORK" "$dir" "$dir/www" "$dir/www/b"
+  chmod o+r "$dir/www/b/1k" "$dir/www/b/100k"
+  cat >"$dir/nginx.conf" <<CONF
+worker_processes $BACKEND_THREADS;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    keepalive_timeout 60s;
+    keepalive_requests 100000000;
+    open_file_cache max=16;
+    sendfile on;
+    server {
+        listen 127.0.0.1:$NGINX_PORT reuseport backlog=4096;
+        root $dir/www;
+        location = /b/empty { return 200; }
+    }
+}
+CONF
+  spawn "$WORK/nginx-backend.log" "$LOAD_CPUS" nginx -e "$dir/logs/error.log" -p "$dir/" -c "$dir/nginx.conf" \
+    -g 'daemon off;'
+  NGINX_BACKEND_PID=$SPAWNED
+  local i
+  for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
+    curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$NGINX_PORT/b/1k" && return 0
+    kill -0 "$NGINX_BACKEND_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  tail -n 5 "$dir/logs/error.log" >&2
+  die "the nginx backend did not start"
+}
+
+PAIR_HAPROXY=""
+PAIR_SLUICE=""
+# start_pair THREADS : HAProxy on HAPROXY_PORT and Sluice on DATA_PORT, both routing /b and /d.
+start_pair() {
+  local threads=$1
+  cat >"$WORK/pair-haproxy.cfg" <<CONF
+global
+    nbthread $threads
+    maxconn 9000
+
+defaults
+    mode http
+    balance roundrobin
+    option http-keep-alive
+    option redispatch
+    maxconn 9000
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 10s
+    timeout http-keep-alive 60s
+
+frontend services
+    bind 127.0.0.1:$HAPROXY_PORT
+    acl url_b path_beg /b
+    acl url_d path_beg /d
+    use_backend bknginx if url_b
+    use_backend bkdemo if url_d
+
+backend bknginx
+    server bknginx 127.0.0.1:$NGINX_PORT
+
+backend bkdemo
+    server bkdemo 127.0.0.1:$BACKEND_PORT
+CONF
+  spawn "$WORK/pair-haproxy.log" "$PROXY_CPUS" haproxy -db -f "$WORK/pair-haproxy.cfg"
+  PAIR_HAPROXY=$SPAWNED
+  echo "127.0.0.1 tasks.bknginx" >"$WORK/pair-hosts"
+  rm -rf "$WORK/pair-data"
+  mkdir -p "$WORK/pair-data"
+  spawn "$WORK/pair-sluice.log" "$PROXY_CPUS" env PORT="$API_PORT" DEFAULT_PORTS="$DATA_PORT" \
+    DATA_DIR="$WORK/pair-data" WORKER_THREADS="$threads" HOSTS_FILE="$WORK/pair-hosts" LOG_LEVEL=warn \
+    "$SLUICE_BIN" proxy
+  PAIR_SLUICE=$SPAWNED
+  local i api="http://127.0.0.1:$API_PORT/v1/docker-flow-proxy"
+  for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
+    curl -sf --max-time 2 -o /dev/null "$api/ping" && break
+    kill -0 "$PAIR_SLUICE" 2>/dev/null || break
+    sleep 0.1
+  done
+  curl -sf --max-time 5 -o /dev/null "$api/reconfigure?serviceName=bknginx&servicePath=/b&port=$NGINX_PORT" &&
+    curl -sf --max-time 5 -o /dev/null \
+      "$api/reconfigure?serviceName=bkdemo&servicePath=/d&port=$BACKEND_PORT&outboundHostname=127.0.0.1" || {
+    tail -n 20 "$WORK/pair-sluice.log" >&2
+    die "sluice did not accept the benchmark routes"
+  }
+  local port path
+  for port in "$HAPROXY_PORT" "$DATA_PORT"; do
+    for path in /b/1k /d/x; do
+      for ((i = 0; i < READY_TIMEOUT * 5; i++)); do
+        curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$port$path" && break
+        sleep 0.2
+      done
+      curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$port$path" || die "127.0.0.1:$port$path does not answer 200"
+    done
+  done
+}
+
+stop_pair() {
+  [[ -n $PAIR_HAPROXY ]] && stop_pid "$PAIR_HAPROXY"
+  [[ -n $PAIR_SLUICE ]] && stop_pid "$PAIR_SLUICE"
+  PAIR_HAPROXY=""
+  PAIR_SLUICE=""
+}
+
+# pair_run PROXY KEY URL_PATH [wrk args...] : one measured wrk run, appended to $WORK/e-KEY-PROXY.
+pair_run() {
+  local proxy=$1 key=$2 path=$3 port
+  shift 3
+  port=$DATA_PORT
+  [[ $proxy == haproxy ]] && port=$HAPROXY_PORT
+  if [[ $WARMUP_S -gt 0 ]]; then wrk_run 1 "http://127.0.0.1:$port$path" "$@" || true; fi
+  wrk_run "$DURATION_S" "http://127.0.0.1:$port$path" "$@" || return 0
+  printf '%s %s %s %s\n' "$(wrk_rps)" "$(wrk_p99_ms)" "$(wrk_errors)" "$(wrk_timeouts)" >>"$WORK/e-$key-$proxy"
+}
+
+# Mean rps, mean p99, summed errors and timeouts of a rounds file.
+pair_stats() {
+  [[ -s $1 ]] || { echo "n/a n/a n/a n/a"; return 0; }
+  awk '{r += $1; p += $2; e += $3; t += $4; n++} END {printf "%.0f %.3f %d %d", r / n, p / n, e, t}' "$1"
+}
+
+scenario_e() {
+  local threads_list="1 2" conns_list="50 500" modes="keepalive close" targets="/b/1k /b/100k /d/x"
+  if [[ $QUICK == 1 ]]; then
+    threads_list=1 conns_list=50 targets="/b/1k /d/x"
+  fi
+  log "=== e: data-plane matrix (threads: $threads_list; connections: $conns_list; $modes; $targets)"
+  start_nginx_backend
+  add_summary ""
+  add_summary "e) Sluice vs HAProxy, both running, runs alternating H S S H x$MATRIX_ROUNDS per row (wrk -t$WRK_THREADS -d$DURATION --timeout $WRK_TIMEOUT)"
+  add_summary "   /b/*: nginx backend (1 KiB or 100 KiB file; Sluice resolves it by name); /d/x: sluice-demo bench (13 bytes)"
+  add_summary "   >1s: requests not answered within 1 s (wrk timeouts), summed over the runs"
+  add_summary "$(printf '  %-3s %5s %-9s %-7s | %9s %9s %6s | %8s %8s %6s | %5s %5s' thr conns mode path h_rps s_rps s/h h_p99ms s_p99ms s/h h_>1s s_>1s)"
+  local threads conns mode path key round
+  for threads in $threads_list; do
+    start_pair "$threads"
+    for conns in $conns_list; do
+      for mode in $modes; do
+        local extra=()
+        [[ $mode == close ]] && extra=(-H "Connection: close")
+        for path in $targets; do
+          key="$threads-$conns-$mode-${path//\//_}"
+          log "[e] threads=$threads connections=$conns $mode $path"
+          for ((round = 0; round < MATRIX_ROUNDS; round++)); do
+            CONNECTIONS=$conns pair_run haproxy "$key" "$path" "${extra[@]}"
+            CONNECTIONS=$conns pair_run sluice "$key" "$path" "${extra[@]}"
+            CONNECTIONS=$conns pair_run sluice "$key" "$path" "${extra[@]}"
+            CONNECTIONS=$conns pair_run haproxy "$key" "$path" "${extra[@]}"
+          done
+          local hr hp he ht sr sp se st
+          read -r hr hp he ht <<<"$(pair_stats "$WORK/e-$key-haproxy")"
+          read -r sr sp se st <<<"$(pair_stats "$WORK/e-$key-sluice")"
+          log "[e] haproxy rps=$hr p99=${hp}ms errors=$he timeouts=$ht | sluice rps=$sr p99=${sp}ms errors=$se timeouts=$st"
+          add_summary "$(printf '  %-3s %5s %-9s %-7s | %9s %9s %6s | %8s %8s %6s | %5s %5s' "$threads" "$conns" "$mode" "$path" \
+            "$hr" "$sr" "$(ratio "$sr" "$hr")" "$hp" "$sp" "$(ratio "$sp" "$hp")" "$ht" "$st")"
+          [[ $he == 0 && $se == 0 ]] || add_summary "      errors (non-2xx, connect/read/write): haproxy $he, sluice $se"
+        done
+      done
+    done
+    stop_pair
+  done
+}
+
+scenario_m() {
+  log "=== m: memory per idle client connection ($IDLE_CONNECTIONS connections)"
+  start_nginx_backend
+  start_pair 1
+  add_summary ""
+  add_summary "m) memory per idle client connection: VmRSS before and with $IDLE_CONNECTIONS connections that send nothing"
+  add_summary "$(printf '  %-9s %12s %12s %14s' proxy before_kB with_kB bytes/conn)"
+  local proxy pid port before after client
+  for proxy in haproxy sluice; do
+    pid=$PAIR_SLUICE port=$DATA_PORT
+    [[ $proxy == haproxy ]] && pid=$PAIR_HAPROXY port=$HAPROXY_PORT
+    sleep 1
+    before=$(rss_kb "$pid")
+    spawn "$WORK/idle-$proxy.log" "$LOAD_CPUS" "$DEMO_BIN" load idle "127.0.0.1:$port" "$IDLE_CONNECTIONS" --hold 120
+    client=$SPAWNED
+    if ! wait_for_log "$WORK/idle-$proxy.log" '^open=' "$client"; then
+      add_summary "  $proxy: the idle client failed: $(tail -n 1 "$WORK/idle-$proxy.log")"
+      continue
+    fi
+    sleep 2
+    after=$(rss_kb "$pid")
+    stop_pid "$client"
+    log "[m] $proxy: VmRSS $before -> $after kB"
+    add_summary "$(printf '  %-9s %12s %12s %14s' "$proxy" "$before" "$after" \
+      "$(awk -v a="$after" -v b="$before" -v n="$IDLE_CONNECTIONS" 'BEGIN {printf "%.0f", (a - b) * 1024 / n}')")"
+  done
+  stop_pair
+}
+
 # ---------------------------------------------------------------- main
+# Thousands of connections need as many descriptors: raise the soft limit to the hard one.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 start_backend
 log "backend on 127.0.0.1:$BACKEND_PORT, proxies on 127.0.0.1:$DATA_PORT, sluice API on 127.0.0.1:$API_PORT"
 log "proxies: $PROXIES; scenarios: ${SCENARIOS[*]}"

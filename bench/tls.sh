@@ -16,6 +16,8 @@
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 THREADS=${THREADS:-1}
@@ -23,50 +25,15 @@ CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-1}
 PROXIES=${PROXIES:-haproxy sluice}
 ROUNDS=${ROUNDS:-3}
-SKIP_BUILD=${SKIP_BUILD:-0}
-KEEP_WORK=${KEEP_WORK:-0}
 RESULTS=${RESULTS:-$ROOT/bench/results/tls-latest.txt}
-SLUICE_BIN=${SLUICE_BIN:-$ROOT/target/release/sluice}
-DEMO_BIN=${DEMO_BIN:-$ROOT/target/release/sluice-demo}
-READY_TIMEOUT=60
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 
-for tool in wrk openssl python3 curl; do
-  command -v "$tool" >/dev/null || die "missing $tool (apt-get install wrk openssl python3 curl)"
-done
-[[ " $PROXIES " == *" haproxy "* ]] && { command -v haproxy >/dev/null || die "missing haproxy"; }
+require wrk:wrk openssl:openssl curl:curl
+[[ " $PROXIES " == *" haproxy "* ]] && require haproxy:haproxy
+build_release
+make_work tls-bench
 
-if [[ $SKIP_BUILD != 1 ]]; then
-  log "building release binaries"
-  (cd "$ROOT" && cargo build --release -p sluice -p sluice-demo) >&2
-fi
-[[ -x $SLUICE_BIN && -x $DEMO_BIN ]] || die "missing $SLUICE_BIN or $DEMO_BIN"
-
-WORK=$(mktemp -d /tmp/sluice-tls-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-  [[ $KEEP_WORK == 1 ]] && log "work directory kept: $WORK" || rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# Free loopback ports: the probe sockets are closed when python exits.
-read -r BACKEND_PORT TLS_PORT API_PORT < <(python3 - <<'PY'
-import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)
+read -r BACKEND_PORT TLS_PORT API_PORT <<<"$(free_ports 3)"
 
 # One ECDSA P-256 certificate for both proxies (combined PEM, as DFP and HAProxy use).
 mkdir -p "$WORK/certs"
@@ -75,21 +42,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 cat "$WORK/cert.pem" "$WORK/key.pem" >"$WORK/certs/bench.pem"
 
-wait_for() { # wait_for LOGFILE PATTERN PID
-  local i
-  for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
-    grep -q "$2" "$1" 2>/dev/null && return 0
-    kill -0 "$3" 2>/dev/null || break
-    sleep 0.1
-  done
-  cat "$1" >&2
-  die "$(basename "$1" .log) did not start"
-}
-
-"$DEMO_BIN" bench --host 127.0.0.1 --port "$BACKEND_PORT" --threads "$THREADS" >"$WORK/backend.log" 2>&1 &
-BACKEND_PID=$!
-PIDS+=("$BACKEND_PID")
-wait_for "$WORK/backend.log" '^listening on ' "$BACKEND_PID"
+start_demo_backend "$BACKEND_PORT" "$THREADS" "$WORK/backend.log"
 
 PROXY_PID=""
 start_proxy() {
@@ -114,18 +67,17 @@ frontend tls
 backend app
     server app 127.0.0.1:$BACKEND_PORT
 EOF
-      haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
-      PROXY_PID=$!
+      spawn "$WORK/haproxy.log" "" haproxy -f "$WORK/haproxy.cfg" -db
+      PROXY_PID=$SPAWNED
       ;;
     sluice)
-      env -i PATH="$PATH" IP=127.0.0.1 PORT="$API_PORT" DEFAULT_PORTS="$TLS_PORT:ssl" \
+      spawn "$WORK/sluice.log" "" env -i PATH="$PATH" IP=127.0.0.1 PORT="$API_PORT" DEFAULT_PORTS="$TLS_PORT:ssl" \
         CERTS_DIR="$WORK/certs" SECRETS_DIR="$WORK/none" DATA_DIR="$WORK/data" \
         WORKER_THREADS="$THREADS" ENABLE_H2=false LOG_LEVEL=warn \
-        "$SLUICE_BIN" proxy >"$WORK/sluice.log" 2>&1 &
-      PROXY_PID=$!
+        "$SLUICE_BIN" proxy
+      PROXY_PID=$SPAWNED
       ;;
   esac
-  PIDS+=("$PROXY_PID")
   local i
   for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
     if [[ $1 == sluice ]]; then
@@ -140,10 +92,7 @@ EOF
   die "$1 did not serve https on $TLS_PORT"
 }
 
-stop_proxy() {
-  kill -TERM "$PROXY_PID" 2>/dev/null || true
-  wait "$PROXY_PID" 2>/dev/null || true
-}
+stop_proxy() { stop_pid "$PROXY_PID"; }
 
 rps() { awk '/^Requests\/sec:/ {print $2}' <<<"$1"; }
 errors() { awk '/Socket errors|Non-2xx/ {print}' <<<"$1" | tr '\n' ' '; }
@@ -183,7 +132,6 @@ for key in "${!SAMPLES[@]}"; do
 done
 
 mkdir -p "$(dirname "$RESULTS")"
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2fx", a / b }'; }
 {
   echo "TLS bench $(date -u +%FT%TZ): threads=$THREADS connections=$CONNECTIONS duration=$DURATION rounds=$ROUNDS (median) cert=ECDSA-P256"
   printf '  %-22s %14s %14s %10s\n' measurement haproxy sluice sluice/haproxy

@@ -218,6 +218,9 @@ pub struct Destination {
     pub timeout_tunnel: Option<u32>,
     /// `timeoutClient` in seconds (tcp/sni listeners).
     pub timeout_client: Option<u32>,
+    /// `maxConn`: requests forwarded to this destination at once, all proxy threads together
+    /// (Sluice); more wait up to `TIMEOUT_QUEUE`, then get 503.
+    pub max_conn: Option<u32>,
     /// `checkTcp`: periodic TCP connect checks of the upstream.
     pub check_tcp: bool,
     /// `clitcpka`: TCP keep-alive on client connections.

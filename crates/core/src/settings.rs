@@ -26,6 +26,7 @@
 //! | `CONNECTION_MODE` | `http-keep-alive` | [`Settings::connection_mode`] (DFP's code fell back to `http-server-close`; its image set keep-alive) |
 //! | `WORKER_THREADS` | number of CPUs | [`Settings::worker_threads`] (Sluice; `0` = number of CPUs) |
 //! | `SHUTDOWN_GRACE` | `10` s | [`Settings::shutdown_grace`] (Sluice) |
+//! | `MAX_CONNECTIONS` | `10000` | [`Settings::max_connections`] (Sluice; at least 1) |
 //! | `RELOAD_INTERVAL` | `5000` ms | [`Settings::reload_interval`] |
 //! | `RELOAD_ATTEMPTS` | `5` | [`Settings::reload_attempts`] |
 //! | `REPEAT_RELOAD` | `false` | [`Settings::repeat_reload`] |
@@ -223,6 +224,9 @@ pub struct Settings {
     pub worker_threads: usize,
     /// `SHUTDOWN_GRACE`: how long open connections may drain on shutdown.
     pub shutdown_grace: Duration,
+    /// `MAX_CONNECTIONS`: client connections the data plane serves at once (HTTP ports, all
+    /// workers together); more wait in the listen backlog.
+    pub max_connections: usize,
     /// `RELOAD_INTERVAL`: pause between listener fetch attempts.
     pub reload_interval: Duration,
     /// `RELOAD_ATTEMPTS`: fetch attempts per listener when there are several.
@@ -299,6 +303,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "CONNECTION_MODE",
     "WORKER_THREADS",
     "SHUTDOWN_GRACE",
+    "MAX_CONNECTIONS",
     "RELOAD_INTERVAL",
     "RELOAD_ATTEMPTS",
     "REPEAT_RELOAD",
@@ -359,6 +364,7 @@ impl Default for Settings {
             connection_mode: ConnectionMode::KeepAlive,
             worker_threads: cpu_count(),
             shutdown_grace: Duration::from_secs(10),
+            max_connections: 10_000,
             reload_interval: Duration::from_millis(5000),
             reload_attempts: 5,
             repeat_reload: false,
@@ -588,6 +594,14 @@ impl Settings {
             Some(n) => n,
         };
         let shutdown_grace = r.seconds("SHUTDOWN_GRACE", d.shutdown_grace)?;
+        let max_connections = r
+            .parsed("MAX_CONNECTIONS", |v| {
+                match parse_decimal::<usize>(v.trim()) {
+                    Some(n) if n > 0 => Ok(n),
+                    _ => Err("not a whole number of at least 1".to_string()),
+                }
+            })?
+            .unwrap_or(d.max_connections);
         let reload_interval = r
             .number::<u64>("RELOAD_INTERVAL", "a whole number of milliseconds")?
             .map_or(d.reload_interval, Duration::from_millis);
@@ -646,6 +660,7 @@ impl Settings {
             connection_mode,
             worker_threads,
             shutdown_grace,
+            max_connections,
             reload_interval,
             reload_attempts,
             repeat_reload,
@@ -954,6 +969,15 @@ mod tests {
         let mut known: Vec<String> = known_variables().iter().map(|v| v.to_string()).collect();
         known.sort();
         assert_eq!(read, known, "known_variables() lists exactly what is read");
+    }
+
+    #[test]
+    fn max_connections_is_a_positive_number() {
+        assert_eq!(Settings::default().max_connections, 10_000);
+        let s = Settings::from_vars(&vars(&[("MAX_CONNECTIONS", "200")])).unwrap();
+        assert_eq!(s.max_connections, 200);
+        assert_eq!(error_var(&[("MAX_CONNECTIONS", "0")]), "MAX_CONNECTIONS");
+        assert_eq!(error_var(&[("MAX_CONNECTIONS", "many")]), "MAX_CONNECTIONS");
     }
 
     #[test]

@@ -56,4 +56,7 @@ pub(crate) enum DemoError {
         #[source]
         source: std::io::Error,
     },
+    /// A `sluice-demo load` command failed.
+    #[error(transparent)]
+    Load(#[from] crate::load::LoadError),
 }

@@ -2,15 +2,18 @@
 //!
 //! - `sluice-demo http`: a stand-in for `vfarcic/go-demo` (see [`http_service`]);
 //! - `sluice-demo tcp`: a redis-like line protocol for TCP-mode tests (see [`tcp_service`]);
-//! - `sluice-demo bench`: a fixed-response HTTP/1.1 server for benchmarks (see [`bench_service`]).
+//! - `sluice-demo bench`: a fixed-response HTTP/1.1 server for benchmarks (see [`bench_service`]);
+//! - `sluice-demo load`: the benchmarks' client side: free ports, API registration and churn,
+//!   idle connections (see [`load`]).
 //!
-//! Each prints `listening on <addr>` on stdout once it accepts connections (port 0 picks a free port) and stops on
+//! Each backend prints `listening on <addr>` on stdout once it accepts connections (port 0 picks a free port) and stops on
 //! SIGTERM/SIGINT with exit status 0. Logs go to stdout (`RUST_LOG` filters them, default `info`).
 
 mod bench_service;
 mod error;
 mod http_service;
 mod listener;
+mod load;
 mod replica;
 mod shutdown;
 mod tcp_service;
@@ -46,6 +49,57 @@ enum Command {
     Tcp(TcpArgs),
     /// The fixed-response benchmark backend.
     Bench(BenchArgs),
+    /// Client side of the benchmarks.
+    #[command(subcommand)]
+    Load(LoadCommand),
+}
+
+/// A benchmark client command.
+#[derive(Debug, Subcommand)]
+enum LoadCommand {
+    /// Print N free loopback ports.
+    Ports {
+        /// How many.
+        count: usize,
+    },
+    /// Register one service per line of NAMES (path /<name>) through Sluice's API.
+    Register {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// File with one service name per line.
+        names: String,
+    },
+    /// Add / update / remove services through Sluice's API; prints latency percentiles.
+    Churn {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Number of API calls.
+        calls: usize,
+    },
+    /// Open connections that send nothing and hold them.
+    Idle {
+        /// Where to connect.
+        addr: SocketAddr,
+        /// How many connections.
+        count: usize,
+        /// How long to hold them, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        hold: u64,
+    },
+}
+
+/// Where Sluice's API and the benchmark backend are.
+#[derive(Debug, Args)]
+struct ApiArgs {
+    /// Sluice's API port on 127.0.0.1.
+    #[arg(long)]
+    api: u16,
+    /// The backend port every registered service points at (on 127.0.0.1).
+    #[arg(long)]
+    backend: u16,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    deadline: u64,
 }
 
 /// Options of the go-demo stand-in.
@@ -99,12 +153,42 @@ fn main() -> ExitCode {
         Command::Bench(args) => {
             bench_service::run(SocketAddr::new(args.host, args.port), args.threads)
         }
+        Command::Load(command) => run_load(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(error = %err, "sluice-demo failed");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_load(command: LoadCommand) -> Result<(), DemoError> {
+    let api = |a: &ApiArgs| {
+        (
+            SocketAddr::from((Ipv4Addr::LOCALHOST, a.api)),
+            a.backend,
+            std::time::Duration::from_secs(a.deadline),
+        )
+    };
+    match command {
+        LoadCommand::Ports { count } => {
+            let ports = load::ports(count)?;
+            let line: Vec<String> = ports.iter().map(u16::to_string).collect();
+            println!("{}", line.join(" "));
+            Ok(())
+        }
+        LoadCommand::Register { api: a, names } => {
+            let (addr, backend, deadline) = api(&a);
+            load::register(addr, backend, deadline, &names)
+        }
+        LoadCommand::Churn { api: a, calls } => {
+            let (addr, backend, deadline) = api(&a);
+            load::churn(addr, backend, deadline, calls)
+        }
+        LoadCommand::Idle { addr, count, hold } => {
+            load::idle(addr, count, std::time::Duration::from_secs(hold))
         }
     }
 }
@@ -207,5 +291,30 @@ mod tests {
         assert!(matches!(cli.command, Command::Bench(ref a) if a.threads == 1 && a.port == 8080));
         assert!(Cli::try_parse_from(["sluice-demo", "http", "--port", "70000"]).is_err());
         assert!(Cli::try_parse_from(["sluice-demo"]).is_err());
+        let cli = Cli::try_parse_from([
+            "sluice-demo",
+            "load",
+            "churn",
+            "--api",
+            "1",
+            "--backend",
+            "2",
+            "30",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Load(LoadCommand::Churn { ref api, calls: 30 }) if api.api == 1 && api.backend == 2
+        ));
+        let cli =
+            Cli::try_parse_from(["sluice-demo", "load", "idle", "127.0.0.1:80", "5"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Load(LoadCommand::Idle {
+                count: 5,
+                hold: 3600,
+                ..
+            })
+        ));
     }
 }

@@ -300,6 +300,7 @@ impl Trace {
         self.response = sent.map(|s| s.elapsed());
         self.termination = match error {
             SendError::Resolve { .. } => "upstream_unresolved",
+            SendError::Queue { .. } => "queue_timeout",
             SendError::Unreachable { failed, .. } => {
                 self.retries = failed.len().saturating_sub(1);
                 self.upstream = failed.last().copied();

@@ -1,20 +1,36 @@
-//! Response bodies the data plane sends: either bytes it wrote itself, or an upstream body
+//! The bodies the data plane passes on: responses (bytes it wrote itself, or an upstream body
 //! streamed through with an inactivity timeout, whose connection goes back to the pool once
-//! the body has been read to the end.
+//! the body has been read to the end), and client request bodies on their way upstream.
+//!
+//! This module depends on nothing else of the crate: what happens at a body's end comes in
+//! through [`Release`] (a pooled connection going back) and [`Meter`] (bytes counted).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
-use crate::upstream::Lease;
-
 /// Error type of [`ProxyBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Something to give back once an upstream body has been read to the end (the pooled
+/// connection it came on). Dropped instead when the body fails.
+pub trait Release {
+    /// The body is complete.
+    fn release(self: Box<Self>);
+}
+
+/// Counts the data bytes of a body as they pass.
+pub trait Meter {
+    /// `bytes` more bytes passed.
+    fn count(&self, bytes: u64);
+}
 
 /// A response body.
 pub enum ProxyBody {
@@ -22,10 +38,10 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     /// A body streamed from an upstream.
     Upstream(UpstreamBody),
-    /// Another body whose bytes are counted for a destination ([`crate::stats`]).
-    Metered(crate::stats::MeteredBody),
-    /// Another body compressed on the way out ([`crate::compress`]).
-    Compressed(Box<crate::compress::CompressedBody>),
+    /// Another body whose bytes are counted (for a destination's statistics).
+    Metered(MeteredBody),
+    /// Another body transformed on the way out (compression).
+    Boxed(Pin<Box<dyn Body<Data = Bytes, Error = BoxError>>>),
 }
 
 impl ProxyBody {
@@ -43,17 +59,21 @@ impl ProxyBody {
 /// An upstream response body.
 pub struct UpstreamBody {
     inner: Incoming,
-    lease: Option<Lease>,
+    lease: Option<Box<dyn Release>>,
     idle: Duration,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl UpstreamBody {
-    /// Streams `inner`; `lease` (if any) is released to the pool at the end of the body.
-    pub(crate) fn new(inner: Incoming, lease: Option<Lease>, idle: Duration) -> Self {
+    /// Streams `inner`; `lease` (if any) is released at the end of the body.
+    pub(crate) fn new<R: Release + 'static>(
+        inner: Incoming,
+        lease: Option<R>,
+        idle: Duration,
+    ) -> Self {
         let mut body = UpstreamBody {
             inner,
-            lease,
+            lease: lease.map(|l| Box::new(l) as Box<dyn Release>),
             idle,
             timer: None,
         };
@@ -86,7 +106,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Metered(body) => body.poll_frame(cx),
-            ProxyBody::Compressed(body) => Pin::new(body.as_mut()).poll_frame(cx),
+            ProxyBody::Boxed(body) => body.as_mut().poll_frame(cx),
             ProxyBody::Upstream(body) => match Pin::new(&mut body.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     body.timer = None;
@@ -123,8 +143,8 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Metered(body) => body.is_end_stream(),
-            ProxyBody::Compressed(body) => body.is_end_stream(),
+            ProxyBody::Metered(body) => body.inner.is_end_stream(),
+            ProxyBody::Boxed(body) => body.is_end_stream(),
             ProxyBody::Upstream(body) => body.inner.is_end_stream(),
         }
     }
@@ -133,9 +153,81 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
-            ProxyBody::Metered(body) => body.size_hint(),
-            ProxyBody::Compressed(body) => body.size_hint(),
+            ProxyBody::Metered(body) => body.inner.size_hint(),
+            ProxyBody::Boxed(body) => body.size_hint(),
             ProxyBody::Upstream(body) => body.inner.size_hint(),
         }
+    }
+}
+
+/// A response body whose data bytes are counted.
+pub struct MeteredBody {
+    inner: Box<ProxyBody>,
+    meter: Box<dyn Meter>,
+}
+
+impl MeteredBody {
+    /// Counts the bytes of `inner` with `meter` (dropped with the body).
+    pub fn new(inner: ProxyBody, meter: impl Meter + 'static) -> MeteredBody {
+        MeteredBody {
+            inner: Box::new(inner),
+            meter: Box::new(meter),
+        }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(self.inner.as_mut()).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.meter.count(data.len() as u64);
+            }
+        }
+        polled
+    }
+}
+
+/// A client request body on its way upstream, its data bytes counted.
+pub struct RequestBody {
+    inner: Incoming,
+    meter: Option<Arc<dyn Meter + Send + Sync>>,
+}
+
+impl RequestBody {
+    /// Passes `inner` on, counting its bytes with `meter` when given.
+    pub fn new<M: Meter + Send + Sync + 'static>(
+        inner: Incoming,
+        meter: Option<Arc<M>>,
+    ) -> RequestBody {
+        RequestBody {
+            inner,
+            meter: meter.map(|m| m as Arc<dyn Meter + Send + Sync>),
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(meter)) = (&polled, &this.meter) {
+            if let Some(data) = frame.data_ref() {
+                meter.count(data.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -205,7 +205,7 @@ pub(crate) fn apply(
         }
     }
     tracing::trace!(coding = coding.token(), "compressing response");
-    ProxyBody::Compressed(Box::new(CompressedBody::new(body, coding)))
+    ProxyBody::Boxed(Box::pin(CompressedBody::new(body, coding)))
 }
 
 /// Whether a response may be compressed under `config` (independent of the client).
@@ -501,7 +501,7 @@ mod tests {
     fn applied(c: &Compression, parts: &mut http::response::Parts) -> bool {
         let o = offer(Some(c), &Method::GET, &accept(Some("gzip")));
         let body = apply(o, parts, ProxyBody::full(Bytes::from_static(b"hello")));
-        matches!(body, ProxyBody::Compressed(_))
+        matches!(body, ProxyBody::Boxed(_))
     }
 
     #[test]
@@ -635,7 +635,7 @@ mod tests {
     #[tokio::test]
     async fn gzip_round_trip_through_proxy_body() {
         let text = "the quick brown fox jumps over the lazy dog\n".repeat(200);
-        let body = ProxyBody::Compressed(Box::new(CompressedBody::new(
+        let body = ProxyBody::Boxed(Box::pin(CompressedBody::new(
             ProxyBody::full(Bytes::from(text.clone())),
             Coding::Gzip,
         )));

@@ -334,6 +334,9 @@ async fn forward(
         host: route.upstream_host(),
         tasks_first: dest.outbound_hostname.is_none(),
         tls: dest.ssl_verify_none,
+        max_conn: dest
+            .max_conn
+            .map(|max| (service.name.as_str(), route.dest, max)),
     };
     let server_timeout = dest
         .timeout_server
@@ -377,7 +380,9 @@ async fn forward(
                 trace.upstream_failed(&error, sent);
             }
             let failure = match &error {
-                SendError::Resolve { .. } | SendError::Unreachable { .. } => Failure::Unavailable,
+                SendError::Resolve { .. }
+                | SendError::Unreachable { .. }
+                | SendError::Queue { .. } => Failure::Unavailable,
                 SendError::Timeout { .. } => Failure::Timeout,
                 SendError::Broken { .. } => Failure::BadGateway,
             };

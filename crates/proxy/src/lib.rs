@@ -8,8 +8,11 @@ pub mod auth;
 pub mod body;
 pub mod certs;
 pub mod compress;
+mod connection;
 pub mod error_page;
 mod forward;
+mod limits;
+pub mod names;
 pub mod resolve;
 pub mod snapshot;
 pub mod stats;
@@ -20,4 +23,4 @@ mod tunnel;
 mod upstream;
 mod worker;
 
-pub use worker::{DataPlane, DataPlaneConfig, DataPlaneError};
+pub use worker::{DataPlane, DataPlaneConfig, DataPlaneError, MAX_HEADER_SIZE};

@@ -8,7 +8,7 @@ use sluice_core::route::RouteTable;
 use sluice_core::stream::StreamTable;
 
 use crate::auth::AuthTable;
-use crate::stats::RouteStats;
+use crate::stats::{Report, RouteStats, StatsHub};
 
 /// One published routing state.
 pub struct Snapshot {
@@ -46,4 +46,11 @@ pub type SnapshotCell = Arc<ArcSwap<Snapshot>>;
 /// A cell holding the empty snapshot.
 pub fn new_cell() -> SnapshotCell {
     Arc::new(ArcSwap::from_pointee(Snapshot::empty()))
+}
+
+impl StatsHub {
+    /// A consistent-enough reading of every counter, labelled from `snapshot`'s routes.
+    pub fn report(&self, snapshot: &Snapshot) -> Report {
+        self.report_for(&snapshot.table, snapshot.generation, &snapshot.digest)
+    }
 }

@@ -11,21 +11,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::Response;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
 use serde::Serialize;
 use sluice_core::route::{Route, RouteTable};
 
-use crate::body::{BoxError, ProxyBody};
-use crate::snapshot::Snapshot;
+pub(crate) use crate::body::RequestBody;
+use crate::body::{Meter, MeteredBody, ProxyBody};
 use crate::upstream::SendError;
 
 /// Upper bounds (seconds) of the latency histogram's buckets; a last `+Inf` bucket follows.
@@ -236,7 +232,7 @@ impl DestStats {
     /// The upstream phase failed with `error`.
     pub(crate) fn upstream_failed(&self, error: &SendError) {
         match error {
-            SendError::Resolve { .. } => add(&self.unavailable, 1),
+            SendError::Resolve { .. } | SendError::Queue { .. } => add(&self.unavailable, 1),
             SendError::Unreachable { failed, .. } => {
                 add(&self.unavailable, 1);
                 self.connect_failed(failed);
@@ -275,7 +271,7 @@ struct FrontendStats {
     unrouted: AtomicU64,
 }
 
-/// The destinations' counters by service name, published with each [`Snapshot`]. A
+/// The destinations' counters by service name, published with each routing snapshot. A
 /// persistent map: the writer updates one service in O(log n) and unchanged services share
 /// structure with the previous snapshot.
 #[derive(Default, Clone)]
@@ -384,8 +380,9 @@ impl StatsHub {
         self.frontend.responses.record(status);
     }
 
-    /// A consistent-enough reading of every counter, labelled from `snapshot`.
-    pub fn report(&self, snapshot: &Snapshot) -> Report {
+    /// A consistent-enough reading of every counter, labelled from the routes of `table`
+    /// (published as `generation`, with `digest`). See also `StatsHub::report`.
+    pub fn report_for(&self, table: &RouteTable, generation: u64, digest: &str) -> Report {
         let dests: Vec<((String, usize), Arc<DestStats>)> = self
             .dests
             .lock()
@@ -394,7 +391,7 @@ impl StatsHub {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut routes: HashMap<(&str, usize), &Route> = HashMap::new();
-        for route in snapshot.table.routes() {
+        for route in table.routes() {
             let key = (route.service.name.as_str(), route.dest);
             if !route.https || !routes.contains_key(&key) {
                 routes.entry(key).or_insert(route);
@@ -426,8 +423,8 @@ impl StatsHub {
             totals.unauthorized += d.unauthorized;
         }
         Report {
-            generation: snapshot.generation,
-            digest: snapshot.digest.clone(),
+            generation,
+            digest: digest.to_string(),
             uptime_seconds: self.started.elapsed().as_secs(),
             now_ms: now_ms(),
             totals,
@@ -505,79 +502,21 @@ pub(crate) fn finish(
     in_flight
         .0
         .finish(resp.status().as_u16(), started.elapsed());
-    resp.map(|body| {
-        ProxyBody::Metered(MeteredBody {
-            inner: Box::new(body),
-            in_flight,
-        })
-    })
+    resp.map(|body| ProxyBody::Metered(MeteredBody::new(body, in_flight)))
 }
 
-/// A response body whose data bytes are counted for a destination.
-pub struct MeteredBody {
-    inner: Box<ProxyBody>,
-    in_flight: InFlight,
-}
-
-impl MeteredBody {
-    pub(crate) fn poll_frame(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(self.inner.as_mut()).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                add(&self.in_flight.0.bytes_out, data.len() as u64);
-            }
-        }
-        polled
-    }
-
-    pub(crate) fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    pub(crate) fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+/// As a request body's meter, a destination counts bytes in.
+impl Meter for DestStats {
+    fn count(&self, bytes: u64) {
+        add(&self.bytes_in, bytes);
     }
 }
 
-/// A client request body on its way upstream, its data bytes counted for a destination.
-pub(crate) struct RequestBody {
-    inner: Incoming,
-    dest: Option<Arc<DestStats>>,
-}
-
-impl RequestBody {
-    pub(crate) fn new(inner: Incoming, dest: Option<Arc<DestStats>>) -> RequestBody {
-        RequestBody { inner, dest }
-    }
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(frame))), Some(dest)) = (&polled, &this.dest) {
-            if let Some(data) = frame.data_ref() {
-                add(&dest.bytes_in, data.len() as u64);
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+/// As a response body's meter, a request in progress counts bytes out (and stops being in
+/// progress when the body is dropped).
+impl Meter for InFlight {
+    fn count(&self, bytes: u64) {
+        add(&self.0.bytes_out, bytes);
     }
 }
 
@@ -797,6 +736,7 @@ pub struct Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::Snapshot;
     use sluice_core::params::{params_from_query, parse_service};
     use sluice_core::settings::Settings;
 

@@ -475,6 +475,7 @@ async fn connect(
                 host: &target.host,
                 tasks_first: target.tasks_first,
                 tls: false,
+                max_conn: None,
             })
             .await;
         match resolved {
@@ -518,6 +519,7 @@ async fn run_checks(worker: Rc<Worker>, balancer: Rc<Balancer>) {
                     host: &target.host,
                     tasks_first: target.tasks_first,
                     tls: false,
+                    max_conn: None,
                 })
                 .await;
             let Ok((addrs, _)) = resolved else { continue };

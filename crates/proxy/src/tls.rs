@@ -34,6 +34,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::certs::CertStore;
+use crate::connection::serve_until_stopped;
 use crate::forward::{self, ConnInfo};
 use crate::worker::Worker;
 
@@ -160,24 +161,12 @@ pub(crate) async fn serve(
     let result = if h2 {
         let mut builder = http2::Builder::new(LocalExec);
         builder.timer(TokioTimer::new());
-        let mut connection = builder.serve_connection(io, service);
-        tokio::select! {
-            result = &mut connection => result,
-            _ = stop.wait_for(Option::is_some) => {
-                std::pin::Pin::new(&mut connection).graceful_shutdown();
-                connection.await
-            }
-        }
+        let connection = builder.serve_connection(io, service);
+        serve_until_stopped(connection, stop).await
     } else {
         let builder = crate::worker::http1_builder(&worker.timeouts);
-        let mut connection = builder.serve_connection(io, service).with_upgrades();
-        tokio::select! {
-            result = &mut connection => result,
-            _ = stop.wait_for(Option::is_some) => {
-                std::pin::Pin::new(&mut connection).graceful_shutdown();
-                connection.await
-            }
-        }
+        let connection = builder.serve_connection(io, service).with_upgrades();
+        serve_until_stopped(connection, stop).await
     };
     if let Err(error) = result {
         tracing::debug!(%client, %error, "TLS client connection ended with an error");

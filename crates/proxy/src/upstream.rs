@@ -17,37 +17,30 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::rc::{Rc, Weak};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use http::Request;
 use hyper::body::Incoming;
 
-use crate::stats::RequestBody as ReqBody;
+use crate::body::{Release, RequestBody as ReqBody};
+use crate::limits::Limits;
+use crate::names::Names;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::Response;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
-/// How long resolved addresses are used before they are looked up again.
-const RESOLVE_TTL: Duration = Duration::from_secs(2);
-/// How long past [`RESOLVE_TTL`] an answer may still be served while a background refresh
-/// runs. A name idle for longer is looked up before use: its tasks may be long gone (a
-/// service removed and created again gets new task addresses), and connecting to an address
-/// nobody holds any more hangs until the connect timeout.
-const STALE_GRACE: Duration = Duration::from_secs(1);
-/// How long a provisional answer is used: a failed lookup, or a `tasks.<host>` name that only
-/// resolved through its fallback `<host>` (a Swarm service whose tasks are not running yet:
-/// its virtual IP, which routes nowhere while no task runs, and not at all without IPVS).
-/// Provisional answers are never served stale, so a starting task is seen within this time.
-const PROVISIONAL_TTL: Duration = Duration::from_millis(250);
 /// How long one connect attempt waits for the SYN-ACK before a fresh SYN is sent, within the
 /// connect timeout. The kernel would resend after 1 s, then 3 s; but a Swarm task's address is
 /// in DNS before its container is attached, so the first SYN to a starting task is dropped.
 const SYN_RETRY: Duration = Duration::from_millis(200);
 /// How many distinct addresses one request tries before giving up.
 const MAX_ATTEMPTS: usize = 3;
+/// Hosts remembered as being (or not being) IP addresses, per worker.
+const MAX_KNOWN_HOSTS: usize = 4096;
 /// Idle connections kept per upstream address.
 const MAX_IDLE_PER_ADDR: usize = 512;
 
@@ -60,45 +53,38 @@ pub(crate) struct Target<'a> {
     pub(crate) tasks_first: bool,
     /// Speak TLS to the upstream without verifying it (`sslVerifyNone`).
     pub(crate) tls: bool,
+    /// `(service, destination index, maxConn)` when the destination bounds its requests.
+    pub(crate) max_conn: Option<(&'a str, usize, u32)>,
 }
+
+/// A host's address when the host is an IP address (`None` when it is a name).
+type Literal = Option<Arc<[IpAddr]>>;
 
 /// Idle connections are pooled per address and transport (plain or TLS).
 type PoolKey = (SocketAddr, bool);
 
-struct NameEntry {
-    result: Result<Rc<[IpAddr]>, String>,
-    fetched: Instant,
-    refreshing: bool,
-    next: usize,
-    /// An IP address given as the host: never looked up again.
-    literal: bool,
-    /// A failure or a fallback answer (see [`PROVISIONAL_TTL`]).
-    provisional: bool,
-}
-
-impl NameEntry {
-    /// Whether the entry may answer now, and whether it should be refreshed in the background.
-    fn usable(&self, now: Instant) -> (bool, bool) {
-        if self.literal {
-            return (true, false);
-        }
-        let age = now.duration_since(self.fetched);
-        if self.provisional {
-            return (age < PROVISIONAL_TTL, false);
-        }
-        (age < RESOLVE_TTL + STALE_GRACE, age >= RESOLVE_TTL)
-    }
-}
-
 /// The per-worker upstream state.
 pub(crate) struct Upstreams {
     me: Weak<Upstreams>,
-    /// Resolved names, `[plain, tasks-first]`, looked up by `&str` so a hit allocates nothing.
-    names: RefCell<[HashMap<String, NameEntry>; 2]>,
+    /// The addresses of upstream names, shared by every worker.
+    names: Arc<Names>,
+    /// `maxConn` slots, shared by every worker.
+    limits: Arc<Limits>,
+    /// `TIMEOUT_QUEUE`: how long a request waits for a `maxConn` slot.
+    queue_timeout: Duration,
+    /// Hosts given as IP addresses: never looked up.
+    literals: RefCell<HashMap<Box<str>, Literal>>,
     idle: RefCell<HashMap<PoolKey, Vec<SendRequest<ReqBody>>>>,
     tls_connector: std::cell::OnceCell<Option<tokio_rustls::TlsConnector>>,
     connect_timeout: Duration,
-    hosts_file: Option<Rc<Path>>,
+}
+
+/// What every worker's [`Upstreams`] shares.
+pub(crate) struct SharedUpstreams {
+    pub(crate) names: Arc<Names>,
+    pub(crate) limits: Arc<Limits>,
+    /// `TIMEOUT_QUEUE`.
+    pub(crate) queue_timeout: Duration,
 }
 
 /// A pooled connection lent to one response; [`Lease::release`] gives it back.
@@ -106,11 +92,13 @@ pub(crate) struct Lease {
     sender: SendRequest<ReqBody>,
     key: PoolKey,
     pool: Weak<Upstreams>,
+    /// The request's `maxConn` slot, given back with the connection.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
-impl Lease {
-    /// Returns the connection to the idle pool (call once the response body is complete).
-    pub(crate) fn release(self) {
+impl Release for Lease {
+    /// Returns the connection to the idle pool (once the response body is complete).
+    fn release(self: Box<Self>) {
         if let Some(pool) = self.pool.upgrade() {
             pool.put_idle(self.key, self.sender);
         }
@@ -144,6 +132,14 @@ pub(crate) enum SendError {
         /// The address that timed out.
         addr: SocketAddr,
     },
+    /// Every `maxConn` slot of the destination stayed taken for `TIMEOUT_QUEUE`.
+    #[error("no free maxConn slot of {host} within {waited:?}")]
+    Queue {
+        /// The name looked up.
+        host: String,
+        /// How long the request waited.
+        waited: Duration,
+    },
     /// The upstream broke the exchange (invalid or truncated response).
     #[error("upstream {addr} failed: {source}")]
     Broken {
@@ -165,14 +161,16 @@ pub(crate) struct Exchange {
 }
 
 impl Upstreams {
-    pub(crate) fn new(connect_timeout: Duration, hosts_file: Option<&Path>) -> Rc<Upstreams> {
+    pub(crate) fn new(connect_timeout: Duration, shared: SharedUpstreams) -> Rc<Upstreams> {
         Rc::new_cyclic(|me| Upstreams {
             me: me.clone(),
-            names: RefCell::new([HashMap::new(), HashMap::new()]),
+            names: shared.names,
+            limits: shared.limits,
+            queue_timeout: shared.queue_timeout,
+            literals: RefCell::new(HashMap::new()),
             idle: RefCell::new(HashMap::new()),
             tls_connector: std::cell::OnceCell::new(),
             connect_timeout,
-            hosts_file: hosts_file.map(Rc::from),
         })
     }
 
@@ -198,98 +196,41 @@ impl Upstreams {
         None
     }
 
-    /// The addresses of `target`, resolving (or refreshing in the background) as needed.
-    /// Returns the addresses and the round-robin starting position for this request.
+    /// The addresses of `target` from the name cache (see [`crate::names`]), and the
+    /// round-robin starting position for this request.
     pub(crate) async fn addresses(
         &self,
         target: Target<'_>,
-    ) -> Result<(Rc<[IpAddr]>, usize), SendError> {
-        let slot = usize::from(target.tasks_first);
-        let now = Instant::now();
-        let cached = {
-            let mut names = self.names.borrow_mut();
-            match names[slot].get_mut(target.host) {
-                Some(entry) => match entry.usable(now) {
-                    (false, _) => None,
-                    (true, stale) => {
-                        if stale && !entry.refreshing {
-                            entry.refreshing = true;
-                            self.spawn_refresh((target.host.to_string(), target.tasks_first));
-                        }
-                        entry.next = entry.next.wrapping_add(1);
-                        Some((entry.result.clone(), entry.next))
-                    }
-                },
-                None => None,
-            }
-        };
-        let (result, start) = match cached {
-            Some(hit) => hit,
-            None => {
-                let literal = target.host.parse::<IpAddr>().ok();
-                let (result, provisional) = match literal {
-                    Some(ip) => (Ok(Rc::from(vec![ip])), false),
-                    None => {
-                        lookup(target.host, target.tasks_first, self.hosts_file.as_deref()).await
-                    }
-                };
-                let mut names = self.names.borrow_mut();
-                let entry = names[slot]
-                    .entry(target.host.to_string())
-                    .or_insert(NameEntry {
-                        result: result.clone(),
-                        fetched: Instant::now(),
-                        refreshing: false,
-                        next: 0,
-                        literal: literal.is_some(),
-                        provisional,
-                    });
-                // An entry that was too old or provisional is replaced by the fresh answer.
-                entry.result = result.clone();
-                entry.provisional = provisional;
-                entry.fetched = Instant::now();
-                entry.next = entry.next.wrapping_add(1);
-                (result, entry.next)
-            }
-        };
-        match result {
-            Ok(addrs) => Ok((addrs, start)),
-            Err(reason) => Err(SendError::Resolve {
-                host: target.host.to_string(),
-                reason,
-            }),
+    ) -> Result<(Arc<[IpAddr]>, usize), SendError> {
+        if let Some(addrs) = self.literal(target.host) {
+            return Ok((addrs, 0));
         }
+        self.names
+            .resolve(target.host, target.tasks_first)
+            .await
+            .map_err(|reason| SendError::Resolve {
+                host: target.host.to_string(),
+                reason: reason.to_string(),
+            })
     }
 
-    fn spawn_refresh(&self, key: (String, bool)) {
-        let me = self.me.clone();
-        let hosts_file = self.hosts_file.clone();
-        tokio::task::spawn_local(async move {
-            let (result, provisional) = lookup(&key.0, key.1, hosts_file.as_deref()).await;
-            if let Some(me) = me.upgrade() {
-                let mut names = me.names.borrow_mut();
-                if let Some(entry) = names[usize::from(key.1)].get_mut(&key.0) {
-                    // A failed or fallback refresh never replaces task addresses: the entry
-                    // goes on serving them until its grace ends, then looks up again.
-                    if !provisional {
-                        entry.result = result;
-                        entry.provisional = false;
-                        entry.fetched = Instant::now();
-                    }
-                    entry.refreshing = false;
-                }
-            }
-        });
+    /// The address of a host given as an IP address.
+    fn literal(&self, host: &str) -> Option<Arc<[IpAddr]>> {
+        if let Some(known) = self.literals.borrow().get(host) {
+            return known.clone();
+        }
+        let parsed: Option<Arc<[IpAddr]>> = host.parse::<IpAddr>().ok().map(|ip| Arc::from([ip]));
+        let mut literals = self.literals.borrow_mut();
+        if literals.len() >= MAX_KNOWN_HOSTS {
+            literals.clear();
+        }
+        literals.insert(Box::from(host), parsed.clone());
+        parsed
     }
 
     /// Marks a name for refresh after its address failed.
     fn invalidate(&self, target: Target<'_>) {
-        let slot = usize::from(target.tasks_first);
-        if let Some(entry) = self.names.borrow_mut()[slot].get_mut(target.host) {
-            if let Some(expired) = Instant::now().checked_sub(RESOLVE_TTL) {
-                entry.fetched = expired;
-            }
-        }
+        self.names.invalidate(target.host, target.tasks_first);
     }
 
     /// Sends `req` to one of `target`'s addresses on `port`, retrying on other addresses when
@@ -303,6 +244,7 @@ impl Upstreams {
         server_timeout: Duration,
         preferred: Option<usize>,
     ) -> Result<Exchange, SendError> {
+        let mut slot = self.slot(target).await?;
         let (addrs, start) = self.addresses(target).await?;
         if addrs.is_empty() {
             return Err(SendError::Resolve {
@@ -322,7 +264,7 @@ impl Upstreams {
                         Ok(Ok(response)) => {
                             return Ok(Exchange {
                                 response,
-                                lease: Some(self.lease(sender, (addr, target.tls))),
+                                lease: Some(self.lease(sender, (addr, target.tls), slot.take())),
                                 addr,
                                 failed,
                             })
@@ -353,7 +295,7 @@ impl Upstreams {
                 Err(_) => Err(SendError::Timeout { addr }),
                 Ok(Ok(response)) => Ok(Exchange {
                     response,
-                    lease: (!upgrade).then(|| self.lease(sender, (addr, target.tls))),
+                    lease: (!upgrade).then(|| self.lease(sender, (addr, target.tls), slot.take())),
                     addr,
                     failed,
                 }),
@@ -370,11 +312,32 @@ impl Upstreams {
         })
     }
 
-    fn lease(&self, sender: SendRequest<ReqBody>, key: PoolKey) -> Lease {
+    fn lease(
+        &self,
+        sender: SendRequest<ReqBody>,
+        key: PoolKey,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Lease {
         Lease {
             sender,
             key,
             pool: self.me.clone(),
+            _slot: slot,
+        }
+    }
+
+    /// Waits (up to `TIMEOUT_QUEUE`) for one of the destination's `maxConn` slots.
+    async fn slot(&self, target: Target<'_>) -> Result<Option<OwnedSemaphorePermit>, SendError> {
+        let Some((service, dest, max)) = target.max_conn else {
+            return Ok(None);
+        };
+        let slots = self.limits.slots(service, dest, max);
+        match tokio::time::timeout(self.queue_timeout, slots.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            _ => Err(SendError::Queue {
+                host: target.host.to_string(),
+                waited: self.queue_timeout,
+            }),
         }
     }
 
@@ -478,137 +441,55 @@ enum ConnectError {
     TlsUnavailable,
 }
 
-/// Resolves `host` the way the system resolver does, `tasks.<host>` first when asked.
-/// Addresses come back sorted so every worker (and every replica) sees the same order.
-/// The flag is true for a provisional answer: a failure, or `<host>` standing in for a
-/// `tasks.<host>` that has no records (yet).
-async fn lookup(
-    host: &str,
-    tasks_first: bool,
-    hosts_file: Option<&Path>,
-) -> (Result<Rc<[IpAddr]>, String>, bool) {
-    if tasks_first {
-        if let Ok(addrs) = crate::resolve::lookup(&format!("tasks.{host}"), hosts_file).await {
-            if !addrs.is_empty() {
-                return (Ok(Rc::from(addrs)), false);
-            }
-        }
-    }
-    let result = crate::resolve::lookup(host, hosts_file)
-        .await
-        .map(Rc::from)
-        .map_err(|e| e.to_string());
-    let provisional = tasks_first || result.is_err();
-    (result, provisional)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::SystemLookup;
 
-    fn entry(provisional: bool, literal: bool, age: Duration, now: Instant) -> NameEntry {
-        NameEntry {
-            result: Err("unused".into()),
-            fetched: now - age,
-            refreshing: false,
-            next: 0,
-            literal,
-            provisional,
-        }
-    }
-
-    #[test]
-    fn good_answers_are_served_stale_only_within_the_grace() {
-        let now = Instant::now();
-        let ms = Duration::from_millis;
-        assert_eq!(entry(false, false, ms(10), now).usable(now), (true, false));
-        let stale = RESOLVE_TTL + ms(10);
-        assert_eq!(entry(false, false, stale, now).usable(now), (true, true));
-        let idle = RESOLVE_TTL + STALE_GRACE + ms(10);
-        assert!(!entry(false, false, idle, now).usable(now).0);
-        assert_eq!(
-            entry(false, true, idle * 10, now).usable(now),
-            (true, false)
+    fn upstreams() -> Rc<Upstreams> {
+        let names = Names::on(
+            Arc::new(SystemLookup::default()),
+            tokio::runtime::Handle::current(),
         );
+        let shared = SharedUpstreams {
+            names,
+            limits: Arc::default(),
+            queue_timeout: Duration::from_secs(1),
+        };
+        Upstreams::new(Duration::from_secs(1), shared)
     }
 
-    #[test]
-    fn provisional_answers_expire_quickly_and_are_never_served_stale() {
-        let now = Instant::now();
-        let young = PROVISIONAL_TTL / 2;
-        assert_eq!(entry(true, false, young, now).usable(now), (true, false));
-        let expired = PROVISIONAL_TTL + Duration::from_millis(1);
-        assert_eq!(entry(true, false, expired, now).usable(now), (false, false));
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_fallback_answer_is_provisional() {
-        // `tasks.localhost` does not exist, so `localhost` stands in: provisional.
-        let (result, provisional) = lookup("localhost", true, None).await;
-        assert!(result.is_ok());
-        assert!(provisional);
-        let (result, provisional) = lookup("localhost", false, None).await;
-        assert!(result.is_ok());
-        assert!(!provisional);
-        let (result, provisional) = lookup("no-such-service.invalid", false, None).await;
-        assert!(result.is_err());
-        assert!(provisional);
+    fn target(host: &str) -> Target<'_> {
+        Target {
+            host,
+            tasks_first: true,
+            tls: false,
+            max_conn: None,
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn ip_literals_are_not_looked_up() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                let up = Upstreams::new(Duration::from_secs(1), None);
-                let (addrs, _) = up
-                    .addresses(Target {
-                        host: "127.0.0.1",
-                        tasks_first: true,
-                        tls: false,
-                    })
-                    .await
-                    .unwrap();
-                assert_eq!(&*addrs, &["127.0.0.1".parse::<IpAddr>().unwrap()]);
-            })
-            .await;
+        let up = upstreams();
+        let (addrs, _) = up.addresses(target("127.0.0.1")).await.unwrap();
+        assert_eq!(&*addrs, &["127.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert!(up.names.is_empty());
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn localhost_resolves_through_the_system_resolver() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                let up = Upstreams::new(Duration::from_secs(1), None);
-                let (addrs, _) = up
-                    .addresses(Target {
-                        host: "localhost",
-                        tasks_first: true,
-                        tls: false,
-                    })
-                    .await
-                    .unwrap();
-                assert!(addrs.iter().any(|a| a.is_loopback()));
-            })
-            .await;
+        let up = upstreams();
+        let (addrs, _) = up.addresses(target("localhost")).await.unwrap();
+        assert!(addrs.iter().any(|a| a.is_loopback()));
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn unknown_names_are_a_resolve_error() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                let up = Upstreams::new(Duration::from_secs(1), None);
-                let err = up
-                    .addresses(Target {
-                        host: "no-such-service.invalid",
-                        tasks_first: true,
-                        tls: false,
-                    })
-                    .await
-                    .unwrap_err();
-                assert!(matches!(err, SendError::Resolve { .. }));
-            })
-            .await;
+        let up = upstreams();
+        let err = up
+            .addresses(target("no-such-service.invalid"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SendError::Resolve { .. }));
     }
 }

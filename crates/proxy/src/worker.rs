@@ -17,12 +17,15 @@ use sluice_core::service::ConnectionMode;
 use sluice_core::settings::{PortSpec, Timeouts};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
+use crate::connection::serve_until_stopped;
 use crate::forward::{self, ConnInfo};
+use crate::limits::Limits;
+use crate::names::{Lookup, Names, SystemLookup};
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::stream::StreamListeners;
-use crate::upstream::Upstreams;
+use crate::upstream::{SharedUpstreams, Upstreams};
 
 /// What the data plane needs to start.
 #[derive(Debug, Clone)]
@@ -49,7 +52,14 @@ pub struct DataPlaneConfig {
     pub compression: Option<sluice_core::service::Compression>,
     /// `DEBUG`: the request log ([`crate::access_log`]), `None` when off.
     pub access_log: Option<crate::access_log::AccessLog>,
+    /// `MAX_CONNECTIONS`: client connections served at once, all HTTP ports and workers
+    /// together. Past it, new connections wait in the listen backlog until one closes.
+    pub max_connections: usize,
 }
+
+/// The largest request header section (request line and headers) a client may send; a larger
+/// one is answered 431. The same bound as HAProxy's default buffer.
+pub const MAX_HEADER_SIZE: usize = 64 * 1024;
 
 /// A data plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -117,10 +127,17 @@ pub(crate) fn http1_builder(timeouts: &Timeouts) -> http1::Builder {
         // A client that sends its request and then shuts down its sending side still gets
         // the answer (as HAProxy and most servers give it).
         .half_close(true)
+        // hyper answers 431 past this, and stops reading the header section there.
+        .max_header_size(MAX_HEADER_SIZE)
         // hyper's header timer runs while a connection waits for its next request, so it
         // bounds both the idle keep-alive time and the time to send request headers.
-        .header_read_timeout(timeouts.http_keep_alive.max(timeouts.http_request));
+        .header_read_timeout(idle_limit(timeouts));
     builder
+}
+
+/// How long a client connection may stay without a complete request header section.
+fn idle_limit(timeouts: &Timeouts) -> Duration {
+    timeouts.http_keep_alive.max(timeouts.http_request)
 }
 
 /// The running data plane.
@@ -137,6 +154,20 @@ impl DataPlane {
         config: DataPlaneConfig,
         snapshot: SnapshotCell,
     ) -> Result<DataPlane, DataPlaneError> {
+        let lookup = Arc::new(SystemLookup::new(config.hosts_file.clone()));
+        DataPlane::start_with_lookup(config, snapshot, lookup)
+    }
+
+    /// [`DataPlane::start`] with upstream names looked up by `lookup` instead of the system
+    /// resolver (tests use a slow stub).
+    pub fn start_with_lookup(
+        config: DataPlaneConfig,
+        snapshot: SnapshotCell,
+        lookup: Arc<dyn Lookup>,
+    ) -> Result<DataPlane, DataPlaneError> {
+        let names = Names::start(lookup).map_err(DataPlaneError::Thread)?;
+        let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        let limits = Arc::new(Limits::default());
         let workers = config.workers.max(1);
         // Claim each port exclusively (port 0 resolves to one concrete port), then give every
         // worker its own SO_REUSEPORT socket on it.
@@ -172,9 +203,21 @@ impl DataPlane {
             let snapshot = snapshot.clone();
             let config = config.clone();
             let stop_rx = stop_rx.clone();
+            let names = names.clone();
+            let connections = connections.clone();
+            let limits = limits.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("sluice-worker-{index}"))
-                .spawn(move || run_worker(index, listeners, snapshot, config, https_port, stop_rx))
+                .spawn(move || {
+                    let shared = Shared {
+                        snapshot,
+                        names,
+                        limits,
+                        connections,
+                        https_port,
+                    };
+                    run_worker(index, listeners, shared, config, stop_rx)
+                })
                 .map_err(DataPlaneError::Thread)?;
             threads.push(handle);
         }
@@ -235,14 +278,31 @@ pub(crate) fn bind_reuseport(port: u16, count: usize) -> std::io::Result<Vec<Std
         .collect()
 }
 
+/// What every worker shares with the others.
+struct Shared {
+    snapshot: SnapshotCell,
+    names: Arc<Names>,
+    /// `maxConn` slots.
+    limits: Arc<Limits>,
+    /// One permit per client connection being served (`MAX_CONNECTIONS`).
+    connections: Arc<Semaphore>,
+    https_port: Option<u16>,
+}
+
 fn run_worker(
     index: usize,
     listeners: Vec<(StdListener, bool)>,
-    snapshot: SnapshotCell,
+    shared: Shared,
     config: DataPlaneConfig,
-    https_port: Option<u16>,
     stop: watch::Receiver<Option<Duration>>,
 ) {
+    let Shared {
+        snapshot,
+        names,
+        limits,
+        connections,
+        https_port,
+    } = shared;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -258,7 +318,14 @@ fn run_worker(
         let worker = Rc::new(Worker {
             current: std::cell::RefCell::new(Rc::new(snapshot.load_full())),
             snapshot,
-            upstreams: Upstreams::new(config.timeouts.connect, config.hosts_file.as_deref()),
+            upstreams: Upstreams::new(
+                config.timeouts.connect,
+                SharedUpstreams {
+                    names,
+                    limits,
+                    queue_timeout: config.timeouts.queue,
+                },
+            ),
             timeouts: config.timeouts,
             connection_mode: config.connection_mode,
             https_port,
@@ -281,7 +348,10 @@ fn run_worker(
             accept_loops.push(tokio::task::spawn_local(accept_loop(
                 listener,
                 worker.clone(),
-                drain_tx.clone(),
+                Guards {
+                    drain: drain_tx.clone(),
+                    connections: connections.clone(),
+                },
                 stop.clone(),
                 if ssl { acceptor.clone() } else { None },
             )));
@@ -318,16 +388,34 @@ fn run_worker(
     });
 }
 
+/// What an accept loop hands each connection task, dropped when the connection ends.
+struct Guards {
+    /// The worker drains once every clone is gone.
+    drain: tokio::sync::mpsc::Sender<()>,
+    /// Where connection permits come from.
+    connections: Arc<Semaphore>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     worker: Rc<Worker>,
-    drain: tokio::sync::mpsc::Sender<()>,
+    guards: Guards,
     mut stop: watch::Receiver<Option<Duration>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
+    let Guards { drain, connections } = guards;
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    let builder = http1_builder(&worker.timeouts);
+    let builder = Rc::new(http1_builder(&worker.timeouts));
+    let idle_limit = idle_limit(&worker.timeouts);
     loop {
+        // At MAX_CONNECTIONS, wait for a connection to end before accepting another: the
+        // kernel's listen backlog holds the rest.
+        let permit = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            permit = connections.clone().acquire_owned() => permit,
+        };
+        let Ok(permit) = permit else { break };
         let accepted = tokio::select! {
             biased;
             _ = stop.changed() => break,
@@ -354,35 +442,53 @@ async fn accept_loop(
             let drain = drain.clone();
             tokio::task::spawn_local(async move {
                 serve.await;
-                drop(drain);
+                drop((drain, permit));
             });
             continue;
         }
-        let conn = Rc::new(ConnInfo::new(client, local_port, false, false));
-        let worker = worker.clone();
-        let service = service_fn(move |req| {
-            let worker = worker.clone();
-            let conn = conn.clone();
-            async move { Ok::<_, Infallible>(forward::handle(worker, conn, req).await) }
-        });
-        let mut connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
         let drain = drain.clone();
         let mut stop = stop.clone();
+        let worker = worker.clone();
+        let builder = builder.clone();
         tokio::task::spawn_local(async move {
-            let result = tokio::select! {
-                result = &mut connection => result,
-                _ = stop.wait_for(Option::is_some) => {
-                    // Finish the request in flight, then close instead of keeping alive.
-                    std::pin::Pin::new(&mut connection).graceful_shutdown();
-                    connection.await
-                }
+            // Until its first bytes arrive, a connection costs only this task: no buffers.
+            let first_bytes = tokio::time::timeout(idle_limit, stream.readable());
+            let readable = tokio::select! {
+                readable = first_bytes => matches!(readable, Ok(Ok(()))),
+                _ = stop.wait_for(Option::is_some) => false,
             };
-            if let Err(error) = result {
-                tracing::debug!(%client, %error, "client connection ended with an error");
+            if readable {
+                // Boxed: the (large) connection state is allocated only now, so the task of
+                // an idle connection stays small.
+                Box::pin(serve_plain(
+                    worker, &builder, stream, client, local_port, stop,
+                ))
+                .await;
             }
-            drop(drain);
+            drop((drain, permit));
         });
+    }
+}
+
+/// Serves one plain HTTP/1 client connection until it ends or the data plane stops.
+async fn serve_plain(
+    worker: Rc<Worker>,
+    builder: &http1::Builder,
+    stream: tokio::net::TcpStream,
+    client: SocketAddr,
+    local_port: u16,
+    stop: watch::Receiver<Option<Duration>>,
+) {
+    let conn = Rc::new(ConnInfo::new(client, local_port, false, false));
+    let service = service_fn(move |req| {
+        let worker = worker.clone();
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(forward::handle(worker, conn, req).await) }
+    });
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(error) = serve_until_stopped(connection, stop).await {
+        tracing::debug!(%client, %error, "client connection ended with an error");
     }
 }

@@ -92,6 +92,7 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
             },
             compression: settings.compression.clone(),
             access_log: sluice_proxy::access_log::AccessLog::new(&settings.access_log),
+            max_connections: settings.max_connections,
         },
         snapshot.clone(),
     )

@@ -79,7 +79,7 @@ pub(crate) const PROXY: &[Variable] = &[
     var(
         "TIMEOUT_QUEUE",
         "30",
-        "Accepted for compatibility; Sluice has no request queue.",
+        "Seconds a request waits for a maxConn slot before 503.",
     ),
     var(
         "TIMEOUT_TUNNEL",
@@ -219,6 +219,11 @@ pub(crate) const PROXY: &[Variable] = &[
         "SHUTDOWN_GRACE",
         "10",
         "Seconds in-flight requests get to finish after SIGTERM (Sluice).",
+    ),
+    var(
+        "MAX_CONNECTIONS",
+        "10000",
+        "Client connections served at once; more wait in the listen backlog (Sluice).",
     ),
     LOG_LEVEL,
     LOG_FORMAT,

@@ -277,6 +277,21 @@ impl Proxy {
         Proxy::builder().start()
     }
 
+    /// The proxy's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The proxy's resident memory (VmRSS), in KiB.
+    pub(crate) fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
     pub(crate) fn http_port(&self) -> u16 {
         self.http[0].port()
     }

@@ -13,6 +13,8 @@ mod durability;
 mod envelope;
 mod fuzz_http;
 mod limits;
+mod names;
+mod overload;
 mod persistence;
 mod reconfigure;
 mod replicas;

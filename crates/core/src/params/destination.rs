@@ -158,6 +158,13 @@ pub(super) fn parse_destination(
         timeout_server: seconds_of("timeoutServer")?,
         timeout_tunnel: seconds_of("timeoutTunnel")?,
         timeout_client: seconds_of("timeoutClient")?,
+        max_conn: match dest("maxConn") {
+            None => None,
+            Some(v) => match parse_decimal::<u32>(v.value.trim()) {
+                Some(n) if n > 0 => Some(n),
+                _ => return Err(v.invalid("not a whole number of at least 1")),
+            },
+        },
         check_tcp: flag("checkTcp")?.unwrap_or(false),
         clitcpka: flag("clitcpka")?.unwrap_or(false),
         service_group,

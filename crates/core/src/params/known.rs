@@ -129,6 +129,7 @@ pub const KNOWN_PARAMS: &[KnownParam] = &[
     known("timeoutServer", Dest, Parsed, None),
     known("timeoutTunnel", Dest, Parsed, None),
     known("timeoutClient", Dest, Parsed, None),
+    known("maxConn", Dest, Parsed, None),
     known("checkTcp", Dest, Parsed, None),
     known("clitcpka", Dest, Parsed, None),
     known("serviceGroup", Dest, Parsed, None),

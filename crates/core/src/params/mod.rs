@@ -45,6 +45,7 @@
 //! | `httpsRedirectCode` | destination | 301, 302, 303, 307 or 308 |
 //! | `allowedMethods`, `deniedMethods` | destination | HTTP method tokens (case-sensitive) |
 //! | `timeoutServer`, `timeoutTunnel`, `timeoutClient` | destination | Non-negative integer seconds (`10s` is rejected; DFP would have written `10ss`) |
+//! | `maxConn` | destination | Positive integer (Sluice) |
 //! | `serviceGroup` | destination | Text |
 //! | `balanceGroup` | destination | `roundrobin`, `leastconn`, `source` |
 //! | `userDef` | destination | Ignored (only DFP's custom templates could read it) |

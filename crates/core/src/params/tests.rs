@@ -507,6 +507,17 @@ fn fallback_value_errors_name_the_unindexed_parameter() {
 }
 
 #[test]
+fn max_conn_is_a_positive_number() {
+    let s = ok(&format!("{BASE}&maxConn=2"));
+    assert_eq!(s.destinations[0].max_conn, Some(2));
+    assert_eq!(ok(BASE).destinations[0].max_conn, None);
+    for bad in ["0", "-1", "x"] {
+        let (param, value, _) = invalid(&format!("{BASE}&maxConn={bad}"));
+        assert_eq!((param.as_str(), value.as_str()), ("maxConn", bad));
+    }
+}
+
+#[test]
 fn timeouts_are_whole_seconds() {
     let s = ok(&format!("{BASE}&timeoutServer=60&timeoutTunnel=0"));
     assert_eq!(s.destinations[0].timeout_server, Some(60));

@@ -43,6 +43,7 @@ fn dest(paths: Vec<PathPattern>) -> Destination {
         verify_client_ssl: false,
         ignore_authorization: false,
         timeout_server: None,
+        max_conn: None,
         timeout_tunnel: None,
         timeout_client: None,
         check_tcp: false,
