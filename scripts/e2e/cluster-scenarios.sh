@@ -182,10 +182,10 @@ step_manager_restart() {
     if wait_until 30 changed_everywhere "$before"; then
         pass "a label change made right after the restart reaches every proxy task ($(ms_between "$t_change" "$(now_ns)") ms)"
     else
-        right_after="reached only: $(changed_nodes "$before")"
+        # Expected while the manager's overlay is cut off: checked below, once it is whole.
+        right_after="reached only: $(changed_nodes "$before") within 30 s"
         lost=1
-        fail "a label change made right after the restart did not reach every proxy task within 30 s ($right_after)"
-        show_digests
+        note "a label change made right after the restart $right_after (the overlay is still cut off)"
     fi
     load_wait manager
     load_report manager
@@ -196,8 +196,17 @@ step_manager_restart() {
         note "the manager's overlay sees all 3 nodes again (gossip peers) $gossip"
         check "the proxy on n1 reaches every go-demo task again" wait_until 30 reaches_every_task n1
         if ((lost)); then
-            # Nothing resends a change that did not get through: it stays lost until the next.
-            right_after+=" (with the overlay whole again, 10 s later: $(sleep 10; changed_nodes "$before"))"
+            # The proxies that missed it re-check the listener every LISTENER_RESYNC_INTERVAL
+            # (15 s by default) and converge: bounded by that interval plus a margin.
+            local t_whole
+            t_whole=$(now_ns)
+            if wait_until 30 changed_everywhere "$before"; then
+                pass "the change missed during the partition reaches every proxy task $(ms_between "$t_whole" "$(now_ns)") ms after the overlay is whole (listener resync)"
+                right_after+="; every proxy task $(ms_between "$t_whole" "$(now_ns)") ms after the overlay was whole"
+            else
+                fail "the change missed during the partition did not reach every proxy task within 30 s of the overlay being whole (reached only: $(changed_nodes "$before"))"
+                show_digests
+            fi
         fi
     else
         fail "the manager's overlay did not see the workers again within 120 s: $(manager_peers) peer(s)"
