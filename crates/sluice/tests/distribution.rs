@@ -1,32 +1,11 @@
 //! `replicas=0` travels to the other replicas like any other reconfigure.
 
-use std::net::TcpListener;
-
-use crate::support::{Backend, Proxy, TempDir};
+use crate::support::{replica_set, Backend, Proxy, TempDir};
 
 #[test]
 fn replicas_zero_is_distributed() {
     let dir = TempDir::new("zero");
-    let port = {
-        let l = TcpListener::bind("127.0.0.5:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let hosts = dir.0.join("hosts");
-    std::fs::write(
-        &hosts,
-        "127.0.0.5 tasks.proxy-zero\n127.0.0.6 tasks.proxy-zero\n",
-    )
-    .unwrap();
-    let start = |ip: &str| {
-        Proxy::builder()
-            .env("IP", ip)
-            .env("PORT", &port.to_string())
-            .env("SERVICE_NAME", "proxy-zero")
-            .env("HOSTS_FILE", hosts.to_str().unwrap())
-            .start()
-    };
-    let a = start("127.0.0.5");
-    let b = start("127.0.0.6");
+    let ([a, b], _hosts) = replica_set(&dir, "proxy-zero", ["127.0.0.5", "127.0.0.6"]);
     let backend = Backend::start("zero");
     let query = format!(
         "serviceName=go-demo&servicePath=/demo&port={}&outboundHostname=127.0.0.1&distribute=true",

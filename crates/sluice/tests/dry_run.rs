@@ -1,33 +1,12 @@
 //! `dryRun=true` on `reconfigure` and `remove`: checked and shown, never applied, saved or
 //! distributed.
 
-use std::net::TcpListener;
-
-use crate::support::{Backend, Proxy, TempDir};
+use crate::support::{replica_set, Backend, Proxy, TempDir};
 
 #[test]
 fn a_dry_run_changes_nothing_here_on_disk_or_on_a_peer() {
     let dir = TempDir::new("dry-run-peers");
-    let port = {
-        let l = TcpListener::bind("127.0.0.5:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let hosts = dir.0.join("hosts");
-    std::fs::write(
-        &hosts,
-        "127.0.0.5 tasks.proxy-dry\n127.0.0.6 tasks.proxy-dry\n",
-    )
-    .unwrap();
-    let start = |ip: &str| {
-        Proxy::builder()
-            .env("IP", ip)
-            .env("PORT", &port.to_string())
-            .env("SERVICE_NAME", "proxy-dry")
-            .env("HOSTS_FILE", hosts.to_str().unwrap())
-            .start()
-    };
-    let a = start("127.0.0.5");
-    let b = start("127.0.0.6");
+    let ([a, b], _hosts) = replica_set(&dir, "proxy-dry", ["127.0.0.5", "127.0.0.6"]);
     let one = Backend::start("one");
     let two = Backend::start("two");
     let r = a.reconfigure(&format!(

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::{Backend, Proxy, TempDir};
+use crate::support::{replica_set, Backend, Proxy, TempDir};
 
 /// A fake Swarm listener answering `get-services` with `services` once `delay` has passed
 /// (503 before), and counting `notify-services` calls.
@@ -97,26 +97,7 @@ fn reload_from_listener_without_listener_is_500() {
 #[test]
 fn distribute_reaches_every_replica_and_names_failures() {
     let dir = TempDir::new("peers");
-    let port = {
-        let l = TcpListener::bind("127.0.0.2:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let hosts = dir.0.join("hosts");
-    std::fs::write(
-        &hosts,
-        "127.0.0.2 tasks.proxy-peers\n127.0.0.3 tasks.proxy-peers\n",
-    )
-    .unwrap();
-    let start = |ip: &str| {
-        Proxy::builder()
-            .env("IP", ip)
-            .env("PORT", &port.to_string())
-            .env("SERVICE_NAME", "proxy-peers")
-            .env("HOSTS_FILE", hosts.to_str().unwrap())
-            .start()
-    };
-    let a = start("127.0.0.2");
-    let b = start("127.0.0.3");
+    let ([a, b], hosts) = replica_set(&dir, "proxy-peers", ["127.0.0.2", "127.0.0.3"]);
     let backend = Backend::start("shared");
     let query = format!(
         "serviceName=go-demo&servicePath=/demo&port={}&outboundHostname=127.0.0.1&distribute=true",

@@ -532,3 +532,32 @@ pub(crate) fn echoed_headers(body: &str) -> HashMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// Proxies as replicas of one Swarm service: each listens on its own loopback address, all
+/// share one API port, and they find each other as `tasks.<service>` in a hosts file (its path
+/// is returned too, so a test can list more addresses later).
+pub(crate) fn replica_set<const N: usize>(
+    dir: &TempDir,
+    service: &str,
+    ips: [&str; N],
+) -> ([Proxy; N], PathBuf) {
+    let port = {
+        let l = StdTcpListener::bind((ips[0], 0)).unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let hosts = dir.0.join("hosts");
+    let lines: String = ips
+        .iter()
+        .map(|ip| format!("{ip} tasks.{service}\n"))
+        .collect();
+    std::fs::write(&hosts, lines).unwrap();
+    let proxies = ips.map(|ip| {
+        Proxy::builder()
+            .env("IP", ip)
+            .env("PORT", &port.to_string())
+            .env("SERVICE_NAME", service)
+            .env("HOSTS_FILE", hosts.to_str().unwrap())
+            .start()
+    });
+    (proxies, hosts)
+}
