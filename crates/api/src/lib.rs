@@ -175,14 +175,7 @@ async fn reconfigure_service(
     let mut messages = service.warnings.clone();
     if service.replicas == Some(0) {
         // Like any other reconfigure: removed here, then sent to the other replicas.
-        let change = state
-            .registry
-            .remove(&name)
-            .await
-            .map_err(|source| ApiError::Commit {
-                service: name.clone(),
-                source,
-            })?;
+        let change = uncommit(state, &name).await?;
         tracing::info!(service = %name, generation = change.generation, "Removing {name} configuration (replicas=0)");
     } else {
         let change = commit(state, service.clone()).await?;
@@ -276,6 +269,18 @@ async fn admit(state: &ApiState, service: &Service) -> Result<Admission, ApiErro
 
 /// Stores the service's certificate, then commits the service (on disk, then published). When
 /// the service is not committed, the certificate file is put back as it was.
+/// Removes a service durably (the counterpart of [`commit`]).
+async fn uncommit(state: &ApiState, name: &str) -> Result<Change, ApiError> {
+    state
+        .registry
+        .remove(name)
+        .await
+        .map_err(|source| ApiError::Commit {
+            service: name.to_owned(),
+            source,
+        })
+}
+
 async fn commit(state: &ApiState, service: Service) -> Result<Change, ApiError> {
     let name = service.name.clone();
     let stored_cert = certs::store_service_cert(state, &service)
@@ -357,14 +362,7 @@ async fn remove_service(
         return Err(ApiError::MissingServiceName);
     }
     tracing::info!(service = %name, "Processing remove request");
-    let change = state
-        .registry
-        .remove(&name)
-        .await
-        .map_err(|source| ApiError::Commit {
-            service: name.clone(),
-            source,
-        })?;
+    let change = uncommit(state, &name).await?;
     if change.existed {
         tracing::info!(service = %name, generation = change.generation, "Removing {name} configuration");
     } else {
