@@ -47,6 +47,18 @@ pub fn is_secret_param(name: &str) -> bool {
 /// A query string (`a=1&users=u:p`) with the values of secret parameters replaced.
 /// Names and the other values are kept byte for byte.
 pub fn redact_query(query: &str) -> Cow<'_, str> {
+    redact_query_with(query, is_secret_param)
+}
+
+/// [`redact_query`] with another rule for which (percent-decoded) parameter names are secret.
+pub fn redact_query_with(query: &str, is_secret: impl Fn(&str) -> bool) -> Cow<'_, str> {
+    let pair_is_secret = |pair: &str| {
+        let Some((name, _)) = pair.split_once('=') else {
+            return false;
+        };
+        let name = name.replace('+', " ");
+        is_secret(&percent_decode_str(&name).decode_utf8_lossy())
+    };
     if !query.split('&').any(pair_is_secret) {
         return Cow::Borrowed(query);
     }
@@ -62,14 +74,6 @@ pub fn redact_query(query: &str) -> Cow<'_, str> {
         })
         .collect();
     Cow::Owned(pairs.join("&"))
-}
-
-fn pair_is_secret(pair: &str) -> bool {
-    let Some((name, _)) = pair.split_once('=') else {
-        return false;
-    };
-    let name = name.replace('+', " ");
-    is_secret_param(&percent_decode_str(&name).decode_utf8_lossy())
 }
 
 /// A URL with the password of its user-info and the secret values of its query replaced.

@@ -151,31 +151,15 @@ impl AccessLog {
 /// `api_key`, `X-Amz-Signature`, `session_id`, …), on top of Sluice's own secret parameters.
 const CREDENTIAL_WORDS: &[&str] = &["token", "secret", "key", "signature", "session", "auth"];
 
-/// `query` with the values of secret parameters ([`sluice_core::redact::redact_query`]) and of
+/// `query` with the values of secret parameters ([`sluice_core::redact::is_secret_param`]) and of
 /// credential-looking ones ([`CREDENTIAL_WORDS`], and OAuth's `code`) replaced.
 fn redact_query(query: &str) -> std::borrow::Cow<'_, str> {
-    let query = sluice_core::redact::redact_query(query);
-    let credential = |pair: &str| {
-        let Some((name, value)) = pair.split_once('=') else {
-            return false;
-        };
-        let name = name.to_ascii_lowercase();
-        value != sluice_core::redact::REDACTED
-            && (name == "code" || CREDENTIAL_WORDS.iter().any(|w| name.contains(w)))
-    };
-    if !query.split('&').any(credential) {
-        return query;
-    }
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if credential(pair) => {
-                format!("{name}={}", sluice_core::redact::REDACTED)
-            }
-            _ => pair.to_string(),
-        })
-        .collect();
-    std::borrow::Cow::Owned(pairs.join("&"))
+    sluice_core::redact::redact_query_with(query, |name| {
+        let lower = name.to_ascii_lowercase();
+        sluice_core::redact::is_secret_param(name)
+            || lower == "code"
+            || CREDENTIAL_WORDS.iter().any(|w| lower.contains(w))
+    })
 }
 
 /// Client ids are kept when they are short and made of URL-safe characters (UUIDs, ULIDs, hex,
