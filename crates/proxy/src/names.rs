@@ -39,8 +39,9 @@ pub const FRESH: Duration = Duration::from_secs(2);
 /// records, as for a Swarm service whose tasks are not running yet, so that a starting task
 /// is seen within this time.
 pub const FRESH_FALLBACK: Duration = Duration::from_millis(250);
-/// How long a failed lookup (a negative answer) is fresh.
-pub const FRESH_FAILURE: Duration = Duration::from_secs(1);
+/// How long a failed lookup (a negative answer) is fresh: short, so that the first task of a
+/// new service is seen within this time.
+pub const FRESH_FAILURE: Duration = Duration::from_millis(250);
 /// The oldest answer a request is given while its refresh is pending.
 pub const MAX_STALE: Duration = Duration::from_secs(10);
 /// A name not asked for during this long is forgotten (and no longer refreshed).
