@@ -51,6 +51,8 @@ pub const FORGET_AFTER: Duration = Duration::from_secs(600);
 pub const LOOKUP_SLOTS: usize = 4;
 /// A lookup that takes longer counts as failed.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The bound of one lookup that retries a failed name.
+pub const RETRY_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often due names are looked for.
 const SWEEP: Duration = Duration::from_millis(100);
 
@@ -284,8 +286,14 @@ impl Names {
         let lookup = self.lookup.clone();
         let slots = self.slots.clone();
         let host = host.to_owned();
+        // A name that failed is asked again often; a resolver that is slow to say "no such
+        // name" must not hold that retry (and so a service's first task) back for long.
+        let limit = match entry.answer.as_deref() {
+            Some(answer) if matches!(answer.kind, Kind::Failure) => RETRY_TIMEOUT,
+            _ => LOOKUP_TIMEOUT,
+        };
         self.handle.spawn(async move {
-            let (result, kind) = query(&*lookup, &slots, &host, tasks_first).await;
+            let (result, kind) = query(&*lookup, &slots, &host, tasks_first, limit).await;
             let Some(names) = me.upgrade() else { return };
             let answer = names.settle(&host, tasks_first, result, kind);
             let _ = done.send(answer);
@@ -373,18 +381,23 @@ async fn wait(mut pending: Pending) -> Resolved {
 }
 
 /// One lookup of `name` in a pool slot, within [`LOOKUP_TIMEOUT`]; addresses sorted.
-async fn ask(lookup: &dyn Lookup, slots: &Semaphore, name: &str) -> Result<Vec<IpAddr>, String> {
+async fn ask(
+    lookup: &dyn Lookup,
+    slots: &Semaphore,
+    name: &str,
+    limit: Duration,
+) -> Result<Vec<IpAddr>, String> {
     let Ok(_slot) = slots.acquire().await else {
         return Err("the resolver pool is closed".into());
     };
-    match tokio::time::timeout(LOOKUP_TIMEOUT, lookup.lookup(name)).await {
+    match tokio::time::timeout(limit, lookup.lookup(name)).await {
         Ok(Ok(mut ips)) => {
             ips.sort();
             ips.dedup();
             Ok(ips)
         }
         Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!("no answer within {LOOKUP_TIMEOUT:?}")),
+        Err(_) => Err(format!("no answer within {limit:?}")),
     }
 }
 
@@ -394,16 +407,17 @@ async fn query(
     slots: &Semaphore,
     host: &str,
     tasks_first: bool,
+    limit: Duration,
 ) -> (Result<Arc<[IpAddr]>, Arc<str>>, Kind) {
     let plain = async {
-        match ask(lookup, slots, host).await {
+        match ask(lookup, slots, host, limit).await {
             Ok(ips) if ips.is_empty() => Err(format!("{host} has no addresses")),
             other => other,
         }
     };
     let (tasks, plain) = if tasks_first {
         let tasks = format!("tasks.{host}");
-        let (tasks, plain) = tokio::join!(ask(lookup, slots, &tasks), plain);
+        let (tasks, plain) = tokio::join!(ask(lookup, slots, &tasks, limit), plain);
         (Some(tasks), plain)
     } else {
         (None, plain.await)
