@@ -34,7 +34,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
 /// How long task addresses (or the plain name's addresses) are fresh.
-pub const FRESH: Duration = Duration::from_secs(2);
+pub const FRESH: Duration = Duration::from_millis(500);
 /// How long a fallback answer is fresh: `<name>` standing in for a `tasks.<name>` without
 /// records, as for a Swarm service whose tasks are not running yet, so that a starting task
 /// is seen within this time.
