@@ -1,12 +1,12 @@
 //! Replica state: the initial sync from the Swarm listener, readiness, `fromListener`, and
 //! `distribute` to the other replicas.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::{replica_set, Backend, Proxy, TempDir};
+use crate::support::{json_server, replica_set, Backend, Proxy, TempDir};
 
 /// A fake Swarm listener answering `get-services` with `services` once `delay` has passed
 /// (503 before), and counting `notify-services` calls.
@@ -16,31 +16,17 @@ struct FakeListener {
 }
 
 fn fake_listener(services: String, delay: Duration) -> FakeListener {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let notified = Arc::new(AtomicUsize::new(0));
     let counter = notified.clone();
     let started = Instant::now();
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let n = stream.read(&mut buf).unwrap_or(0);
-            let head = String::from_utf8_lossy(&buf[..n]).to_string();
-            let (status, body) = if head.contains("/notify-services") {
-                counter.fetch_add(1, Ordering::SeqCst);
-                ("200 OK", "{\"Status\":\"OK\"}".to_string())
-            } else if head.contains("/get-services") && started.elapsed() >= delay {
-                ("200 OK", services.clone())
-            } else {
-                ("503 Service Unavailable", "[]".to_string())
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
+    let addr = json_server(move |head| {
+        if head.contains("/notify-services") {
+            counter.fetch_add(1, Ordering::SeqCst);
+            ("200 OK", "{\"Status\":\"OK\"}".to_string())
+        } else if head.contains("/get-services") && started.elapsed() >= delay {
+            ("200 OK", services.clone())
+        } else {
+            ("503 Service Unavailable", "[]".to_string())
         }
     });
     FakeListener { addr, notified }

@@ -2,11 +2,11 @@
 //! missed a notification converges on the listener's list by itself, and leaves services that
 //! only came through the API alone.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{client, Backend, Proxy};
+use crate::support::{client, json_server, Backend, Proxy};
 
 /// A fake Swarm listener whose `get-services` answer can be changed while it runs.
 struct FakeListener {
@@ -16,27 +16,13 @@ struct FakeListener {
 
 impl FakeListener {
     fn start(services: String) -> FakeListener {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
         let services = Arc::new(Mutex::new(services));
         let list = services.clone();
-        std::thread::spawn(move || {
-            use std::io::{Read, Write};
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut buf = [0u8; 4096];
-                let n = stream.read(&mut buf).unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]).to_string();
-                let (status, body) = if head.contains("/get-services") {
-                    ("200 OK", list.lock().unwrap().clone())
-                } else {
-                    ("404 Not Found", "{}".to_string())
-                };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+        let addr = json_server(move |head| {
+            if head.contains("/get-services") {
+                ("200 OK", list.lock().unwrap().clone())
+            } else {
+                ("404 Not Found", "{}".to_string())
             }
         });
         FakeListener { addr, services }

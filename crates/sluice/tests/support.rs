@@ -561,3 +561,26 @@ pub(crate) fn replica_set<const N: usize>(
     });
     (proxies, hosts)
 }
+
+/// A loopback HTTP server (one request per connection, as the proxy's peer client sends them)
+/// answering each request with the status line and JSON body `answer` gives for its head.
+pub(crate) fn json_server(
+    answer: impl Fn(&str) -> (&'static str, String) + Send + 'static,
+) -> SocketAddr {
+    let listener = StdTcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let (status, body) = answer(&String::from_utf8_lossy(&buf[..n]));
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
