@@ -12,6 +12,7 @@ mod connection;
 pub mod error_page;
 mod forward;
 mod limits;
+pub mod membership;
 pub mod names;
 pub mod resolve;
 pub mod snapshot;

@@ -68,6 +68,8 @@ pub(crate) struct Upstreams {
     me: Weak<Upstreams>,
     /// The addresses of upstream names, shared by every worker.
     names: Arc<Names>,
+    /// The Swarm tasks the listener reported, shared by every worker ([`crate::membership`]).
+    membership: Arc<crate::membership::MembershipCell>,
     /// `maxConn` slots, shared by every worker.
     limits: Arc<Limits>,
     /// `TIMEOUT_QUEUE`: how long a request waits for a `maxConn` slot.
@@ -82,6 +84,7 @@ pub(crate) struct Upstreams {
 /// What every worker's [`Upstreams`] shares.
 pub(crate) struct SharedUpstreams {
     pub(crate) names: Arc<Names>,
+    pub(crate) membership: Arc<crate::membership::MembershipCell>,
     pub(crate) limits: Arc<Limits>,
     /// `TIMEOUT_QUEUE`.
     pub(crate) queue_timeout: Duration,
@@ -165,6 +168,7 @@ impl Upstreams {
         Rc::new_cyclic(|me| Upstreams {
             me: me.clone(),
             names: shared.names,
+            membership: shared.membership,
             limits: shared.limits,
             queue_timeout: shared.queue_timeout,
             literals: RefCell::new(HashMap::new()),
@@ -204,6 +208,12 @@ impl Upstreams {
     ) -> Result<(Arc<[IpAddr]>, usize), SendError> {
         if let Some(addrs) = self.literal(target.host) {
             return Ok((addrs, 0));
+        }
+        // A Swarm service whose tasks the listener reports: its ready tasks, no DNS.
+        if target.tasks_first {
+            if let Some(ready) = self.membership.ready(target.host) {
+                return Ok(ready);
+            }
         }
         self.names
             .resolve(target.host, target.tasks_first)
@@ -453,6 +463,7 @@ mod tests {
         );
         let shared = SharedUpstreams {
             names,
+            membership: crate::membership::MembershipCell::new(),
             limits: Arc::default(),
             queue_timeout: Duration::from_secs(1),
         };

@@ -77,6 +77,8 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
     } else {
         None
     };
+    // The Swarm tasks the listener pushes: written by the API, read by the data plane.
+    let membership = sluice_proxy::membership::MembershipCell::new();
     let dataplane = DataPlane::start(
         DataPlaneConfig {
             ports: listener_ports,
@@ -93,6 +95,7 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
             compression: settings.compression.clone(),
             access_log: sluice_proxy::access_log::AccessLog::new(&settings.access_log),
             max_connections: settings.max_connections,
+            membership: membership.clone(),
         },
         snapshot.clone(),
     )
@@ -117,12 +120,14 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
         .await
         .with_context(|| format!("cannot listen on IP={} PORT={}", settings.ip, settings.port))?;
     tracing::info!(addr = %api_listener.local_addr()?, "api listener bound");
-    let state = Arc::new(ApiState::new(
+    let mut state = ApiState::new(
         registry.clone(),
         settings.clone(),
         sluice_api::access::peer_authorization(&settings),
         hosts_file,
-    ));
+    );
+    state.tasks = sluice_api::membership::TaskBook::new(membership);
+    let state = Arc::new(state);
     let _ = state.certs.set(certs);
     sluice_api::certs::sync_from_peers(&state).await;
     tokio::spawn(sluice_api::sync::run(state.clone()));
