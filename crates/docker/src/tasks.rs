@@ -159,7 +159,7 @@ pub(crate) fn converging(facts: &ServiceFacts, tasks: &[Task]) -> bool {
     facts.updating
         || facts
             .replicas
-            .is_some_and(|n| usize::try_from(n).map_or(true, |n| n != ready))
+            .is_some_and(|n| usize::try_from(n).ok() != Some(ready))
         || tasks.iter().any(|t| t.phase() != Phase::Ready)
 }
 
