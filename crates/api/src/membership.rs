@@ -166,6 +166,9 @@ impl TaskBook {
         self.cell.publish(map);
         let now_ms = unix_ms(SystemTime::now());
         for change in &changes {
+            if change.observed_at_ms == 0 {
+                continue;
+            }
             let took = Duration::from_millis(now_ms.saturating_sub(change.observed_at_ms));
             self.propagation.observe(change.kind, took);
             tracing::info!(

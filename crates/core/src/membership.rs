@@ -176,6 +176,10 @@ fn by_id(tasks: &[Task]) -> BTreeMap<&str, &Task> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Membership {
+    /// When the listing that produced this membership was observed (as
+    /// [`TaskSet::observed_at_ms`]); the time of a service's removal. `0` when unknown.
+    #[serde(default)]
+    pub observed_at_ms: u64,
     /// `serviceName` -> its tasks.
     pub services: BTreeMap<String, TaskSet>,
 }
@@ -212,7 +216,8 @@ pub struct ServiceChange {
     pub service: String,
     /// What kind of change.
     pub kind: ChangeKind,
-    /// When the new state was observed (for a removal: when the service was last observed).
+    /// When the new state was observed (for a removal: the new membership's time, `0` when
+    /// unknown).
     pub observed_at_ms: u64,
     /// Task ids that became ready.
     pub joined: Vec<String>,
@@ -248,7 +253,7 @@ pub fn diff(old: &Membership, new: &Membership) -> Vec<ServiceChange> {
             changes.push(task_changes(
                 name,
                 ChangeKind::Remove,
-                set.observed_at_ms,
+                new.observed_at_ms,
                 set,
                 &TaskSet::default(),
             ));

@@ -263,6 +263,7 @@ mod tests {
         };
         Arc::new(TaskSnapshot {
             membership: Membership {
+                observed_at_ms: observed,
                 services: [("web".to_owned(), set)].into(),
             },
             synced: true,

@@ -193,7 +193,10 @@ impl Observed {
             sets.insert(name, set);
         }
         self.sets = sets.clone();
-        Membership { services: sets }
+        Membership {
+            observed_at_ms: at_ms,
+            services: sets,
+        }
     }
 }
 

@@ -50,6 +50,10 @@ pub struct TaskView {
 pub struct ServiceTasks {
     /// The addresses of its ready tasks, in task-id order.
     ready: Arc<[IpAddr]>,
+    /// Whether any of its tasks has an address this host can reach. When none has (the
+    /// service is on no network of this host's, or on none at all), requests fall back to
+    /// DNS as if the listener had not reported the service.
+    reachable: bool,
     /// Round-robin position, shared by every worker (as [`crate::names`]).
     next: AtomicUsize,
     /// Every reported task, in task-id order.
@@ -120,10 +124,12 @@ impl TaskMap {
                 .filter_map(|t| t.address)
                 .collect();
             ready.dedup();
+            let reachable = tasks.iter().any(|t| t.address.is_some());
             services.insert(
                 name.clone(),
                 ServiceTasks {
                     ready: Arc::from(ready),
+                    reachable,
                     next: AtomicUsize::new(0),
                     tasks,
                 },
@@ -137,9 +143,9 @@ impl TaskMap {
     }
 
     /// The ready addresses of `service` and the round-robin start for one request; `None`
-    /// when the map does not hold the service.
+    /// when the map does not hold the service or none of its tasks is reachable from here.
     pub fn ready(&self, service: &str) -> Option<(Arc<[IpAddr]>, usize)> {
-        let tasks = self.services.get(service)?;
+        let tasks = self.services.get(service).filter(|t| t.reachable)?;
         let start = tasks.next.fetch_add(1, Ordering::Relaxed);
         Some((tasks.ready.clone(), start))
     }
@@ -276,6 +282,7 @@ mod tests {
 
     fn membership(tasks: Vec<Task>) -> Membership {
         Membership {
+            observed_at_ms: 1,
             services: [(
                 "web".to_owned(),
                 TaskSet {
@@ -311,6 +318,15 @@ mod tests {
         assert!(map.ready("other").is_none());
         assert!(map.draining_since("web", ip("10.0.1.6")).is_some());
         assert!(map.draining_since("web", ip("10.0.1.3")).is_none());
+
+        // No task reachable from this host: DNS decides, as without a listener.
+        let elsewhere = membership(vec![task("a", Running, Running, &["192.168.0.9/24"])]);
+        let map = TaskMap::compile(&map, elsewhere, &local, Instant::now());
+        assert!(map.ready("web").is_none());
+        // Reachable tasks, none ready yet: no address (and no DNS).
+        let starting = membership(vec![task("a", Pending, Running, &["10.0.1.3/24"])]);
+        let map = TaskMap::compile(&map, starting, &local, Instant::now());
+        assert_eq!(map.ready("web").map(|(r, _)| r.len()), Some(0));
     }
 
     #[tokio::test(start_paused = true)]

@@ -21,6 +21,7 @@ fn set(version: u64, at: u64, tasks: Vec<Task>) -> TaskSet {
 
 fn membership(items: Vec<(&str, TaskSet)>) -> Membership {
     Membership {
+        observed_at_ms: 500,
         services: items.into_iter().map(|(n, s)| (n.to_owned(), s)).collect(),
     }
 }
@@ -101,6 +102,10 @@ fn diff_reports_create_task_update_and_remove() {
     assert_eq!(changes[0].draining, vec!["t1"]);
     assert_eq!(changes[0].observed_at_ms, 200);
     assert_eq!(changes[2].left, vec!["t1"]);
+    assert_eq!(
+        changes[2].observed_at_ms, 500,
+        "a removal is timed by the new membership"
+    );
 
     // A new service version is an update, even with the same tasks.
     let bumped = membership(vec![("a", set(2, 300, vec![t2_ready.clone()]))]);
