@@ -167,6 +167,8 @@ pub(crate) fn converging(facts: &ServiceFacts, tasks: &[Task]) -> bool {
 #[derive(Debug, Default)]
 pub(crate) struct Observed {
     sets: BTreeMap<String, TaskSet>,
+    /// When the whole set last changed.
+    at_ms: u64,
 }
 
 impl Observed {
@@ -192,9 +194,20 @@ impl Observed {
             }
             sets.insert(name, set);
         }
+        // The whole set's time moves only when something in it changed (a removal, say), so
+        // an unchanged listing publishes nothing new.
+        let unchanged = self.sets.len() == sets.len()
+            && sets.iter().all(|(name, set)| {
+                self.sets
+                    .get(name)
+                    .is_some_and(|before| before.same_content(set))
+            });
+        if !unchanged || self.at_ms == 0 {
+            self.at_ms = at_ms;
+        }
         self.sets = sets.clone();
         Membership {
-            observed_at_ms: at_ms,
+            observed_at_ms: self.at_ms,
             services: sets,
         }
     }
@@ -369,8 +382,12 @@ mod tests {
         assert_eq!(first.services["web"].observed_at_ms, 100);
         let same = observed.update([("web".to_owned(), (1, vec![b, a.clone()]))].into(), 200);
         assert_eq!(same.services["web"].observed_at_ms, 100);
+        assert_eq!(same, first, "an unchanged listing is the same membership");
         let changed = observed.update([("web".to_owned(), (1, vec![a]))].into(), 300);
         assert_eq!(changed.services["web"].observed_at_ms, 300);
+        assert_eq!(changed.observed_at_ms, 300);
+        let removed = observed.update(BTreeMap::new(), 400);
+        assert_eq!(removed.observed_at_ms, 400);
     }
 
     #[test]

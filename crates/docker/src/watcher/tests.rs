@@ -384,6 +384,10 @@ async fn task_sets_are_published_and_polled_only_while_converging() {
         state.lock().unwrap().task_queries.len() >= 4
     })
     .await;
+    assert!(
+        !tasks_rx.has_changed().unwrap(),
+        "listings that find the same tasks publish nothing new"
+    );
 
     state.lock().unwrap().tasks[1] = docker_task("t2", "id-a", "running", "running", "10.0.1.4");
     let converged = tokio::time::timeout(
