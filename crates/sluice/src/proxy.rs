@@ -36,10 +36,11 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
     registry
         .set_users(sluice_api::users::UserSource::from_settings(&settings))
         .await;
-    let stats_page = settings
-        .stats
-        .as_ref()
-        .map(|s| Arc::new(sluice_proxy::stats_page::StatsPage::new(s)));
+    // The Swarm tasks the listener pushes: written by the API, read by the data plane.
+    let membership = sluice_proxy::membership::MembershipCell::new();
+    let stats_page = settings.stats.as_ref().map(|s| {
+        Arc::new(sluice_proxy::stats_page::StatsPage::new(s).with_membership(membership.clone()))
+    });
     // Certificates decide the default listener ports; layer-4 ports are checked against those.
     let certs = CertStore::load(CertSources {
         certs_dir: settings.certs_dir.clone(),
@@ -77,8 +78,6 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
     } else {
         None
     };
-    // The Swarm tasks the listener pushes: written by the API, read by the data plane.
-    let membership = sluice_proxy::membership::MembershipCell::new();
     let dataplane = DataPlane::start(
         DataPlaneConfig {
             ports: listener_ports,
