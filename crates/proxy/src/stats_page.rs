@@ -291,11 +291,11 @@ fn task_rows(map: &TaskMap) -> String {
             );
             let short: String = task.id.chars().take(12).collect();
             // Writing to a String cannot fail.
-            let _ = write!(
+            let _ = writeln!(
                 out,
                 "<tr class=\"task\" data-service=\"{svc}\" data-state=\"{state}\"><td>{svc}</td>\
                  <td title=\"{id}\">{short}</td><td>{address}</td><td>{cell}</td>\
-                 <td class=\"zero\">{observed} / {desired}</td></tr>\n",
+                 <td class=\"zero\">{observed} / {desired}</td></tr>",
                 svc = html_escape(name),
                 state = task.phase.as_str(),
                 id = html_escape(&task.id),
