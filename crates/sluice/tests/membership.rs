@@ -7,12 +7,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{client, Backend, Proxy};
+use crate::support::{client, replica_set, Backend, Proxy, TempDir};
 
 /// `PUT /v1/sluice/tasks` with `body`; (status, response body).
 fn put_tasks(p: &Proxy, body: &str, auth: Option<(&str, &str)>) -> (u16, String) {
+    put_tasks_to(p, "", body, auth)
+}
+
+fn put_tasks_to(p: &Proxy, query: &str, body: &str, auth: Option<(&str, &str)>) -> (u16, String) {
     let mut req = client()
-        .put(format!("http://{}/v1/sluice/tasks", p.api))
+        .put(format!("http://{}/v1/sluice/tasks{query}", p.api))
         .body(body.to_owned());
     if let Some((user, pass)) = auth {
         req = req.basic_auth(user, Some(pass));
@@ -260,4 +264,22 @@ fn the_endpoint_needs_the_api_credentials() {
     let body = membership(vec![]);
     assert_eq!(put_tasks(&p, &body, None).0, 401);
     assert_eq!(put_tasks(&p, &body, Some(("ma-user", "ma-pass"))).0, 200);
+}
+
+#[test]
+fn distribute_sends_the_task_sets_to_every_replica() {
+    let dir = TempDir::new("ma-tasks");
+    let ([a, b], _hosts) = replica_set(&dir, "ma-proxy", ["127.0.0.7", "127.0.0.8"]);
+    let body = membership(vec![task("a", "127.0.0.2", "running", "running")]);
+    let (status, text) = put_tasks_to(&a, "?distribute=true", &body, None);
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("Distributed to all instances (1 peers)"),
+        "{text}"
+    );
+    assert_eq!(get_tasks(&a)["membership"], get_tasks(&b)["membership"]);
+    assert_eq!(
+        get_tasks(&b)["membership"]["services"]["ma-web"]["tasks"][0]["id"],
+        "a"
+    );
 }
