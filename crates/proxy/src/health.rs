@@ -175,9 +175,10 @@ impl Health {
         created.unwrap_or_default()
     }
 
-    /// Whether a request may use `addr` now; [`Admit::Trial`] makes this request its trial,
-    /// whose outcome must be reported ([`Health::succeeded`] or [`Health::failed`]).
-    pub fn admit(&self, addr: SocketAddr) -> Admit {
+    /// Whether a request may use `addr` now. When `may_trial`, [`Admit::Trial`] makes this
+    /// request its trial, whose outcome must be reported ([`Health::succeeded`] or
+    /// [`Health::failed`]); otherwise an address whose trial is due is [`Admit::No`].
+    pub fn admit(&self, addr: SocketAddr, may_trial: bool) -> Admit {
         let state = self.addr(addr);
         let now = self.now();
         state.used.store(now, Ordering::Relaxed);
@@ -185,7 +186,7 @@ impl Health {
         if since == NEVER {
             return Admit::Yes;
         }
-        if now < state.ejected_until.load(Ordering::Acquire) {
+        if !may_trial || now < state.ejected_until.load(Ordering::Acquire) {
             return Admit::No { since };
         }
         let trial = state.trial.load(Ordering::Acquire);

@@ -433,7 +433,7 @@ pub fn csv(report: &Report) -> String {
                 "status",
                 match u.health {
                     "up" => "UP",
-                    "down" => "DOWN",
+                    "down" | "ejected" => "DOWN",
                     _ => "no check",
                 },
             );
@@ -625,6 +625,7 @@ mod tests {
                 requests: 7,
                 failures: 0,
                 health: "up",
+                ejections: 0,
                 changed_ms: 0,
             }],
         });
