@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,11 +118,13 @@ struct Bucket {
     retries: AtomicU32,
 }
 
-/// A service's retry budget (see the module documentation).
+/// What is kept per service: its retry budget (see the module documentation), and whether
+/// it ever had an address.
 #[derive(Debug, Default)]
-pub struct RetryBudget {
+pub struct ServiceHealth {
     buckets: [Bucket; BUCKETS],
     used: AtomicU64,
+    known: AtomicBool,
 }
 
 /// Passive health and retry budgets, shared by every worker.
@@ -130,7 +132,7 @@ pub struct RetryBudget {
 pub struct Health {
     epoch: Instant,
     addrs: ArcSwap<HashMap<SocketAddr, Arc<AddrHealth>>>,
-    budgets: ArcSwap<HashMap<Box<str>, Arc<RetryBudget>>>,
+    services: ArcSwap<HashMap<Box<str>, Arc<ServiceHealth>>>,
 }
 
 impl Default for Health {
@@ -145,7 +147,7 @@ impl Health {
         Health {
             epoch: Instant::now(),
             addrs: ArcSwap::default(),
-            budgets: ArcSwap::default(),
+            services: ArcSwap::default(),
         }
     }
 
@@ -271,15 +273,15 @@ impl Health {
         }
     }
 
-    /// The retry budget of `service`, created on first sight.
-    pub fn budget(&self, service: &str) -> Arc<RetryBudget> {
-        if let Some(budget) = self.budgets.load().get(service) {
+    /// The state of `service` (an upstream host), created on first sight.
+    pub fn service(&self, service: &str) -> Arc<ServiceHealth> {
+        if let Some(budget) = self.services.load().get(service) {
             return budget.clone();
         }
         let now = self.now();
         let forget = ms(FORGET_AFTER);
         let mut created = None;
-        self.budgets.rcu(|current| {
+        self.services.rcu(|current| {
             let mut next = HashMap::clone(current);
             if next.len() >= MAX_ENTRIES {
                 next.retain(|_, b| now.saturating_sub(b.used.load(Ordering::Relaxed)) < forget);
@@ -291,8 +293,8 @@ impl Health {
         created.unwrap_or_default()
     }
 
-    /// Counts a request of `budget`'s service.
-    pub fn request(&self, budget: &RetryBudget) {
+    /// Counts a request of the service.
+    pub fn request(&self, budget: &ServiceHealth) {
         let now = self.now();
         budget.used.store(now, Ordering::Relaxed);
         budget
@@ -302,7 +304,7 @@ impl Health {
     }
 
     /// Takes one retry from `budget` when it has one left; false when it is spent.
-    pub fn try_retry(&self, budget: &RetryBudget) -> bool {
+    pub fn try_retry(&self, budget: &ServiceHealth) -> bool {
         let second = self.now() / 1000;
         let (requests, retries) = budget.window(second);
         let allowed = f64::from(requests) * RETRY_RATIO
@@ -318,7 +320,19 @@ impl Health {
     }
 }
 
-impl RetryBudget {
+impl ServiceHealth {
+    /// The service has (had) an address.
+    pub fn mark_known(&self) {
+        if !self.known.load(Ordering::Relaxed) {
+            self.known.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the service ever had an address (while it was remembered).
+    pub fn known(&self) -> bool {
+        self.known.load(Ordering::Relaxed)
+    }
+
     /// The bucket of `second`, emptied first when it still holds an older second.
     fn bucket(&self, second: u64) -> &Bucket {
         let bucket = &self.buckets[(second % BUCKETS as u64) as usize];

@@ -36,7 +36,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::body::{Release, RequestBody as ReqBody};
-use crate::health::{Admit, Fault, Health};
+use crate::health::{Admit, Fault, Health, ServiceHealth};
 use crate::limits::Limits;
 use crate::names::Names;
 
@@ -44,7 +44,7 @@ use crate::names::Names;
 /// connect timeout. The kernel would resend after 1 s, then 3 s; but a Swarm task's address is
 /// in DNS before its container is attached, so the first SYN to a starting task is dropped.
 const SYN_RETRY: Duration = Duration::from_millis(200);
-/// How many distinct addresses one round of a request tries.
+/// How many distinct addresses one request tries.
 const MAX_ATTEMPTS: usize = 3;
 /// How often a request waiting for a ready address looks again.
 pub(crate) const READY_POLL: Duration = Duration::from_millis(50);
@@ -438,9 +438,9 @@ impl Upstreams {
     /// ([`sticky_token`]).
     ///
     /// A failed attempt is retried on another address when that is safe ([`may_retry`]) and
-    /// the service's retry budget allows it. While the service has no address, or none that
-    /// answers, the request waits (up to `TIMEOUT_QUEUE` in all) for one to appear or come
-    /// back, polling every [`READY_POLL`].
+    /// the service's retry budget allows it, on at most [`MAX_ATTEMPTS`] addresses. While a
+    /// service that had addresses has none (no ready task), the request waits up to
+    /// `TIMEOUT_QUEUE` for one to appear, looking again every [`READY_POLL`].
     pub(crate) async fn send(
         &self,
         target: Target<'_>,
@@ -451,85 +451,78 @@ impl Upstreams {
         sticky: Option<&str>,
     ) -> Result<Exchange, SendError> {
         let mut slot = self.slot(target).await?;
-        let deadline = Instant::now() + self.queue_timeout;
-        let budget = self.health.budget(target.host);
-        self.health.request(&budget);
+        let service = self.health.service(target.host);
+        self.health.request(&service);
+        let (addrs, start) = self.ready_addresses(target, &service).await?;
         let replay = Replay::of(&req);
         let mut req = Some(req.map(Outgoing::Client));
         let mut failed = Vec::new();
-        let mut tried = 0;
-        let mut round = 0;
-        loop {
-            let (addrs, start) = self.ready_addresses(target, deadline).await?;
-            let plan = self.plan(&addrs, start, port, sticky, round == 0);
-            round += 1;
-            let mut last = None;
-            for addr in plan {
-                if tried > 0 && !self.health.try_retry(&budget) {
-                    tracing::debug!(host = target.host, "retry budget spent");
-                    break;
-                }
-                let Some(request) = req.take().or_else(|| replay.as_ref().map(Replay::rebuild))
-                else {
-                    break;
-                };
-                tried += 1;
-                match self
-                    .attempt(addr, request, upgrade, target, server_timeout)
-                    .await
-                {
-                    Ok((response, sender)) => {
-                        self.health.succeeded(addr);
-                        return Ok(Exchange {
-                            response,
-                            lease: (!upgrade)
-                                .then(|| self.lease(sender, (addr, target.tls), slot.take())),
-                            addr,
-                            failed,
-                        });
-                    }
-                    Err(failure) => {
-                        if let Some(fault) = failure.fault {
-                            self.health.failed(addr, fault);
-                        }
-                        let retry = may_retry(failure.outcome, replay.is_some());
-                        req = failure.back;
-                        if failure.outcome == Outcome::NotConnected {
-                            self.invalidate(target);
-                            failed.push(addr);
-                        }
-                        if !retry {
-                            return Err(failure.error);
-                        }
-                        last = Some(failure.error);
-                    }
-                }
+        let mut last = None;
+        let plan = self.plan(&addrs, start, port, sticky);
+        let tried = plan.len();
+        for (n, addr) in plan.into_iter().enumerate() {
+            if n > 0 && !self.health.try_retry(&service) {
+                tracing::debug!(host = target.host, "retry budget spent");
+                break;
             }
-            let resendable = req.is_some() || replay.is_some();
-            if !resendable || Instant::now() >= deadline {
-                return Err(match last {
-                    Some(error @ SendError::Broken { .. }) if failed.is_empty() => error,
-                    _ => SendError::Unreachable {
-                        host: target.host.to_string(),
-                        tried,
+            let Some(request) = req.take().or_else(|| replay.as_ref().map(Replay::rebuild)) else {
+                break;
+            };
+            match self
+                .attempt(addr, request, upgrade, target, server_timeout)
+                .await
+            {
+                Ok((response, sender)) => {
+                    self.health.succeeded(addr);
+                    return Ok(Exchange {
+                        response,
+                        lease: (!upgrade)
+                            .then(|| self.lease(sender, (addr, target.tls), slot.take())),
+                        addr,
                         failed,
-                    },
-                });
+                    });
+                }
+                Err(failure) => {
+                    if let Some(fault) = failure.fault {
+                        self.health.failed(addr, fault);
+                    }
+                    req = failure.back;
+                    if failure.outcome == Outcome::NotConnected {
+                        self.invalidate(target);
+                        failed.push(addr);
+                    }
+                    if !may_retry(failure.outcome, replay.is_some()) {
+                        return Err(failure.error);
+                    }
+                    last = Some(failure.error);
+                }
             }
-            tokio::time::sleep(READY_POLL.min(deadline.saturating_duration_since(Instant::now())))
-                .await;
         }
+        Err(match last {
+            // A reset, when it was the last word.
+            Some(error @ SendError::Broken { .. }) => error,
+            _ => SendError::Unreachable {
+                host: target.host.to_string(),
+                tried,
+                failed,
+            },
+        })
     }
 
-    /// The addresses of `target`, waiting up to `deadline` while it has none.
+    /// The addresses of `target`. While a service that had addresses has none, waits up to
+    /// `TIMEOUT_QUEUE` for some; a name that never resolved fails at once.
     async fn ready_addresses(
         &self,
         target: Target<'_>,
-        deadline: Instant,
+        service: &ServiceHealth,
     ) -> Result<(Arc<[IpAddr]>, usize), SendError> {
+        let deadline = Instant::now() + self.queue_timeout;
         loop {
             let error = match self.addresses(target).await {
-                Ok((addrs, start)) if !addrs.is_empty() => return Ok((addrs, start)),
+                Ok((addrs, start)) if !addrs.is_empty() => {
+                    service.mark_known();
+                    return Ok((addrs, start));
+                }
                 Ok(_) => SendError::Resolve {
                     host: target.host.to_string(),
                     reason: "no addresses".into(),
@@ -537,24 +530,23 @@ impl Upstreams {
                 Err(error) => error,
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if left.is_zero() || !service.known() {
                 return Err(error);
             }
             tokio::time::sleep(READY_POLL.min(left)).await;
         }
     }
 
-    /// The addresses one round of a request tries, in order: the sticky task, at most one
-    /// address whose ejection is over (its trial), then the others in round-robin order from
-    /// `start`, skipping ejected ones; at most [`MAX_ATTEMPTS`]. When every address is
-    /// ejected and `anyway`, the ejected ones, longest ejected first.
+    /// The addresses a request tries, in order: at most one address whose ejection is over
+    /// (its trial) or the sticky task, then the others in round-robin order from `start`,
+    /// skipping ejected ones; at most [`MAX_ATTEMPTS`]. When every address is ejected, the
+    /// ejected ones, longest ejected first.
     fn plan(
         &self,
         addrs: &[IpAddr],
         start: usize,
         port: u16,
         sticky: Option<&str>,
-        anyway: bool,
     ) -> Vec<SocketAddr> {
         let mut plan: Vec<SocketAddr> = Vec::with_capacity(MAX_ATTEMPTS.min(addrs.len()));
         let mut ejected: Vec<(u64, SocketAddr)> = Vec::new();
@@ -586,7 +578,7 @@ impl Upstreams {
                 Admit::No { since } => ejected.push((since, addr)),
             }
         }
-        if plan.is_empty() && anyway {
+        if plan.is_empty() {
             ejected.sort_unstable();
             plan.extend(ejected.into_iter().take(MAX_ATTEMPTS).map(|(_, a)| a));
         }
@@ -899,30 +891,24 @@ mod tests {
         let up = upstreams();
         let addrs = ips(4);
         let at = |i: usize| SocketAddr::new(addrs[i], 80);
-        assert_eq!(
-            up.plan(&addrs, 1, 80, None, true),
-            vec![at(1), at(2), at(3)]
-        );
+        assert_eq!(up.plan(&addrs, 1, 80, None), vec![at(1), at(2), at(3)]);
         for _ in 0..crate::health::EJECT_AFTER {
             up.health.failed(at(2), Fault::Refused);
         }
-        assert_eq!(
-            up.plan(&addrs, 1, 80, None, true),
-            vec![at(1), at(3), at(0)]
-        );
+        assert_eq!(up.plan(&addrs, 1, 80, None), vec![at(1), at(3), at(0)]);
         let token = sticky_token(addrs[3]);
         assert_eq!(
-            up.plan(&addrs, 0, 80, Some(&token), true),
+            up.plan(&addrs, 0, 80, Some(&token)),
             vec![at(3), at(0), at(1)]
         );
         // A sticky task that is ejected is not chosen; nor is an unknown token.
         let token = sticky_token(addrs[2]);
         assert_eq!(
-            up.plan(&addrs, 0, 80, Some(&token), true),
+            up.plan(&addrs, 0, 80, Some(&token)),
             vec![at(0), at(1), at(3)]
         );
         assert_eq!(
-            up.plan(&addrs, 0, 80, Some("nope"), true),
+            up.plan(&addrs, 0, 80, Some("nope")),
             vec![at(0), at(1), at(3)]
         );
     }
@@ -938,16 +924,11 @@ mod tests {
             }
             tokio::time::advance(Duration::from_millis(10)).await;
         }
-        assert_eq!(
-            up.plan(&addrs, 0, 80, None, true),
-            vec![at(2), at(0), at(1)]
-        );
-        // Later rounds of a waiting request do not try ejected addresses.
-        assert!(up.plan(&addrs, 0, 80, None, false).is_empty());
-        // Once a backoff is over, its address is tried, as its trial.
+        assert_eq!(up.plan(&addrs, 0, 80, None), vec![at(2), at(0), at(1)]);
+        // Once a backoff is over, its address is tried first, as its trial.
         tokio::time::advance(crate::health::FIRST_BACKOFF - Duration::from_millis(25)).await;
-        assert_eq!(up.plan(&addrs, 0, 80, None, false), vec![at(2)]);
-        // The other requests meanwhile do not try it.
-        assert!(up.plan(&addrs, 0, 80, None, false).is_empty());
+        assert_eq!(up.plan(&addrs, 0, 80, None), vec![at(2)]);
+        // The other requests meanwhile try every address anyway, oldest ejection first.
+        assert_eq!(up.plan(&addrs, 0, 80, None), vec![at(2), at(0), at(1)]);
     }
 }

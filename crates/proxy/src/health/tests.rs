@@ -135,7 +135,7 @@ async fn ejections_are_ordered_by_time() {
 #[tokio::test(start_paused = true)]
 async fn a_quiet_service_may_retry_up_to_the_floor() {
     let health = Health::new();
-    let budget = health.budget("svc");
+    let budget = health.service("svc");
     let floor = RETRY_FLOOR_PER_SEC * BUDGET_WINDOW.as_secs() as u32;
     for i in 0..floor {
         assert!(health.try_retry(&budget), "retry {i}");
@@ -149,7 +149,7 @@ async fn a_quiet_service_may_retry_up_to_the_floor() {
 #[tokio::test(start_paused = true)]
 async fn retries_are_bounded_by_a_share_of_requests() {
     let health = Health::new();
-    let budget = health.budget("svc");
+    let budget = health.service("svc");
     let floor = RETRY_FLOOR_PER_SEC * BUDGET_WINDOW.as_secs() as u32;
     for _ in 0..1000 {
         health.request(&budget);
@@ -161,7 +161,7 @@ async fn retries_are_bounded_by_a_share_of_requests() {
     }
     assert_eq!(granted, 200 + floor);
     // Other services have their own budget.
-    assert!(health.try_retry(&health.budget("other")));
+    assert!(health.try_retry(&health.service("other")));
     // Requests older than the window no longer count.
     advance(BUDGET_WINDOW).await;
     let mut granted = 0;
@@ -174,7 +174,7 @@ async fn retries_are_bounded_by_a_share_of_requests() {
 #[tokio::test(start_paused = true)]
 async fn the_budget_window_slides_by_the_second() {
     let health = Health::new();
-    let budget = health.budget("svc");
+    let budget = health.service("svc");
     for _ in 0..500 {
         health.request(&budget);
     }
