@@ -7,16 +7,18 @@
 //!
 //! **Ejection.** An address that fails [`EJECT_AFTER`] times in a row (connect refused or
 //! timed out, connection reset before a response) is ejected: requests skip it for a backoff
-//! of [`FIRST_BACKOFF`], doubling after every failed trial up to [`MAX_BACKOFF`]. A connect
+//! of [`FIRST_BACKOFF`], doubling after every failed probe up to [`MAX_BACKOFF`]. A connect
 //! *timeout* ejects already when it is the second failure in a row: a dead address costs the
 //! whole connect timeout each time it is tried, so it is not tried a third time.
 //!
-//! **Trial.** When the backoff is over, the next request that chooses the address is its
-//! trial (one at a time, see [`Health::admit`]): a real request rather than a separate
-//! probe, so the answer is the one that counts (the service listens, and answers HTTP).
-//! Success re-admits the address and resets its backoff; failure ejects it again for twice
-//! as long. The trial request itself is retried on another address like any failed attempt.
-//! A trial abandoned without an outcome (its client left) is forgotten after [`TRIAL_STALE`].
+//! **Probe.** When the backoff is over, the next request that comes across the address starts
+//! one probe of it (see [`Health::admit`]): a TCP connect in the background, within the
+//! connect timeout, while requests keep skipping the address. A probe rather than a trial
+//! request, so that no client pays a dead address's connect timeout (a node that is gone
+//! answers nothing). Success re-admits the address and resets its backoff (should it accept
+//! connections but fail requests, it is ejected again after [`EJECT_AFTER`] failures);
+//! failure ejects it for twice as long. A probe with no outcome is forgotten after
+//! [`PROBE_STALE`].
 //!
 //! **Retry budget.** Each service may retry at most [`RETRY_RATIO`] of its requests over a
 //! sliding [`BUDGET_WINDOW`], plus [`RETRY_FLOOR_PER_SEC`] per second of the window, so that
@@ -41,8 +43,8 @@ pub const EJECT_AFTER_TIMEOUT: u32 = 2;
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest ejection.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// A trial with no outcome after this long is given up, and another one may start.
-pub const TRIAL_STALE: Duration = Duration::from_secs(30);
+/// A probe with no outcome after this long is given up, and another one may start.
+pub const PROBE_STALE: Duration = Duration::from_secs(30);
 /// Retries allowed per request of the window.
 pub const RETRY_RATIO: f64 = 0.2;
 /// Retries always allowed, per second of the window.
@@ -73,8 +75,8 @@ pub enum Fault {
 pub enum Admit {
     /// The address is in rotation.
     Yes,
-    /// The address's backoff is over: this request is its trial.
-    Trial,
+    /// The address's backoff is over: the caller starts its probe (and skips it meanwhile).
+    Probe,
     /// The address is ejected (since the given time, for ordering).
     No {
         /// When it was ejected (milliseconds since the [`Health`] started, plus one).
@@ -91,10 +93,10 @@ pub struct AddrHealth {
     ejected_at: AtomicU64,
     /// When the current ejection ends.
     ejected_until: AtomicU64,
-    /// The current ejection's length in ms (the next failed trial doubles it).
+    /// The current ejection's length in ms (the next failed probe doubles it).
     backoff_ms: AtomicU64,
-    /// When the running trial started, or [`NEVER`].
-    trial: AtomicU64,
+    /// When the running probe started, or [`NEVER`].
+    probe: AtomicU64,
     /// Ejections so far.
     ejections: AtomicU64,
     /// When a request last chose the address.
@@ -104,7 +106,7 @@ pub struct AddrHealth {
 /// What the statistics report shows of an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AddrReport {
-    /// Whether it is ejected now (including while its trial runs).
+    /// Whether it is ejected now (including while its probe runs).
     pub ejected: bool,
     /// How many times it was ejected.
     pub ejections: u64,
@@ -177,10 +179,10 @@ impl Health {
         created.unwrap_or_default()
     }
 
-    /// Whether a request may use `addr` now. When `may_trial`, [`Admit::Trial`] makes this
-    /// request its trial, whose outcome must be reported ([`Health::succeeded`] or
-    /// [`Health::failed`]); otherwise an address whose trial is due is [`Admit::No`].
-    pub fn admit(&self, addr: SocketAddr, may_trial: bool) -> Admit {
+    /// Whether a request may use `addr` now. [`Admit::Probe`] asks the caller to start the
+    /// address's probe, whose outcome it reports ([`Health::succeeded`] or
+    /// [`Health::failed`]); one caller at a time gets it.
+    pub fn admit(&self, addr: SocketAddr) -> Admit {
         let state = self.addr(addr);
         let now = self.now();
         state.used.store(now, Ordering::Relaxed);
@@ -188,23 +190,23 @@ impl Health {
         if since == NEVER {
             return Admit::Yes;
         }
-        if !may_trial || now < state.ejected_until.load(Ordering::Acquire) {
+        if now < state.ejected_until.load(Ordering::Acquire) {
             return Admit::No { since };
         }
-        let trial = state.trial.load(Ordering::Acquire);
-        let stale = trial != NEVER && now.saturating_sub(trial) >= ms(TRIAL_STALE);
-        if (trial == NEVER || stale)
+        let probe = state.probe.load(Ordering::Acquire);
+        let stale = probe != NEVER && now.saturating_sub(probe) >= ms(PROBE_STALE);
+        if (probe == NEVER || stale)
             && state
-                .trial
-                .compare_exchange(trial, now, Ordering::AcqRel, Ordering::Acquire)
+                .probe
+                .compare_exchange(probe, now, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
-            return Admit::Trial;
+            return Admit::Probe;
         }
         Admit::No { since }
     }
 
-    /// An attempt on `addr` got a response (or connected, for a tunnel).
+    /// An attempt on `addr` got a response, or its probe connected.
     pub fn succeeded(&self, addr: SocketAddr) {
         let Some(state) = self.addrs.load().get(&addr).cloned() else {
             return;
@@ -214,9 +216,9 @@ impl Health {
         }
         if state.ejected_at.load(Ordering::Acquire) != NEVER {
             state.backoff_ms.store(0, Ordering::Relaxed);
-            state.trial.store(NEVER, Ordering::Release);
+            state.probe.store(NEVER, Ordering::Release);
             state.ejected_at.store(NEVER, Ordering::Release);
-            tracing::info!(%addr, "upstream address re-admitted after a successful trial");
+            tracing::info!(%addr, "upstream address re-admitted");
         }
     }
 
@@ -230,7 +232,7 @@ impl Health {
             .saturating_add(1);
         let ejected = state.ejected_at.load(Ordering::Acquire) != NEVER;
         let backoff = if ejected {
-            // A trial (or a request that tried it anyway) failed: eject for twice as long.
+            // A probe (or a request that tried it anyway) failed: eject for twice as long.
             let previous = state
                 .backoff_ms
                 .load(Ordering::Relaxed)
@@ -248,7 +250,7 @@ impl Health {
         };
         state.backoff_ms.store(backoff, Ordering::Relaxed);
         state.ejected_until.store(now + backoff, Ordering::Release);
-        state.trial.store(NEVER, Ordering::Release);
+        state.probe.store(NEVER, Ordering::Release);
         // Of several workers failing at once, one ejects.
         let first = !ejected
             && state

@@ -174,6 +174,13 @@ pub(crate) fn may_retry(outcome: Outcome, replayable: bool) -> bool {
     }
 }
 
+/// Which addresses a request tries, and which ejected ones are due for a probe.
+#[derive(Debug, PartialEq, Eq)]
+struct Plan {
+    tries: Vec<SocketAddr>,
+    probes: Vec<SocketAddr>,
+}
+
 /// A failed attempt.
 pub(crate) struct Failed {
     error: SendError,
@@ -459,8 +466,11 @@ impl Upstreams {
         let mut failed = Vec::new();
         let mut last = None;
         let plan = self.plan(&addrs, start, port, sticky);
-        let tried = plan.len();
-        for (n, addr) in plan.into_iter().enumerate() {
+        for addr in plan.probes {
+            self.probe(addr);
+        }
+        let tried = plan.tries.len();
+        for (n, addr) in plan.tries.into_iter().enumerate() {
             if n > 0 && !self.health.try_retry(&service) {
                 tracing::debug!(host = target.host, "retry budget spent");
                 break;
@@ -537,20 +547,16 @@ impl Upstreams {
         }
     }
 
-    /// The addresses a request tries, in order: at most one address whose ejection is over
-    /// (its trial) or the sticky task, then the others in round-robin order from `start`,
-    /// skipping ejected ones; at most [`MAX_ATTEMPTS`]. When every address is ejected, the
-    /// ejected ones, longest ejected first.
-    fn plan(
-        &self,
-        addrs: &[IpAddr],
-        start: usize,
-        port: u16,
-        sticky: Option<&str>,
-    ) -> Vec<SocketAddr> {
-        let mut plan: Vec<SocketAddr> = Vec::with_capacity(MAX_ATTEMPTS.min(addrs.len()));
+    /// The addresses a request tries, in order: the sticky task, then the others in
+    /// round-robin order from `start`, skipping ejected ones; at most [`MAX_ATTEMPTS`]. When
+    /// every address is ejected, the ejected ones, longest ejected first. Ejected addresses
+    /// whose backoff is over come back in `probes`, to be probed ([`Upstreams::probe`]).
+    fn plan(&self, addrs: &[IpAddr], start: usize, port: u16, sticky: Option<&str>) -> Plan {
+        let mut plan = Plan {
+            tries: Vec::with_capacity(MAX_ATTEMPTS.min(addrs.len())),
+            probes: Vec::new(),
+        };
         let mut ejected: Vec<(u64, SocketAddr)> = Vec::new();
-        let mut trial = false;
         let preferred = sticky.and_then(|token| {
             addrs
                 .iter()
@@ -562,27 +568,46 @@ impl Upstreams {
             .enumerate()
             .filter(|(n, i)| *n == 0 || Some(*i) != preferred);
         for (_, i) in order {
-            if plan.len() >= MAX_ATTEMPTS {
+            if plan.tries.len() >= MAX_ATTEMPTS {
                 break;
             }
             let addr = SocketAddr::new(addrs[i], port);
-            // A sticky request is only the trial of its own task.
-            let may_trial = !trial && preferred.is_none_or(|p| p == i);
-            match self.health.admit(addr, may_trial) {
-                Admit::Yes => plan.push(addr),
-                Admit::Trial => {
-                    trial = true;
-                    // The trial goes first, so that it is sure to be tried.
-                    plan.insert(0, addr);
+            match self.health.admit(addr) {
+                Admit::Yes => plan.tries.push(addr),
+                Admit::Probe => {
+                    plan.probes.push(addr);
+                    ejected.push((0, addr));
                 }
                 Admit::No { since } => ejected.push((since, addr)),
             }
         }
-        if plan.is_empty() {
+        if plan.tries.is_empty() {
             ejected.sort_unstable();
-            plan.extend(ejected.into_iter().take(MAX_ATTEMPTS).map(|(_, a)| a));
+            plan.tries
+                .extend(ejected.into_iter().take(MAX_ATTEMPTS).map(|(_, a)| a));
         }
         plan
+    }
+
+    /// Probes an ejected address in the background: a TCP connect within the connect
+    /// timeout re-admits it, a failure doubles its ejection.
+    fn probe(&self, addr: SocketAddr) {
+        let health = self.health.clone();
+        let timeout = self.connect_timeout;
+        tokio::spawn(async move {
+            match connect_tcp(addr, timeout).await {
+                Ok(_) => health.succeeded(addr),
+                Err(error) => {
+                    tracing::debug!(%addr, %error, "probe of an ejected upstream failed");
+                    let fault = if error.kind() == std::io::ErrorKind::TimedOut {
+                        Fault::ConnectTimeout
+                    } else {
+                        Fault::Refused
+                    };
+                    health.failed(addr, fault);
+                }
+            }
+        });
     }
 
     /// One attempt on `addr`: a pooled connection when one is idle, else a new one.
@@ -665,25 +690,7 @@ impl Upstreams {
 
     /// Opens a TCP connection to `addr` within the connect timeout (no protocol on top).
     pub(crate) async fn connect_tcp(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        // A fresh SYN every SYN_RETRY until the connect timeout (see SYN_RETRY).
-        let deadline = tokio::time::Instant::now() + self.connect_timeout;
-        let stream = loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("connect timed out after {:?}", self.connect_timeout),
-                ));
-            }
-            if let Ok(result) =
-                tokio::time::timeout(left.min(SYN_RETRY), TcpStream::connect(addr)).await
-            {
-                break result?;
-            }
-        };
-        // Small messages must not wait for Nagle.
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+        connect_tcp(addr, self.connect_timeout).await
     }
 
     fn tls_connector(&self) -> Option<tokio_rustls::TlsConnector> {
@@ -727,6 +734,29 @@ impl Upstreams {
         spawn_connection(addr, upgrade, conn);
         Ok(sender)
     }
+}
+
+/// Opens a TCP connection to `addr` within `timeout`, sending a fresh SYN every
+/// [`SYN_RETRY`] (see there).
+async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let deadline = Instant::now() + timeout;
+    let stream = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connect timed out after {timeout:?}"),
+            ));
+        }
+        if let Ok(result) =
+            tokio::time::timeout(left.min(SYN_RETRY), TcpStream::connect(addr)).await
+        {
+            break result?;
+        }
+    };
+    // Small messages must not wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 /// Drives an upstream connection on the worker until it closes.
@@ -886,29 +916,39 @@ mod tests {
         (1..=n).map(|i| IpAddr::from([127, 0, 0, i])).collect()
     }
 
+    fn tries(plan: Plan) -> Vec<SocketAddr> {
+        plan.tries
+    }
+
     #[tokio::test(start_paused = true)]
     async fn plans_skip_ejected_addresses_and_put_the_sticky_task_first() {
         let up = upstreams();
         let addrs = ips(4);
         let at = |i: usize| SocketAddr::new(addrs[i], 80);
-        assert_eq!(up.plan(&addrs, 1, 80, None), vec![at(1), at(2), at(3)]);
+        assert_eq!(
+            tries(up.plan(&addrs, 1, 80, None)),
+            vec![at(1), at(2), at(3)]
+        );
         for _ in 0..crate::health::EJECT_AFTER {
             up.health.failed(at(2), Fault::Refused);
         }
-        assert_eq!(up.plan(&addrs, 1, 80, None), vec![at(1), at(3), at(0)]);
+        assert_eq!(
+            tries(up.plan(&addrs, 1, 80, None)),
+            vec![at(1), at(3), at(0)]
+        );
         let token = sticky_token(addrs[3]);
         assert_eq!(
-            up.plan(&addrs, 0, 80, Some(&token)),
+            tries(up.plan(&addrs, 0, 80, Some(&token))),
             vec![at(3), at(0), at(1)]
         );
         // A sticky task that is ejected is not chosen; nor is an unknown token.
         let token = sticky_token(addrs[2]);
         assert_eq!(
-            up.plan(&addrs, 0, 80, Some(&token)),
+            tries(up.plan(&addrs, 0, 80, Some(&token))),
             vec![at(0), at(1), at(3)]
         );
         assert_eq!(
-            up.plan(&addrs, 0, 80, Some("nope")),
+            tries(up.plan(&addrs, 0, 80, Some("nope"))),
             vec![at(0), at(1), at(3)]
         );
     }
@@ -924,11 +964,38 @@ mod tests {
             }
             tokio::time::advance(Duration::from_millis(10)).await;
         }
-        assert_eq!(up.plan(&addrs, 0, 80, None), vec![at(2), at(0), at(1)]);
-        // Once a backoff is over, its address is tried first, as its trial.
+        let plan = up.plan(&addrs, 0, 80, None);
+        assert_eq!(plan.tries, vec![at(2), at(0), at(1)]);
+        assert!(plan.probes.is_empty());
+        // Once a backoff is over, the address is probed, by one request only.
         tokio::time::advance(crate::health::FIRST_BACKOFF - Duration::from_millis(25)).await;
-        assert_eq!(up.plan(&addrs, 0, 80, None), vec![at(2)]);
-        // The other requests meanwhile try every address anyway, oldest ejection first.
-        assert_eq!(up.plan(&addrs, 0, 80, None), vec![at(2), at(0), at(1)]);
+        let plan = up.plan(&addrs, 0, 80, None);
+        assert_eq!(plan.probes, vec![at(2)]);
+        assert_eq!(plan.tries, vec![at(2), at(0), at(1)]);
+        assert!(up.plan(&addrs, 0, 80, None).probes.is_empty());
+    }
+
+    /// Waits (bounded) until `addr`'s ejection is `ejected`.
+    async fn ejection_becomes(up: &Upstreams, addr: SocketAddr, ejected: bool) {
+        for _ in 0..300 {
+            if up.health.report(addr).ejected == ejected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{addr} did not become ejected={ejected}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_probe_that_connects_readmits_the_address() {
+        let up = upstreams();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = listener.local_addr().unwrap();
+        for _ in 0..crate::health::EJECT_AFTER {
+            up.health.failed(live, Fault::Refused);
+        }
+        assert!(up.health.report(live).ejected);
+        up.probe(live);
+        ejection_becomes(&up, live, false).await;
     }
 }

@@ -9,12 +9,12 @@ fn addr(last: u8) -> SocketAddr {
 async fn three_failures_in_a_row_eject() {
     let health = Health::new();
     let a = addr(1);
-    assert_eq!(health.admit(a, true), Admit::Yes);
+    assert_eq!(health.admit(a), Admit::Yes);
     assert!(!health.failed(a, Fault::Refused));
     assert!(!health.failed(a, Fault::Reset));
-    assert_eq!(health.admit(a, true), Admit::Yes);
+    assert_eq!(health.admit(a), Admit::Yes);
     assert!(health.failed(a, Fault::Refused));
-    assert!(matches!(health.admit(a, true), Admit::No { .. }));
+    assert!(matches!(health.admit(a), Admit::No { .. }));
     assert_eq!(
         health.report(a),
         AddrReport {
@@ -33,7 +33,7 @@ async fn a_success_resets_the_count() {
     health.succeeded(a);
     assert!(!health.failed(a, Fault::Refused));
     assert!(!health.failed(a, Fault::Refused));
-    assert_eq!(health.admit(a, true), Admit::Yes);
+    assert_eq!(health.admit(a), Admit::Yes);
 }
 
 #[tokio::test(start_paused = true)]
@@ -48,7 +48,7 @@ async fn a_second_connect_timeout_ejects_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_backoff_doubles_after_failed_trials_up_to_the_limit() {
+async fn the_backoff_doubles_after_failed_probes_up_to_the_limit() {
     let health = Health::new();
     let a = addr(1);
     for _ in 0..EJECT_AFTER {
@@ -57,17 +57,11 @@ async fn the_backoff_doubles_after_failed_trials_up_to_the_limit() {
     let mut backoff = FIRST_BACKOFF;
     for _ in 0..8 {
         advance(backoff - Duration::from_millis(10)).await;
-        assert!(
-            matches!(health.admit(a, true), Admit::No { .. }),
-            "{backoff:?}"
-        );
+        assert!(matches!(health.admit(a), Admit::No { .. }), "{backoff:?}");
         advance(Duration::from_millis(10)).await;
-        // A request that may not be the trial leaves it to another.
-        assert!(matches!(health.admit(a, false), Admit::No { .. }));
-        assert_eq!(health.admit(a, true), Admit::Trial, "{backoff:?}");
-        // Only one trial at a time.
-        assert!(matches!(health.admit(a, true), Admit::No { .. }));
-        assert!(matches!(health.admit(a, false), Admit::No { .. }));
+        assert_eq!(health.admit(a), Admit::Probe, "{backoff:?}");
+        // Only one probe at a time.
+        assert!(matches!(health.admit(a), Admit::No { .. }));
         health.failed(a, Fault::Refused);
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -76,42 +70,42 @@ async fn the_backoff_doubles_after_failed_trials_up_to_the_limit() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_successful_trial_readmits_and_resets_the_backoff() {
+async fn a_successful_probe_readmits_and_resets_the_backoff() {
     let health = Health::new();
     let a = addr(1);
     for _ in 0..EJECT_AFTER {
         health.failed(a, Fault::Refused);
     }
     advance(FIRST_BACKOFF).await;
-    assert_eq!(health.admit(a, true), Admit::Trial);
+    assert_eq!(health.admit(a), Admit::Probe);
     health.failed(a, Fault::Refused);
     advance(FIRST_BACKOFF * 2).await;
-    assert_eq!(health.admit(a, true), Admit::Trial);
+    assert_eq!(health.admit(a), Admit::Probe);
     health.succeeded(a);
-    assert_eq!(health.admit(a, true), Admit::Yes);
+    assert_eq!(health.admit(a), Admit::Yes);
     assert!(!health.report(a).ejected);
     // A new ejection starts again from the first backoff.
     for _ in 0..EJECT_AFTER {
         health.failed(a, Fault::Refused);
     }
     advance(FIRST_BACKOFF).await;
-    assert_eq!(health.admit(a, true), Admit::Trial);
+    assert_eq!(health.admit(a), Admit::Probe);
     assert_eq!(health.report(a).ejections, 2);
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_abandoned_trial_is_given_up() {
+async fn an_abandoned_probe_is_given_up() {
     let health = Health::new();
     let a = addr(1);
     for _ in 0..EJECT_AFTER {
         health.failed(a, Fault::Refused);
     }
     advance(FIRST_BACKOFF).await;
-    assert_eq!(health.admit(a, true), Admit::Trial);
-    advance(TRIAL_STALE - Duration::from_millis(1)).await;
-    assert!(matches!(health.admit(a, true), Admit::No { .. }));
+    assert_eq!(health.admit(a), Admit::Probe);
+    advance(PROBE_STALE - Duration::from_millis(1)).await;
+    assert!(matches!(health.admit(a), Admit::No { .. }));
     advance(Duration::from_millis(1)).await;
-    assert_eq!(health.admit(a, true), Admit::Trial);
+    assert_eq!(health.admit(a), Admit::Probe);
 }
 
 #[tokio::test(start_paused = true)]
@@ -125,7 +119,7 @@ async fn ejections_are_ordered_by_time() {
         health.failed(addr(1), Fault::Refused);
     }
     let (Admit::No { since: two }, Admit::No { since: one }) =
-        (health.admit(addr(2), true), health.admit(addr(1), true))
+        (health.admit(addr(2)), health.admit(addr(1)))
     else {
         panic!("both are ejected");
     };
