@@ -183,7 +183,17 @@ impl Health {
     /// address's probe, whose outcome it reports ([`Health::succeeded`] or
     /// [`Health::failed`]); one caller at a time gets it.
     pub fn admit(&self, addr: SocketAddr) -> Admit {
-        let state = self.addr(addr);
+        let known = self.addrs.load();
+        match known.get(&addr) {
+            Some(state) => self.admit_state(state),
+            None => {
+                drop(known);
+                self.admit_state(&self.addr(addr))
+            }
+        }
+    }
+
+    fn admit_state(&self, state: &AddrHealth) -> Admit {
         let now = self.now();
         state.used.store(now, Ordering::Relaxed);
         let since = state.ejected_at.load(Ordering::Acquire);
@@ -208,7 +218,8 @@ impl Health {
 
     /// An attempt on `addr` got a response, or its probe connected.
     pub fn succeeded(&self, addr: SocketAddr) {
-        let Some(state) = self.addrs.load().get(&addr).cloned() else {
+        let known = self.addrs.load();
+        let Some(state) = known.get(&addr) else {
             return;
         };
         if state.failures.load(Ordering::Relaxed) != 0 {
