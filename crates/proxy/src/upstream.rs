@@ -21,6 +21,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -46,6 +47,8 @@ use crate::names::Names;
 const SYN_RETRY: Duration = Duration::from_millis(200);
 /// How many distinct addresses one request tries.
 const MAX_ATTEMPTS: usize = 3;
+/// How long a new connection may take before a second one is raced to the next address.
+const RACE_AFTER: Duration = Duration::from_millis(200);
 /// How often a request waiting for a ready address looks again.
 pub(crate) const READY_POLL: Duration = Duration::from_millis(50);
 /// Hosts remembered as being (or not being) IP addresses, per worker.
@@ -184,6 +187,8 @@ struct Plan {
 /// A failed attempt.
 pub(crate) struct Failed {
     error: SendError,
+    /// The address it failed on.
+    addr: SocketAddr,
     outcome: Outcome,
     /// What it says about the address's health.
     fault: Option<Fault>,
@@ -217,6 +222,7 @@ async fn exchange(
         Ok(Ok(response)) => Ok((response, sender)),
         Err(_) => Err(Failed {
             error: SendError::Timeout { addr },
+            addr,
             outcome: Outcome::TimedOut,
             fault: None,
             back: None,
@@ -233,6 +239,7 @@ async fn exchange(
             };
             Err(Failed {
                 error: SendError::Broken { addr, source },
+                addr,
                 outcome,
                 fault: (outcome == Outcome::Reset).then_some(Fault::Reset),
                 back,
@@ -469,8 +476,13 @@ impl Upstreams {
         for addr in plan.probes {
             self.probe(addr);
         }
-        let tried = plan.tries.len();
-        for (n, addr) in plan.tries.into_iter().enumerate() {
+        let tries = plan.tries;
+        // Addresses tried so far (a raced connect may use the next one of the plan).
+        let mut spent: Vec<SocketAddr> = Vec::with_capacity(tries.len());
+        for (n, &addr) in tries.iter().enumerate() {
+            if spent.contains(&addr) {
+                continue;
+            }
             if n > 0 && !self.health.try_retry(&service) {
                 tracing::debug!(host = target.host, "retry budget spent");
                 break;
@@ -478,28 +490,43 @@ impl Upstreams {
             let Some(request) = req.take().or_else(|| replay.as_ref().map(Replay::rebuild)) else {
                 break;
             };
-            match self
-                .attempt(addr, request, upgrade, target, server_timeout)
-                .await
-            {
-                Ok((response, sender)) => {
-                    self.health.succeeded(addr);
+            let next = tries[n + 1..]
+                .iter()
+                .find(|a| !spent.contains(a))
+                .map(|a| (*a, &*service));
+            let before = failed.len();
+            let outcome = self
+                .attempt(
+                    addr,
+                    next,
+                    request,
+                    upgrade,
+                    target,
+                    server_timeout,
+                    &mut failed,
+                )
+                .await;
+            spent.extend_from_slice(&failed[before..]);
+            match outcome {
+                Ok((response, sender, used)) => {
+                    self.health.succeeded(used);
                     return Ok(Exchange {
                         response,
                         lease: (!upgrade)
-                            .then(|| self.lease(sender, (addr, target.tls), slot.take())),
-                        addr,
+                            .then(|| self.lease(sender, (used, target.tls), slot.take())),
+                        addr: used,
                         failed,
                     });
                 }
                 Err(failure) => {
+                    spent.push(failure.addr);
                     if let Some(fault) = failure.fault {
-                        self.health.failed(addr, fault);
+                        self.health.failed(failure.addr, fault);
                     }
                     req = failure.back;
                     if failure.outcome == Outcome::NotConnected {
                         self.invalidate(target);
-                        failed.push(addr);
+                        failed.push(failure.addr);
                     }
                     if !may_retry(failure.outcome, replay.is_some()) {
                         return Err(failure.error);
@@ -508,6 +535,7 @@ impl Upstreams {
                 }
             }
         }
+        let tried = spent.len();
         Err(match last {
             // A reset, when it was the last word.
             Some(error @ SendError::Broken { .. }) => error,
@@ -599,26 +627,26 @@ impl Upstreams {
                 Ok(_) => health.succeeded(addr),
                 Err(error) => {
                     tracing::debug!(%addr, %error, "probe of an ejected upstream failed");
-                    let fault = if error.kind() == std::io::ErrorKind::TimedOut {
-                        Fault::ConnectTimeout
-                    } else {
-                        Fault::Refused
-                    };
-                    health.failed(addr, fault);
+                    health.failed(addr, io_fault(&error));
                 }
             }
         });
     }
 
-    /// One attempt on `addr`: a pooled connection when one is idle, else a new one.
+    /// One attempt on `addr`: a pooled connection when one is idle, else a new one, raced to
+    /// `next` when `addr` is slow to connect ([`Upstreams::connect_racing`]). Addresses whose
+    /// connect failed on the way go to `also_failed`.
+    #[allow(clippy::too_many_arguments)] // the request's context, as `send` has it
     async fn attempt(
         &self,
         addr: SocketAddr,
+        next: Option<(SocketAddr, &ServiceHealth)>,
         mut req: Request<Outgoing>,
         upgrade: bool,
         target: Target<'_>,
         server_timeout: Duration,
-    ) -> Result<(Response<Incoming>, SendRequest<Outgoing>), Failed> {
+        also_failed: &mut Vec<SocketAddr>,
+    ) -> Result<(Response<Incoming>, SendRequest<Outgoing>, SocketAddr), Failed> {
         if !upgrade {
             while let Some(sender) = self.take_idle((addr, target.tls)) {
                 match exchange(addr, sender, req, server_timeout).await {
@@ -628,11 +656,16 @@ impl Upstreams {
                         back: Some(back),
                         ..
                     }) => req = back,
-                    other => return other,
+                    other => return other.map(|(resp, sender)| (resp, sender, addr)),
                 }
             }
         }
-        let sender = match self.connect(addr, upgrade, target).await {
+        let (addr, stream) = self.connect_racing(addr, next, also_failed).await;
+        let connected = match stream {
+            Ok(stream) => self.handshake(stream, addr, upgrade, target).await,
+            Err(error) => Err(ConnectError::Io(error)),
+        };
+        let sender = match connected {
             Ok(sender) => sender,
             Err(error) => {
                 tracing::warn!(%addr, host = target.host, %error, "upstream connect failed");
@@ -645,11 +678,13 @@ impl Upstreams {
                         tried: 1,
                         failed: vec![addr],
                     },
+                    addr,
                 });
             }
         };
         exchange(addr, sender, req, server_timeout)
             .await
+            .map(|(resp, sender)| (resp, sender, addr))
             .map_err(|mut failed| {
                 if failed.outcome == Outcome::NotSent {
                     // A fresh connection closed before the request went out.
@@ -657,6 +692,86 @@ impl Upstreams {
                 }
                 failed
             })
+    }
+
+    /// A TCP connection to `addr`, or, when `addr` has not connected within [`RACE_AFTER`]
+    /// and the service's retry budget allows, to whichever of `addr` and `next` connects
+    /// first (so a dead address costs [`RACE_AFTER`], not the connect timeout). Returns the
+    /// address connected to (or `addr` with its error). The other address's outcome is
+    /// reported to passive health here: at once when it failed first, else in the background
+    /// when it ends (a late connection is closed). `addr` goes to `also_failed` when it failed
+    /// or was outraced.
+    async fn connect_racing(
+        &self,
+        addr: SocketAddr,
+        next: Option<(SocketAddr, &ServiceHealth)>,
+        also_failed: &mut Vec<SocketAddr>,
+    ) -> (SocketAddr, std::io::Result<TcpStream>) {
+        let timeout = self.connect_timeout;
+        let mut first = Box::pin(connect_tcp(addr, timeout));
+        let Some((next, service)) = next else {
+            return (addr, first.await);
+        };
+        tokio::select! {
+            result = &mut first => return (addr, result),
+            () = tokio::time::sleep(RACE_AFTER) => {}
+        }
+        if !self.health.try_retry(service) {
+            return (addr, first.await);
+        }
+        tracing::debug!(%addr, %next, "upstream slow to connect: racing the next address");
+        let mut second = Box::pin(connect_tcp(next, timeout));
+        let lost = |addr: SocketAddr, error: &std::io::Error, also_failed: &mut Vec<SocketAddr>| {
+            self.health.failed(addr, io_fault(error));
+            also_failed.push(addr);
+        };
+        tokio::select! {
+            result = &mut first => match result {
+                Ok(stream) => {
+                    self.settle_later(next, second);
+                    (addr, Ok(stream))
+                }
+                Err(error) => match second.await {
+                    Ok(stream) => {
+                        lost(addr, &error, also_failed);
+                        (next, Ok(stream))
+                    }
+                    Err(other) => {
+                        lost(next, &other, also_failed);
+                        (addr, Err(error))
+                    }
+                },
+            },
+            result = &mut second => match result {
+                Ok(stream) => {
+                    // Given up for this request: counted as failed in its statistics.
+                    also_failed.push(addr);
+                    self.settle_later(addr, first);
+                    (next, Ok(stream))
+                }
+                Err(error) => {
+                    lost(next, &error, also_failed);
+                    (addr, first.await)
+                }
+            },
+        }
+    }
+
+    /// Reports the outcome of a connect that lost a race when it ends.
+    fn settle_later(
+        &self,
+        addr: SocketAddr,
+        connect: Pin<Box<impl Future<Output = std::io::Result<TcpStream>> + Send + 'static>>,
+    ) {
+        let health = self.health.clone();
+        tokio::spawn(async move {
+            match connect.await {
+                Ok(_closed) => health.succeeded(addr),
+                Err(error) => {
+                    health.failed(addr, io_fault(&error));
+                }
+            }
+        });
     }
 
     fn lease(
@@ -705,13 +820,14 @@ impl Upstreams {
             .clone()
     }
 
-    async fn connect(
+    /// HTTP/1.1 (over TLS with `sslVerifyNone`) on a connected stream.
+    async fn handshake(
         &self,
+        stream: TcpStream,
         addr: SocketAddr,
         upgrade: bool,
         target: Target<'_>,
     ) -> Result<SendRequest<Outgoing>, ConnectError> {
-        let stream = self.connect_tcp(addr).await.map_err(ConnectError::Io)?;
         let (sender, conn) = if target.tls {
             let connector = self.tls_connector().ok_or(ConnectError::TlsUnavailable)?;
             let name = crate::tls::upstream_name(target.host, addr);
@@ -784,11 +900,18 @@ impl ConnectError {
     fn fault(&self) -> Fault {
         match self {
             ConnectError::Timeout(_) => Fault::ConnectTimeout,
-            ConnectError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                Fault::ConnectTimeout
-            }
+            ConnectError::Io(e) => io_fault(e),
             _ => Fault::Refused,
         }
+    }
+}
+
+/// What a failed TCP connect says about the address.
+fn io_fault(error: &std::io::Error) -> Fault {
+    if error.kind() == std::io::ErrorKind::TimedOut {
+        Fault::ConnectTimeout
+    } else {
+        Fault::Refused
     }
 }
 
