@@ -343,6 +343,7 @@ fn run_worker(
                     names,
                     membership: config.membership.clone(),
                     limits,
+                    health: config.stats.hub.health().clone(),
                     queue_timeout: config.timeouts.queue,
                 },
             ),
