@@ -103,6 +103,8 @@ pub(crate) struct Worker {
     pub(crate) compression: Option<sluice_core::service::Compression>,
     /// The request log, when on (this worker's copy).
     pub(crate) access_log: Option<Rc<crate::access_log::AccessLog>>,
+    /// How long a client connection may stay without a complete request header section.
+    idle_limit: Duration,
 }
 
 impl Worker {
@@ -326,6 +328,7 @@ fn run_worker(
                     queue_timeout: config.timeouts.queue,
                 },
             ),
+            idle_limit: idle_limit(&config.timeouts),
             timeouts: config.timeouts,
             connection_mode: config.connection_mode,
             https_port,
@@ -406,7 +409,6 @@ async fn accept_loop(
     let Guards { drain, connections } = guards;
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let builder = Rc::new(http1_builder(&worker.timeouts));
-    let idle_limit = idle_limit(&worker.timeouts);
     loop {
         // At MAX_CONNECTIONS, wait for a connection to end before accepting another: the
         // kernel's listen backlog holds the rest.
@@ -446,27 +448,42 @@ async fn accept_loop(
             });
             continue;
         }
+        // The task of an idle connection holds only what it needs to wait for its first
+        // bytes (the client's address is asked for later): see `first_bytes`.
         let drain = drain.clone();
-        let mut stop = stop.clone();
+        let stop = stop.clone();
         let worker = worker.clone();
         let builder = builder.clone();
         tokio::task::spawn_local(async move {
-            // Until its first bytes arrive, a connection costs only this task: no buffers.
-            let first_bytes = tokio::time::timeout(idle_limit, stream.readable());
-            let readable = tokio::select! {
-                readable = first_bytes => matches!(readable, Ok(Ok(()))),
-                _ = stop.wait_for(Option::is_some) => false,
-            };
-            if readable {
+            if first_bytes(&stream, worker.idle_limit, stop.clone()).await {
                 // Boxed: the (large) connection state is allocated only now, so the task of
                 // an idle connection stays small.
-                Box::pin(serve_plain(
-                    worker, &builder, stream, client, local_port, stop,
-                ))
-                .await;
+                Box::pin(serve_plain(worker, &builder, stream, local_port, stop)).await;
             }
             drop((drain, permit));
         });
+    }
+}
+
+/// Waits for a new connection's first bytes, allocating nothing for it: false when it closes
+/// or stays silent for `limit`, or the data plane stops. Until then a connection costs its
+/// task (about 600 bytes) and its socket registration, not hyper's buffers (about 24 KB).
+///
+/// A peek, not `TcpStream::readable()`: readiness may be reported before any byte is there
+/// (a fresh socket is ready at once), and a poll function, so the wait keeps no waiter state
+/// in the task.
+async fn first_bytes(
+    stream: &tokio::net::TcpStream,
+    limit: Duration,
+    mut stop: watch::Receiver<Option<Duration>>,
+) -> bool {
+    let peek = std::future::poll_fn(|cx| {
+        let mut byte = [0u8; 1];
+        stream.poll_peek(cx, &mut tokio::io::ReadBuf::new(&mut byte))
+    });
+    tokio::select! {
+        peeked = tokio::time::timeout(limit, peek) => matches!(peeked, Ok(Ok(n)) if n > 0),
+        _ = stop.wait_for(Option::is_some) => false,
     }
 }
 
@@ -475,10 +492,13 @@ async fn serve_plain(
     worker: Rc<Worker>,
     builder: &http1::Builder,
     stream: tokio::net::TcpStream,
-    client: SocketAddr,
     local_port: u16,
     stop: watch::Receiver<Option<Duration>>,
 ) {
+    // A connection whose peer is already gone has nothing to serve.
+    let Ok(client) = stream.peer_addr() else {
+        return;
+    };
     let conn = Rc::new(ConnInfo::new(client, local_port, false, false));
     let service = service_fn(move |req| {
         let worker = worker.clone();
