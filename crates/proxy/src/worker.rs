@@ -449,42 +449,39 @@ async fn accept_loop(
             continue;
         }
         // The task of an idle connection holds only what it needs to wait for its first
-        // bytes (the client's address is asked for later): see `first_bytes`.
-        let drain = drain.clone();
+        // bytes (the client's address is asked for later): see `first_bytes`. It does not
+        // hold the drain either: a connection that has sent nothing has nothing to finish,
+        // so a stopping worker does not wait for it (its task is dropped with the worker).
+        let drain = drain.downgrade();
         let stop = stop.clone();
         let worker = worker.clone();
         let builder = builder.clone();
         tokio::task::spawn_local(async move {
-            if first_bytes(&stream, worker.idle_limit, stop.clone()).await {
-                // Boxed: the (large) connection state is allocated only now, so the task of
-                // an idle connection stays small.
-                Box::pin(serve_plain(worker, &builder, stream, local_port, stop)).await;
+            if !first_bytes(&stream, worker.idle_limit).await || stop.borrow().is_some() {
+                return;
             }
+            let Some(drain) = drain.upgrade() else { return };
+            // Boxed: the (large) connection state is allocated only now, so the task of an
+            // idle connection stays small.
+            Box::pin(serve_plain(worker, &builder, stream, local_port, stop)).await;
             drop((drain, permit));
         });
     }
 }
 
 /// Waits for a new connection's first bytes, allocating nothing for it: false when it closes
-/// or stays silent for `limit`, or the data plane stops. Until then a connection costs its
-/// task (about 600 bytes) and its socket registration, not hyper's buffers (about 24 KB).
+/// or stays silent for `limit`. Until then a connection costs its task (about 500 bytes) and
+/// its socket registration (256), not hyper's buffers (about 24 KB).
 ///
 /// A peek, not `TcpStream::readable()`: readiness may be reported before any byte is there
 /// (a fresh socket is ready at once), and a poll function, so the wait keeps no waiter state
 /// in the task.
-async fn first_bytes(
-    stream: &tokio::net::TcpStream,
-    limit: Duration,
-    mut stop: watch::Receiver<Option<Duration>>,
-) -> bool {
+async fn first_bytes(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
     let peek = std::future::poll_fn(|cx| {
         let mut byte = [0u8; 1];
         stream.poll_peek(cx, &mut tokio::io::ReadBuf::new(&mut byte))
     });
-    tokio::select! {
-        peeked = tokio::time::timeout(limit, peek) => matches!(peeked, Ok(Ok(n)) if n > 0),
-        _ = stop.wait_for(Option::is_some) => false,
-    }
+    matches!(tokio::time::timeout(limit, peek).await, Ok(Ok(n)) if n > 0)
 }
 
 /// Serves one plain HTTP/1 client connection until it ends or the data plane stops.
