@@ -9,9 +9,11 @@ pub mod body;
 pub mod certs;
 pub mod compress;
 mod connection;
+mod context;
 pub mod error_page;
 mod forward;
 mod limits;
+mod listener;
 pub mod names;
 pub mod resolve;
 pub mod snapshot;
@@ -23,4 +25,5 @@ mod tunnel;
 mod upstream;
 mod worker;
 
-pub use worker::{DataPlane, DataPlaneConfig, DataPlaneError, MAX_HEADER_SIZE};
+pub use connection::MAX_HEADER_SIZE;
+pub use worker::{DataPlane, DataPlaneConfig, DataPlaneError};

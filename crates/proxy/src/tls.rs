@@ -35,8 +35,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::certs::CertStore;
 use crate::connection::serve_until_stopped;
+use crate::context::Worker;
 use crate::forward::{self, ConnInfo};
-use crate::worker::Worker;
 
 /// The TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +164,7 @@ pub(crate) async fn serve(
         let connection = builder.serve_connection(io, service);
         serve_until_stopped(connection, stop).await
     } else {
-        let builder = crate::worker::http1_builder(&worker.timeouts);
+        let builder = crate::connection::http1_builder(&worker.timeouts);
         let connection = builder.serve_connection(io, service).with_upgrades();
         serve_until_stopped(connection, stop).await
     };

@@ -4,7 +4,7 @@
 //! and the layer-4 listener set ([`crate::stream`]).
 
 use std::convert::Infallible;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -12,18 +12,19 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use sluice_core::service::ConnectionMode;
 use sluice_core::settings::{PortSpec, Timeouts};
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::connection::serve_until_stopped;
+use crate::connection::{http1_builder, idle_limit, serve_until_stopped};
+use crate::context::Worker;
 use crate::forward::{self, ConnInfo};
 use crate::limits::Limits;
+use crate::listener::bind_reuseport;
 use crate::names::{Lookup, Names, SystemLookup};
-use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::snapshot::SnapshotCell;
 use crate::stream::StreamListeners;
 use crate::upstream::{SharedUpstreams, Upstreams};
 
@@ -57,10 +58,6 @@ pub struct DataPlaneConfig {
     pub max_connections: usize,
 }
 
-/// The largest request header section (request line and headers) a client may send; a larger
-/// one is answered 431. The same bound as HAProxy's default buffer.
-pub const MAX_HEADER_SIZE: usize = 64 * 1024;
-
 /// A data plane could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DataPlaneError {
@@ -82,64 +79,6 @@ pub enum DataPlaneError {
         /// The port.
         port: u16,
     },
-}
-
-/// The per-thread state every request of a worker sees.
-pub(crate) struct Worker {
-    pub(crate) snapshot: SnapshotCell,
-    /// This worker's handle on the current snapshot: requests clone the `Rc` (no atomic
-    /// operation shared with other workers) and it is refreshed when the writer publishes.
-    /// The extra allocation happens once per publication, not per request.
-    #[allow(clippy::redundant_allocation)]
-    current: std::cell::RefCell<Rc<Arc<Snapshot>>>,
-    pub(crate) upstreams: Rc<Upstreams>,
-    pub(crate) timeouts: Timeouts,
-    pub(crate) connection_mode: ConnectionMode,
-    /// The first TLS port, for `httpsOnly` redirects.
-    pub(crate) https_port: Option<u16>,
-    /// Traffic counters and the statistics page.
-    pub(crate) stats: crate::stats_page::StatsConfig,
-    /// The global compression default.
-    pub(crate) compression: Option<sluice_core::service::Compression>,
-    /// The request log, when on (this worker's copy).
-    pub(crate) access_log: Option<Rc<crate::access_log::AccessLog>>,
-    /// How long a client connection may stay without a complete request header section.
-    idle_limit: Duration,
-}
-
-impl Worker {
-    /// The current snapshot, as of this request.
-    #[allow(clippy::redundant_allocation)]
-    pub(crate) fn current_snapshot(&self) -> Rc<Arc<Snapshot>> {
-        let published = self.snapshot.load();
-        let mut current = self.current.borrow_mut();
-        if !Arc::ptr_eq(&**current, &*published) {
-            *current = Rc::new(arc_swap::Guard::into_inner(published));
-        }
-        current.clone()
-    }
-}
-
-/// The HTTP/1 server settings every client connection uses, plain or TLS.
-pub(crate) fn http1_builder(timeouts: &Timeouts) -> http1::Builder {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        // A client that sends its request and then shuts down its sending side still gets
-        // the answer (as HAProxy and most servers give it).
-        .half_close(true)
-        // hyper answers 431 past this, and stops reading the header section there.
-        .max_header_size(MAX_HEADER_SIZE)
-        // hyper's header timer runs while a connection waits for its next request, so it
-        // bounds both the idle keep-alive time and the time to send request headers.
-        .header_read_timeout(idle_limit(timeouts));
-    builder
-}
-
-/// How long a client connection may stay without a complete request header section.
-fn idle_limit(timeouts: &Timeouts) -> Duration {
-    timeouts.http_keep_alive.max(timeouts.http_request)
 }
 
 /// The running data plane.
@@ -248,36 +187,6 @@ impl DataPlane {
             let _ = thread.join();
         }
     }
-}
-
-/// `count` (at least one) non-blocking listening sockets on `0.0.0.0:port`, one per worker,
-/// sharing the port through `SO_REUSEPORT` so the kernel spreads connections across them.
-///
-/// The port is first claimed with a socket *without* `SO_REUSEPORT`: that bind fails with
-/// "address in use" when anything already listens there — another Sluice process included,
-/// which `SO_REUSEPORT` alone would let in silently to take a share of the connections. Port
-/// `0` resolves to one free port here.
-pub(crate) fn bind_reuseport(port: u16, count: usize) -> std::io::Result<Vec<StdListener>> {
-    let claim = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    claim.set_reuse_address(true)?;
-    claim.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
-    let port = claim
-        .local_addr()?
-        .as_socket()
-        .map_or(port, |addr| addr.port());
-    drop(claim);
-    (0..count.max(1))
-        .map(|_| {
-            let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-            socket.set_reuse_address(true)?;
-            socket.set_reuse_port(true)?;
-            socket.set_tcp_nodelay(true)?;
-            socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
-            socket.listen(4096)?;
-            socket.set_nonblocking(true)?;
-            Ok(socket.into())
-        })
-        .collect()
 }
 
 /// What every worker shares with the others.
