@@ -5,6 +5,8 @@
 //! A test binary of its own: it counts every allocation of the process through a counting
 //! global allocator, so no other test may run beside it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::alloc::System;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
