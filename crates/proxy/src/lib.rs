@@ -12,6 +12,7 @@ mod connection;
 mod context;
 pub mod error_page;
 mod forward;
+pub mod health;
 mod limits;
 mod listener;
 pub mod names;
