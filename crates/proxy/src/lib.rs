@@ -10,6 +10,7 @@ pub mod certs;
 pub mod compress;
 mod connection;
 mod context;
+mod crypto;
 pub mod error_page;
 mod forward;
 pub mod health;
@@ -24,6 +25,7 @@ pub mod stream;
 pub mod tls;
 mod tunnel;
 mod upstream;
+mod upstream_tls;
 mod worker;
 
 pub use connection::MAX_HEADER_SIZE;
