@@ -1,4 +1,4 @@
-//! TLS termination on `:ssl` HTTP ports, and TLS towards upstreams (`sslVerifyNone`).
+//! TLS termination on `:ssl` HTTP ports (TLS towards upstreams is [`crate::upstream_tls`]).
 //!
 //! [`server_config`] builds the one rustls configuration every worker shares: certificates come
 //! from the hot [`CertStore`] through its SNI resolver, ALPN offers `h2,http/1.1` (`ENABLE_H2`)
@@ -23,20 +23,19 @@ use http::Request;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::certs::CertStore;
 use crate::connection::serve_until_stopped;
+use crate::context::Worker;
+use crate::crypto::provider;
 use crate::forward::{self, ConnInfo};
-use crate::worker::Worker;
 
 /// The TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +51,6 @@ pub enum TlsError {
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Config(String),
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// The shared server configuration of the `:ssl` ports.
@@ -164,7 +159,7 @@ pub(crate) async fn serve(
         let connection = builder.serve_connection(io, service);
         serve_until_stopped(connection, stop).await
     } else {
-        let builder = crate::worker::http1_builder(&worker.timeouts);
+        let builder = crate::connection::http1_builder(&worker.timeouts);
         let connection = builder.serve_connection(io, service).with_upgrades();
         serve_until_stopped(connection, stop).await
     };
@@ -194,74 +189,6 @@ pub(crate) fn to_http1<B>(req: &mut Request<B>) {
         .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
     if let Ok(uri) = pq.parse() {
         *req.uri_mut() = uri;
-    }
-}
-
-/// The client configuration for `sslVerifyNone` upstreams: TLS without certificate
-/// verification (handshake signatures are still checked).
-pub(crate) fn insecure_client_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let provider = provider();
-    let verifier = Arc::new(NoVerify(provider.clone()));
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// The server name sent to an upstream: its host name, or its address.
-pub(crate) fn upstream_name(host: &str, addr: SocketAddr) -> ServerName<'static> {
-    ServerName::try_from(host.to_string()).unwrap_or_else(|_| ServerName::from(addr.ip()))
-}
-
-/// `ssl verify none`: any certificate is accepted.
-#[derive(Debug)]
-struct NoVerify(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -302,18 +229,5 @@ mod tests {
         assert!(e.to_string().contains("missing.pem"), "{e}");
         assert!(server_config(&store, false, None).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn upstream_names_fall_back_to_the_address() {
-        let addr: SocketAddr = "10.0.0.1:443".parse().unwrap();
-        assert!(matches!(
-            upstream_name("go-demo", addr),
-            ServerName::DnsName(_)
-        ));
-        assert!(matches!(
-            upstream_name("bad name", addr),
-            ServerName::IpAddress(_)
-        ));
     }
 }

@@ -820,7 +820,7 @@ impl Upstreams {
 
     fn tls_connector(&self) -> Option<tokio_rustls::TlsConnector> {
         self.tls_connector
-            .get_or_init(|| match crate::tls::insecure_client_config() {
+            .get_or_init(|| match crate::upstream_tls::insecure_client_config() {
                 Ok(config) => Some(tokio_rustls::TlsConnector::from(config)),
                 Err(error) => {
                     tracing::error!(%error, "cannot build the upstream TLS configuration");
@@ -840,7 +840,7 @@ impl Upstreams {
     ) -> Result<SendRequest<Outgoing>, ConnectError> {
         let (sender, conn) = if target.tls {
             let connector = self.tls_connector().ok_or(ConnectError::TlsUnavailable)?;
-            let name = crate::tls::upstream_name(target.host, addr);
+            let name = crate::upstream_tls::upstream_name(target.host, addr);
             let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name, stream))
                 .await
                 .map_err(|_| ConnectError::Timeout(self.connect_timeout))?
