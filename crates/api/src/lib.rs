@@ -8,6 +8,8 @@
 //! - `/v1/docker-flow-proxy/config` — the live routing table as text, or the services as JSON
 //!   (`type=json`); the generation and digest of the routing state are in response headers.
 //! - `/v1/docker-flow-proxy/ping` — liveness.
+//! - `/v1/docker-flow-proxy/acme` (and `…/acme/challenge`, `…/acme/account` between
+//!   replicas) — ACME certificates ([`acme`]).
 //! - `/v1/docker-flow-proxy/metrics` — statistics as HAProxy CSV (`distribute=true`: all
 //!   replicas); `/metrics` — Prometheus text ([`metrics`]).
 //!
@@ -20,6 +22,7 @@
 //! one place.
 
 pub mod access;
+pub mod acme;
 pub mod admission;
 pub mod certs;
 pub mod dry_run;
@@ -67,6 +70,8 @@ pub struct ApiState {
     pub synced: AtomicBool,
     /// The certificate store behind `/cert`, `/certs` and `serviceCert` (set once at startup).
     pub certs: std::sync::OnceLock<Arc<sluice_proxy::certs::CertStore>>,
+    /// ACME certificates for `acmeDomain` services (set once at startup).
+    pub acme: std::sync::OnceLock<Arc<acme::Acme>>,
 }
 
 impl ApiState {
@@ -92,6 +97,7 @@ impl ApiState {
             ready: AtomicBool::new(false),
             synced: AtomicBool::new(false),
             certs: std::sync::OnceLock::new(),
+            acme: std::sync::OnceLock::new(),
         }
     }
 }
@@ -110,6 +116,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", any(metrics::prometheus))
         .route(&format!("{BASE}/cert"), any(certs::cert))
         .route(&format!("{BASE}/certs"), any(certs::list))
+        .route(&format!("{BASE}/acme"), any(acme::status))
+        .route(acme::CHALLENGE_PATH, any(acme::challenge))
+        .route(acme::account::ACCOUNT_PATH, any(acme::account_endpoint))
         .route(
             &format!("{BASE}/successfulinitreload"),
             any(successful_init_reload),

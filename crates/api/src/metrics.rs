@@ -117,7 +117,10 @@ pub async fn count(State(state): State<Arc<ApiState>>, req: Request, next: Next)
 pub async fn prometheus(State(state): State<Arc<ApiState>>) -> Response {
     let snapshot = state.registry.snapshot();
     let report = state.registry.stats().report(&snapshot);
-    let text = exposition(&report, state.registry.counters());
+    let mut text = exposition(&report, state.registry.counters());
+    if let Some(acme) = state.acme.get() {
+        acme.write_metrics(&mut TextWriter::new(&mut text));
+    }
     let mut resp = (StatusCode::OK, text).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

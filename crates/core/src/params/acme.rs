@@ -24,6 +24,7 @@ pub struct AcmeRequest {
 /// naming the parameter and the value.
 pub fn acme_request(params: &Params, separator: &str) -> Result<Option<AcmeRequest>, ParamError> {
     let src = Source { params };
+    let separator = if separator.is_empty() { "," } else { separator };
     let email = src
         .service("acmeEmail")
         .map(|v| {
