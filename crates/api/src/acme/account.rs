@@ -68,8 +68,13 @@ fn builder(state: &ApiState) -> Result<instant_acme::AccountBuilder, AcmeError> 
     .map_err(AcmeError::Client)
 }
 
-/// The account the holder orders with (see the module documentation).
-pub async fn account(state: &ApiState, peers: &[IpAddr]) -> Result<Account, AcmeError> {
+/// The account the holder orders with (see the module documentation). A new account's
+/// contact is `ACME_EMAIL`, else `service_email` (a service's `acmeEmail`).
+pub async fn account(
+    state: &ApiState,
+    peers: &[IpAddr],
+    service_email: Option<&str>,
+) -> Result<Account, AcmeError> {
     let settings = &state.settings;
     let directory = &settings.acme.directory;
     let file = account_file(&settings.data_dir);
@@ -89,7 +94,12 @@ pub async fn account(state: &ApiState, peers: &[IpAddr]) -> Result<Account, Acme
             .await
             .map_err(AcmeError::Client);
     }
-    let email = settings.acme.email.as_ref().map(|e| format!("mailto:{e}"));
+    let email = settings
+        .acme
+        .email
+        .as_deref()
+        .or(service_email)
+        .map(|e| format!("mailto:{e}"));
     let contact: Vec<&str> = email.iter().map(String::as_str).collect();
     let (account, credentials) = builder(state)?
         .create(

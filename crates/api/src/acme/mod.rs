@@ -417,17 +417,19 @@ pub fn cert_name(domains: &[String]) -> String {
 }
 
 /// The certificates the services ask for: name → domains (the first service naming a
-/// certificate wins).
-fn wanted(state: &ApiState) -> BTreeMap<String, Vec<String>> {
+/// certificate wins), and the first `acmeEmail` given.
+fn wanted(state: &ApiState) -> (BTreeMap<String, Vec<String>>, Option<String>) {
     let separator = &state.settings.parse.separator;
     let mut out = BTreeMap::new();
+    let mut email = None;
     for (_, service) in state.registry.services().iter() {
         if let Ok(Some(request)) = acme_request(&service.params, separator) {
+            email = email.or(request.email);
             out.entry(cert_name(&request.domains))
                 .or_insert(request.domains);
         }
     }
-    out
+    (out, email)
 }
 
 /// This replica's address among the replicas (when known) and the other replicas.
@@ -499,12 +501,13 @@ pub async fn run(state: Arc<ApiState>, acme: Arc<Acme>) {
             continue;
         }
         let live = lease.live_peers(now);
-        for (name, domains) in wanted(&state) {
+        let (wanted, email) = wanted(&state);
+        for (name, domains) in wanted {
             if !acme.due(&state, &name, &domains, Instant::now()) {
                 continue;
             }
             if account.is_none() {
-                match account::account(&state, &live).await {
+                match account::account(&state, &live, email.as_deref()).await {
                     Ok(a) => account = Some(a),
                     Err(error) => {
                         acme.failed(&name, &error);
