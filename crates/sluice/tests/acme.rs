@@ -461,9 +461,33 @@ fn one_order_per_domain_served_by_every_replica() {
         &[("Host", domain)],
     );
     assert_eq!(r.header("x-backend"), Some("site"), "{}", r.body);
+    // A replica that starts later has the certificate as soon as it is ready, and does not
+    // order (its address is the highest).
+    std::fs::write(
+        dir.0.join("hosts"),
+        IPS.iter()
+            .chain(["127.0.0.5"].iter())
+            .map(|ip| format!("{ip} tasks.{SERVICE}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let late = start_replica(
+        &dir,
+        &pebble,
+        replicas[0].proxy.api.port(),
+        "127.0.0.5",
+        (free_port("0.0.0.0"), free_port("0.0.0.0")),
+        &[],
+    );
+    wait_for("the late replica ready", Duration::from_secs(20), || {
+        api(&late, "ping").0 == 200
+    });
+    assert!(listed(&late, &name), "{}", late.proxy.log_text());
+    assert_eq!(served(&late, domain, &root), Some(leafs[0].clone()));
     // Nothing more is ordered while the certificate is fresh.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(pebble.orders(), 1);
+    assert_eq!(metric(&late, "sluice_acme_orders_total"), 0.0);
 }
 
 #[test]

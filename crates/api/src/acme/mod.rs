@@ -86,9 +86,13 @@ pub enum AcmeError {
 }
 
 impl AcmeError {
-    fn rate_limited(&self) -> bool {
+    fn problem_is(&self, kind: &str) -> bool {
         matches!(self, AcmeError::Client(instant_acme::Error::Api(problem))
-            if problem.r#type.as_deref().is_some_and(|t| t.ends_with(":rateLimited")))
+            if problem.r#type.as_deref().and_then(|t| t.rsplit(':').next()) == Some(kind))
+    }
+
+    fn rate_limited(&self) -> bool {
+        self.problem_is("rateLimited")
     }
 }
 
@@ -522,7 +526,16 @@ pub async fn run(state: Arc<ApiState>, acme: Arc<Acme>) {
             };
             match outcome {
                 Ok(()) => acme.succeeded(&name),
-                Err(error) => acme.failed(&name, &error),
+                Err(error) => {
+                    if error.problem_is("accountDoesNotExist") {
+                        account = None;
+                        let file = account::account_file(&settings.data_dir);
+                        if let Err(e) = tokio::fs::remove_file(&file).await {
+                            tracing::warn!(file = %file.display(), %e, "stale ACME account not removed");
+                        }
+                    }
+                    acme.failed(&name, &error);
+                }
             }
         }
     }
