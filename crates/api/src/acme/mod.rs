@@ -3,9 +3,10 @@
 //!
 //! # Who orders
 //!
-//! The replicas are the addresses of `tasks.<SERVICE_NAME>`. Each one probes the others every
-//! tick (a third of `ACME_LEASE_TIMEOUT`, between 0.2 and 5 s) and only the lowest live address
-//! orders ([`lease`]). A holder that stops answering for `ACME_LEASE_TIMEOUT` is replaced by
+//! The replicas are the addresses of `tasks.<SERVICE_NAME>`. While some service has
+//! `acmeDomain`, each one probes the others every tick (a third of `ACME_LEASE_TIMEOUT`, between
+//! 0.2 and 5 s) and only the lowest live address orders ([`lease`]); the lease starts afresh
+//! (every peer presumed alive for one timeout) when the first such service arrives. A holder that stops answering for `ACME_LEASE_TIMEOUT` is replaced by
 //! the next lowest, which finds no certificate (or an old one) and orders again; an order the
 //! dead holder left half-done is abandoned at the CA. Two replicas can both order only while
 //! they cannot see each other (a split network); the CA then issues twice, which is harmless.
@@ -484,12 +485,22 @@ pub async fn run(state: Arc<ApiState>, acme: Arc<Acme>) {
     }
     let timeout = settings.acme.lease_timeout;
     let tick = (timeout / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
-    let mut lease = Lease::new(timeout, Instant::now());
+    // Only while some service asks for a certificate: no probes or lookups otherwise.
+    let mut lease: Option<Lease> = None;
     let mut account = None;
     let mut was_holder = false;
     loop {
         tokio::time::sleep(tick).await;
         acme.expire_challenges();
+        let (wanted, email) = wanted(&state);
+        if wanted.is_empty() {
+            lease = None;
+            acme.metrics.holder.store(false, Ordering::Relaxed);
+            was_holder = false;
+            continue;
+        }
+        // A fresh lease presumes every peer alive for one timeout.
+        let lease = lease.get_or_insert_with(|| Lease::new(timeout, Instant::now()));
         let (own, peers) = replicas(&state).await;
         let probes = probe(&state, &peers).await;
         let now = Instant::now();
@@ -505,7 +516,6 @@ pub async fn run(state: Arc<ApiState>, acme: Arc<Acme>) {
             continue;
         }
         let live = lease.live_peers(now);
-        let (wanted, email) = wanted(&state);
         for (name, domains) in wanted {
             if !acme.due(&state, &name, &domains, Instant::now()) {
                 continue;
