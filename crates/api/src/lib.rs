@@ -9,6 +9,8 @@
 //!   (`type=json`); the generation and digest of the routing state are in response headers.
 //! - `/v1/docker-flow-proxy/ping` — liveness.
 //! - `/v1/sluice/tasks` — the Swarm task sets the listener pushes ([`membership`]).
+//! - `/v1/docker-flow-proxy/acme` (and `…/acme/challenge`, `…/acme/account` between
+//!   replicas) — ACME certificates ([`acme`]).
 //! - `/v1/docker-flow-proxy/metrics` — statistics as HAProxy CSV (`distribute=true`: all
 //!   replicas); `/metrics` — Prometheus text ([`metrics`]).
 //!
@@ -21,6 +23,7 @@
 //! one place.
 
 pub mod access;
+pub mod acme;
 pub mod admission;
 pub mod certs;
 pub mod dry_run;
@@ -71,6 +74,8 @@ pub struct ApiState {
     pub certs: std::sync::OnceLock<Arc<sluice_proxy::certs::CertStore>>,
     /// The Swarm task sets behind `/v1/sluice/tasks` ([`membership`]).
     pub tasks: membership::TaskBook,
+    /// ACME certificates for `acmeDomain` services (set once at startup).
+    pub acme: std::sync::OnceLock<Arc<acme::Acme>>,
 }
 
 impl ApiState {
@@ -97,6 +102,7 @@ impl ApiState {
             synced: AtomicBool::new(false),
             certs: std::sync::OnceLock::new(),
             tasks: membership::TaskBook::default(),
+            acme: std::sync::OnceLock::new(),
         }
     }
 }
@@ -116,6 +122,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(membership::PATH, any(membership::tasks))
         .route(&format!("{BASE}/cert"), any(certs::cert))
         .route(&format!("{BASE}/certs"), any(certs::list))
+        .route(&format!("{BASE}/acme"), any(acme::status))
+        .route(acme::CHALLENGE_PATH, any(acme::challenge))
+        .route(acme::account::ACCOUNT_PATH, any(acme::account_endpoint))
         .route(
             &format!("{BASE}/successfulinitreload"),
             any(successful_init_reload),

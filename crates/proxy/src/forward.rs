@@ -111,6 +111,9 @@ async fn respond(
         worker.stats.hub.responded(StatusCode::BAD_REQUEST.as_u16());
         return error_page::bad_request(&problem.to_string());
     }
+    if let Some(answer) = crate::challenge::respond(&req) {
+        return answer;
+    }
     let snapshot = worker.current_snapshot();
     if let Some(page) = &worker.stats.page {
         let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());

@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod auth;
 pub mod body;
 pub mod certs;
+pub mod challenge;
 pub mod compress;
 mod connection;
 mod context;

@@ -86,12 +86,16 @@ pub fn server_config(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_cert_resolver(store.resolver());
+    let mut config = builder.with_cert_resolver(crate::challenge::resolver(store.resolver()));
     config.alpn_protocols = if enable_h2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
         vec![b"http/1.1".to_vec()]
     };
+    // TLS-ALPN-01 (only chosen when the client offers nothing else; see `challenge`).
+    config
+        .alpn_protocols
+        .push(crate::challenge::ACME_TLS_ALPN.to_vec());
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
     config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(config_error)?;
     Ok(Arc::new(config))
@@ -136,6 +140,9 @@ pub(crate) async fn serve(
         }
     };
     let (_, session) = tls.get_ref();
+    if session.alpn_protocol() == Some(crate::challenge::ACME_TLS_ALPN) {
+        return; // A TLS-ALPN-01 validation ends with the handshake (RFC 8737).
+    }
     let h2 = session.alpn_protocol() == Some(b"h2");
     let client_cert_verified = session
         .peer_certificates()
