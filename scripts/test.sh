@@ -58,4 +58,4 @@ ROLLING_SCENARIOS=${ROLLING_CI_SCENARIOS:-exit drain health ws} scripts/e2e.sh
 # the scenarios whose targets Sluice meets today; `scripts/e2e/cluster-test.sh` with no
 # arguments also runs the lost-worker and manager-restart scenarios (see docs/swarm.md).
 echo "== three-node Swarm on this machine (scripts/e2e/cluster-test.sh)"
-scripts/e2e/cluster-test.sh ${CLUSTER_CI_STEPS:-networks listener proxy go_demo every_route label_change drain node_join remove}
+scripts/e2e/cluster-test.sh ${CLUSTER_CI_STEPS:-networks listener proxy go_demo every_route label_change rolling_update drain node_join remove}
