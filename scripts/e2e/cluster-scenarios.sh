@@ -4,6 +4,9 @@
 # through one proxy task, marks the moment of its event, and prints requests, failures and p99.
 # A scenario that misses its target fails loudly; nothing is retried to hide it.
 #
+#   task_states      (issue 13 item 4) every proxy task's task set of go-demo (GET
+#                    /v1/sluice/tasks, pushed by the listener on the manager) names exactly the
+#                    tasks the manager lists as running, on the workers, all running
 #   rolling_update   `docker service update --force go-demo` (its tasks on both workers, the
 #                    listener on the manager); target: 0 failed
 #   drain            `docker node update --availability drain` a worker; target: 0 failed
@@ -46,6 +49,42 @@ update_done_since() {
     local started
     started=$(update_started "$1")
     [[ -n $started && $started != "$2" ]] && update_completed "$1" && service_converged "$1" "$3"
+}
+
+# The task states a proxy holds come from the manager's task list (the listener's push), not
+# from container events, which each engine sees only for its own node: the proxy on the manager
+# knows the state of the tasks on the workers.
+TASK_SET_OF='
+import json, sys
+services = json.load(sys.stdin).get("services", {})
+for task in services.get(sys.argv[1], {}).get("tasks", []):
+    print(task.get("id", "?"), task.get("state", "?"), task.get("desiredState", "?"))
+'
+task_set_of() { curl -s --max-time 3 "$(api_url "$1" /v1/sluice/tasks)" | python3 -c "$TASK_SET_OF" "$2" 2>/dev/null | sort; }
+manager_running_ids() {
+    docker service ps --no-trunc -q --filter desired-state=running go-demo 2>/dev/null |
+        while read -r id; do
+            [[ $(docker inspect --format '{{.Status.State}}' "$id" 2>/dev/null) == running ]] && echo "$id running running"
+        done | sort
+}
+task_set_matches() { [[ -n $2 && $(task_set_of "$1" go-demo) == "$2" ]]; }
+
+step_task_states() {
+    local node want got
+    if ! status_is 200 "$(api_url n1 /v1/sluice/tasks)"; then
+        fail "the proxy has no task membership (GET /v1/sluice/tasks answers $(http_code "$(api_url n1 /v1/sluice/tasks)"))"
+        return 1
+    fi
+    want=$(manager_running_ids)
+    note "the manager lists go-demo's running tasks: $(awk '{ print substr($1, 1, 12) }' <<<"$want" | tr '\n' ' ')on $(demo_nodes)"
+    for node in $(up_nodes); do
+        if wait_until 10 task_set_matches "$node" "$want"; then
+            pass "the proxy on $node holds go-demo's $DEMO_REPLICAS running tasks on the workers, as the manager lists them"
+        else
+            got=$(task_set_of "$node" go-demo)
+            fail "the proxy on $node holds another task set for go-demo: ${got//$'\n'/; }"
+        fi
+    done
 }
 
 # A rolling update across nodes: the tasks that stop are on the workers, the listener on the

@@ -125,7 +125,7 @@ source "$HERE/cluster-seed.sh"
 # shellcheck source=cluster-scenarios.sh
 source "$HERE/cluster-scenarios.sh"
 
-CLUSTER_STEPS=(networks listener proxy go_demo every_route label_change
+CLUSTER_STEPS=(networks listener proxy go_demo every_route task_states label_change
     rolling_update drain node_lost node_join manager_restart remove)
 CLUSTER_FATAL=" networks listener proxy go_demo "
 SCENARIO_LINES=()

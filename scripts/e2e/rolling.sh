@@ -12,7 +12,8 @@
 #   one      a one-replica app, stop-first `update --force`, the proxy's TIMEOUT_QUEUE above
 #            its restart time: requests wait for the new task instead of failing
 #   ws       a WebSocket opened through the proxy to the draining app, whose tasks are then all
-#            updated at once: it must stay open until the drain deadline (com.df.drainTimeout)
+#            updated at once: it must stay open until the drain deadline (com.df.drainTimeout),
+#            and a proxy with task membership must close it by then (+3 s)
 #
 # In every load scenario two loads run at once through the proxy for the whole window (lead-in,
 # the event, convergence, tail): 1 ms requests (/demo/slow?ms=1, ROLLING_FAST_RATE req/s over
@@ -374,6 +375,14 @@ scenario_ws() {
             "ws [drain app]" "$open_after" "$why" "$ROLLING_DRAIN_TIMEOUT" "$ROLLING_STOP_GRACE")")
         check "ws: the WebSocket stayed open until the drain deadline (${ROLLING_DRAIN_TIMEOUT} s; ended after $open_after ms: $why)" \
             test "$open_after" -ge $((ROLLING_DRAIN_TIMEOUT * 1000 - 500))
+        # A proxy with task membership (it answers GET /v1/sluice/tasks) closes the tunnels of a
+        # draining task at its deadline; one without it leaves them to the app (stop grace).
+        if status_is 200 "http://127.0.0.1:$ROLL_API/v1/sluice/tasks"; then
+            check "ws: the proxy closed it at the drain deadline (ended after $open_after ms, bound $((ROLLING_DRAIN_TIMEOUT + 3)) s)" \
+                test "$open_after" -le $(((ROLLING_DRAIN_TIMEOUT + 3) * 1000))
+        else
+            note "ws: this proxy has no task membership (GET /v1/sluice/tasks): the drain deadline is not its to enforce"
+        fi
     fi
     wait_until 60 roll_updated_any roll-ws || note "roll-ws update still running"
     roll_remove roll-ws
