@@ -232,8 +232,24 @@ step_node_join() {
     rebalance
 }
 
+# up_ready — every node that is up (a lost node, when node_lost ran alone, is not) is Ready.
+up_ready() { [[ $(ready_nodes) == "$(up_nodes | wc -l)" ]]; }
+
 manager_back() {
-    engine_answers n1 && all_ready && listener_on_manager && global_converged && proxy_ready n1
+    engine_answers n1 && up_ready && listener_on_manager && global_converged && proxy_ready n1
+}
+
+# why_not_back — which part of manager_back is still missing.
+why_not_back() {
+    local part missing=""
+    for part in "engine_answers n1" up_ready listener_on_manager global_converged "proxy_ready n1"; do
+        # shellcheck disable=SC2086 # word splitting of the part is wanted
+        $part || missing+="$part; "
+    done
+    echo "${missing:-nothing}"
+    docker node ls --format '{{.Hostname}} {{.Status}} {{.Availability}}' 2>&1 | sed 's/^/           | /'
+    docker service ps --filter desired-state=running --format '{{.Name}} {{.Node}} {{.CurrentState}} {{.Error}}' \
+        swarm-listener proxy 2>&1 | head -n 8 | sed 's/^/           | /'
 }
 
 step_manager_restart() {
@@ -251,11 +267,12 @@ step_manager_restart() {
         SCENARIO_NOTE="manager, listener and n1's proxy back and ready $(ms_between "$t0" "$(now_ns)") ms after the stop began"
     else
         fail "the swarm did not recover within ${CLUSTER_RECOVERY_WAIT}s of the manager's restart"
+        note "still missing: $(why_not_back)"
     fi
     # A change made as soon as the manager is back (the load still runs). The manager's
     # overlay may still be cut off from the workers' gossip: then the listener reaches only
     # the proxy task on the manager, and that task cannot distribute the change to the others.
-    local before t_change gossip="not within 120 s" right_after="reached every proxy task" lost=0
+    local before t_change gossip="not within ${CLUSTER_GOSSIP_WAIT} s" right_after="reached every proxy task" lost=0
     before=$(digest_of n2)
     t_change=$(now_ns)
     run docker service update --detach --label-add com.df.servicePath=/demo,/after-restart go-demo || return 1
@@ -304,7 +321,7 @@ step_manager_restart() {
 }
 
 manager_peers() { docker network inspect --verbose proxy --format '{{len .Peers}}' 2>/dev/null; }
-manager_gossip_whole() { [[ $(manager_peers) == "${#NODES[@]}" ]]; }
+manager_gossip_whole() { [[ $(manager_peers) == "$(up_nodes | wc -l)" ]]; }
 
 # changed_everywhere DIGEST — every proxy task's digest differs from DIGEST, and they agree.
 changed_everywhere() {
