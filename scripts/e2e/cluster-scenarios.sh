@@ -56,8 +56,9 @@ update_done_since() {
 # knows the state of the tasks on the workers.
 TASK_SET_OF='
 import json, sys
-services = json.load(sys.stdin).get("services", {})
-for task in services.get(sys.argv[1], {}).get("tasks", []):
+shown = json.load(sys.stdin)
+services = (shown.get("membership") or {}).get("services") or {}
+for task in (services.get(sys.argv[1]) or {}).get("tasks") or []:
     print(task.get("id", "?"), task.get("state", "?"), task.get("desiredState", "?"))
 '
 task_set_of() { curl -s --max-time 3 "$(api_url "$1" /v1/sluice/tasks)" | python3 -c "$TASK_SET_OF" "$2" 2>/dev/null | sort; }
