@@ -56,6 +56,7 @@ echo "== end-to-end suite on Docker Swarm (scripts/e2e.sh)"
 ROLLING_SCENARIOS=${ROLLING_CI_SCENARIOS:-exit drain health ws} scripts/e2e.sh
 # The three-node Swarm test bed (docs/swarm.md, "Across nodes"). CI runs the walkthrough and
 # the scenarios whose targets Sluice meets today; `scripts/e2e/cluster-test.sh` with no
-# arguments also runs the lost-worker and manager-restart scenarios (see docs/swarm.md).
+# arguments also runs task_states (needs task membership) and the lost-worker scenario,
+# whose target (only requests in flight fail) is still missed (see docs/swarm.md).
 echo "== three-node Swarm on this machine (scripts/e2e/cluster-test.sh)"
-scripts/e2e/cluster-test.sh ${CLUSTER_CI_STEPS:-networks listener proxy go_demo every_route label_change rolling_update drain node_join remove}
+scripts/e2e/cluster-test.sh ${CLUSTER_CI_STEPS:-networks listener proxy go_demo every_route label_change rolling_update drain node_join manager_restart remove}
