@@ -8,6 +8,7 @@
 //! - `/v1/docker-flow-proxy/config` — the live routing table as text, or the services as JSON
 //!   (`type=json`); the generation and digest of the routing state are in response headers.
 //! - `/v1/docker-flow-proxy/ping` — liveness.
+//! - `/v1/sluice/tasks` — the Swarm task sets the listener pushes ([`membership`]).
 //! - `/v1/docker-flow-proxy/metrics` — statistics as HAProxy CSV (`distribute=true`: all
 //!   replicas); `/metrics` — Prometheus text ([`metrics`]).
 //!
@@ -24,6 +25,7 @@ pub mod admission;
 pub mod certs;
 pub mod dry_run;
 pub mod error;
+pub mod membership;
 pub mod metrics;
 pub mod peers;
 pub mod recovery;
@@ -67,6 +69,8 @@ pub struct ApiState {
     pub synced: AtomicBool,
     /// The certificate store behind `/cert`, `/certs` and `serviceCert` (set once at startup).
     pub certs: std::sync::OnceLock<Arc<sluice_proxy::certs::CertStore>>,
+    /// The Swarm task sets behind `/v1/sluice/tasks` ([`membership`]).
+    pub tasks: membership::TaskBook,
 }
 
 impl ApiState {
@@ -92,6 +96,7 @@ impl ApiState {
             ready: AtomicBool::new(false),
             synced: AtomicBool::new(false),
             certs: std::sync::OnceLock::new(),
+            tasks: membership::TaskBook::default(),
         }
     }
 }
@@ -108,6 +113,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(&format!("{BASE}/ping"), any(ping))
         .route(&format!("{BASE}/metrics"), any(metrics::dfp_metrics))
         .route("/metrics", any(metrics::prometheus))
+        .route(membership::PATH, any(membership::tasks))
         .route(&format!("{BASE}/cert"), any(certs::cert))
         .route(&format!("{BASE}/certs"), any(certs::list))
         .route(

@@ -13,6 +13,7 @@ mod durability;
 mod envelope;
 mod fuzz_http;
 mod limits;
+mod membership;
 mod names;
 mod overload;
 mod persistence;
