@@ -39,6 +39,8 @@ source "$ROOT/scripts/e2e/seed.sh"
 source "$ROOT/scripts/e2e/stack.sh"
 # shellcheck source=e2e/tcp.sh
 source "$ROOT/scripts/e2e/tcp.sh"
+# shellcheck source=e2e/rolling.sh
+source "$ROOT/scripts/e2e/rolling.sh"
 
 # The walkthrough's order (after swarm_crate, the listener crate's own Swarm test). Steps
 # whose failure stops the suite are in E2E_FATAL.
@@ -49,13 +51,15 @@ E2E_STEPS=(
     recreate scale_proxy label_change rolling_update
     rewrite tcp
     stack
+    rolling
 )
 E2E_FATAL=" networks listener proxy "
 
 # The service and network names the suite creates; a leftover of an earlier, killed run is
 # removed first (only when it runs one of our images).
-OWN_SERVICES=(go-demo go-demo-db proxy swarm-listener proxy_proxy proxy_swarm-listener redis)
-OWN_NETWORKS=(proxy go-demo)
+OWN_SERVICES=(go-demo go-demo-db proxy swarm-listener proxy_proxy proxy_swarm-listener redis
+    roll-proxy roll-listener roll-exit roll-drain roll-health roll-one roll-ws)
+OWN_NETWORKS=(proxy go-demo roll)
 
 SWARM_INITIALISED=0
 FINISHED=0

@@ -13,7 +13,7 @@
 #   CLUSTER_RELEASE [0]     1 = build and test the release profile
 #   SLUICE_IMAGE_TAG [cluster] tag of the images (not `latest`, which scripts/e2e.sh uses)
 #   CLUSTER_KEEP [0]        1 = leave the cluster and its services up (scripts/e2e/cluster.sh down)
-#   CLUSTER_DEADLINE [540]  seconds after the cluster is up past which remaining steps are skipped
+#   CLUSTER_DEADLINE [900]  seconds after the cluster is up past which remaining steps are skipped
 #   E2E_WAIT [60]           bound of one wait, seconds;  CLUSTER_LOAD_* see cluster-load.sh
 #
 # The test runs its probes from the namespace sluice-cl (no engine in it), the host side
@@ -27,7 +27,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 export SLUICE_IMAGE_TAG=${SLUICE_IMAGE_TAG:-cluster}
 export E2E_WAIT=${E2E_WAIT:-60}
-CLUSTER_DEADLINE=${CLUSTER_DEADLINE:-540}
+CLUSTER_DEADLINE=${CLUSTER_DEADLINE:-900}
 
 # shellcheck source=cluster.sh
 source "$HERE/cluster.sh"
@@ -125,8 +125,8 @@ source "$HERE/cluster-seed.sh"
 # shellcheck source=cluster-scenarios.sh
 source "$HERE/cluster-scenarios.sh"
 
-CLUSTER_STEPS=(networks listener proxy go_demo every_route label_change
-    drain node_lost node_join manager_restart remove)
+CLUSTER_STEPS=(networks listener proxy go_demo every_route task_states label_change
+    rolling_update drain node_lost node_join manager_restart remove)
 CLUSTER_FATAL=" networks listener proxy go_demo "
 SCENARIO_LINES=()
 

@@ -37,11 +37,17 @@ fail() {
     printf '  FAIL   %s\n' "$*"
 }
 
-# check DESCRIPTION CMD… — one assertion: CMD succeeds.
+# check DESCRIPTION CMD… — one assertion: CMD succeeds. Returns CMD's success, so
+# `check … || return 1` stops a step and `check … || show_why` explains a failure.
 check() {
     local what=$1
     shift
-    if "$@"; then pass "$what"; else fail "$what"; fi
+    if "$@"; then
+        pass "$what"
+        return 0
+    fi
+    fail "$what"
+    return 1
 }
 
 # run CMD… — echoes and runs a command; on failure prints its output and records a failure.

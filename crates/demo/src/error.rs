@@ -59,4 +59,18 @@ pub(crate) enum DemoError {
     /// A `sluice-demo load` command failed.
     #[error(transparent)]
     Load(#[from] crate::load::LoadError),
+    /// `sluice-demo load http` or `load ws` cannot run.
+    #[error(transparent)]
+    Traffic(#[from] crate::traffic::TrafficError),
+    /// `sluice-demo health` found the app unhealthy.
+    #[error("unhealthy: {0}")]
+    Unhealthy(#[from] crate::health::Unhealthy),
+    /// A command-line number is out of range.
+    #[error("invalid {flag} {value}: expected a number of seconds >= 0")]
+    Argument {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+    },
 }

@@ -6,11 +6,20 @@
 //! - `/demo/replica`: 200 with the replica identity and a newline;
 //! - `/demo/headers`: 200 with the request headers, one `name: value` line each (names lower-cased by the HTTP stack);
 //! - `/demo/slow?ms=N`: sleeps N milliseconds (capped at [`SLOW_CAP_MS`]) then 200; a malformed `ms` is a 400;
+//! - `/demo/health`: 200 `ok` once the app is healthy (`--healthy-after`), 503 `starting` before;
+//! - `/demo/ws`: a WebSocket echo (see [`crate::websocket`]);
 //! - anything else: 404 `404 page not found\n`.
 //!
+//! Until the app is healthy every route but `/demo/health` answers 503 `starting` (an app still warming up), so a
+//! proxy that sends requests to a task before its health check passes shows up as failed requests.
+//!
 //! Every response carries `X-Served-By: <identity>`, and every request is logged on stdout with method, path and identity.
+//!
+//! On shutdown ([`serve`]'s signal) the listener closes at once, idle keep-alive connections are closed, and in-flight
+//! requests and open WebSockets may finish until the drain deadline.
 
 use std::convert::Infallible;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,11 +31,13 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::shutdown::ShutdownSignal;
+use crate::websocket;
 
 /// Name of the header naming the replica that produced a response.
 pub(crate) const SERVED_BY: &str = "x-served-by";
@@ -34,8 +45,8 @@ pub(crate) const SERVED_BY: &str = "x-served-by";
 pub(crate) const SLOW_CAP_MS: u64 = 60_000;
 /// Largest request body that is read (and discarded); larger ones get a 413.
 const MAX_BODY_BYTES: usize = 1 << 20;
-/// How long in-flight requests may run after a shutdown request before the server stops anyway.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight requests may run after a shutdown request before the server stops anyway (`--drain-seconds`).
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 
@@ -43,10 +54,39 @@ const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 const PERSON_JSON: &str =
     r#"[{"name":"Ada","surname":"Lovelace"},{"name":"Alan","surname":"Turing"}]"#;
 
-/// Answers requests on `listener` until `shutdown` fires, then drains in-flight requests (bounded by a timeout).
-pub(crate) async fn serve(listener: TcpListener, identity: String, mut shutdown: ShutdownSignal) {
-    let identity: Arc<str> = identity.into();
-    let graceful = GracefulShutdown::new();
+/// What the app answers with: its identity and when it becomes healthy.
+#[derive(Debug)]
+pub(crate) struct App {
+    /// The replica identity (`X-Served-By`).
+    pub(crate) identity: String,
+    /// From this instant on `/demo/health` answers 200 and the other routes serve.
+    pub(crate) healthy_at: Instant,
+}
+
+impl App {
+    /// An app named `identity` that becomes healthy `healthy_after` from now.
+    pub(crate) fn new(identity: String, healthy_after: Duration) -> App {
+        App {
+            identity,
+            healthy_at: Instant::now() + healthy_after,
+        }
+    }
+
+    fn healthy(&self) -> bool {
+        Instant::now() >= self.healthy_at
+    }
+}
+
+/// Answers requests on `listener` until `shutdown` fires, then drains in-flight requests and open WebSockets for at
+/// most `drain`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: App,
+    mut shutdown: ShutdownSignal,
+    drain: Duration,
+) {
+    let app = Arc::new(app);
+    let tracker = TaskTracker::new();
     loop {
         tokio::select! {
             () = shutdown.requested() => break,
@@ -55,12 +95,24 @@ pub(crate) async fn serve(listener: TcpListener, identity: String, mut shutdown:
                     if let Err(error) = stream.set_nodelay(true) {
                         debug!(%peer, %error, "cannot set TCP_NODELAY");
                     }
-                    let identity = Arc::clone(&identity);
-                    let service = service_fn(move |req| handle(req, Arc::clone(&identity)));
-                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(error) = conn.await {
+                    let app = Arc::clone(&app);
+                    let sockets = tracker.clone();
+                    let service = service_fn(move |req| handle(req, Arc::clone(&app), sockets.clone()));
+                    let conn = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    let mut stop = shutdown.clone();
+                    // Once a shutdown is requested the connection finishes its request in flight and closes.
+                    tracker.spawn(async move {
+                        let mut conn = pin!(conn);
+                        let result = tokio::select! {
+                            result = conn.as_mut() => result,
+                            () = stop.requested() => {
+                                conn.as_mut().graceful_shutdown();
+                                conn.await
+                            }
+                        };
+                        if let Err(error) = result {
                             debug!(%peer, %error, "connection ended with an error");
                         }
                     });
@@ -73,17 +125,14 @@ pub(crate) async fn serve(listener: TcpListener, identity: String, mut shutdown:
         }
     }
     drop(listener);
-    let open = graceful.count();
+    tracker.close();
     info!(
-        open_connections = open,
-        "shutting down, draining connections"
+        open = tracker.len(),
+        "shutting down, draining connections and websockets"
     );
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
         warn!(
-            timeout_secs = DRAIN_TIMEOUT.as_secs(),
+            timeout_secs = drain.as_secs(),
             "connections still open after the drain timeout, exiting"
         );
     }
@@ -91,17 +140,24 @@ pub(crate) async fn serve(listener: TcpListener, identity: String, mut shutdown:
 
 /// Handles one request: reads and discards its body, routes it, stamps `X-Served-By` and logs it.
 async fn handle(
-    req: Request<Incoming>,
-    identity: Arc<str>,
+    mut req: Request<Incoming>,
+    app: Arc<App>,
+    sockets: TaskTracker,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let identity = app.identity.as_str();
+    let ws = req.uri().path() == "/demo/ws" && app.healthy();
+    let mut ws_response = ws.then(|| websocket::upgrade(&mut req, identity, &sockets));
     let (parts, body) = req.into_parts();
     let body_fits = Limited::new(body, MAX_BODY_BYTES).collect().await.is_ok();
-    let mut response = if body_fits {
+    let mut response = if let Some(response) = ws_response.take() {
+        response
+    } else if body_fits {
         route(
             parts.uri.path(),
             parts.uri.query(),
             &parts.headers,
-            &identity,
+            identity,
+            app.healthy(),
         )
         .await
     } else {
@@ -110,27 +166,32 @@ async fn handle(
             "request body too large\n".to_owned(),
         )
     };
-    if let Ok(value) = HeaderValue::from_str(&identity) {
+    if let Ok(value) = HeaderValue::from_str(identity) {
         response.headers_mut().insert(SERVED_BY, value);
     }
     info!(
         method = %parts.method,
         path = parts.uri.path(),
-        identity = &*identity,
+        identity,
         status = response.status().as_u16(),
         "request"
     );
     Ok(response)
 }
 
-/// The routing table; pure except for the sleep of `/demo/slow`.
+/// The routing table; pure except for the sleep of `/demo/slow`. `/demo/ws` is answered before, by [`handle`].
 async fn route(
     path: &str,
     query: Option<&str>,
     headers: &HeaderMap,
     identity: &str,
+    healthy: bool,
 ) -> Response<Full<Bytes>> {
+    if !healthy {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_owned());
+    }
     match path {
+        "/demo/health" => text(StatusCode::OK, "ok\n".to_owned()),
         "/demo/hello" => text(StatusCode::OK, "hello, world!\n".to_owned()),
         "/demo/person" => {
             let mut response = Response::new(Full::new(Bytes::from_static(PERSON_JSON.as_bytes())));
@@ -213,11 +274,109 @@ mod tests {
 
     /// Starts the app on an ephemeral loopback port inside the current runtime.
     async fn start(identity: &str) -> (SocketAddr, ShutdownTrigger, tokio::task::JoinHandle<()>) {
+        start_with(App::new(identity.to_owned(), Duration::ZERO), DRAIN_TIMEOUT).await
+    }
+
+    async fn start_with(
+        app: App,
+        drain: Duration,
+    ) -> (SocketAddr, ShutdownTrigger, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (trigger, signal) = ShutdownTrigger::new();
-        let task = tokio::spawn(serve(listener, identity.to_owned(), signal));
+        let task = tokio::spawn(serve(listener, app, signal, drain));
         (addr, trigger, task)
+    }
+
+    async fn websocket(
+        addr: SocketAddr,
+    ) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let request = format!("ws://{addr}/demo/ws")
+            .into_client_request()
+            .unwrap();
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio_tungstenite::client_async(request, stream)
+            .await
+            .unwrap()
+            .0
+    }
+
+    async fn echo_round(
+        socket: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+        text: &str,
+    ) {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        socket.send(Message::text(text)).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(2), socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, Message::text(text));
+    }
+
+    #[tokio::test]
+    async fn health_and_routes_answer_503_until_healthy() {
+        let (addr, _trigger, _task) = start_with(
+            App::new("h".into(), Duration::from_millis(400)),
+            DRAIN_TIMEOUT,
+        )
+        .await;
+        let (status, _, body) = get(addr, "/demo/health", "").await;
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        assert_eq!(body, b"starting\n");
+        let (status, _, _) = get(addr, "/demo/hello", "").await;
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (status, _, body) = get(addr, "/demo/health", "").await;
+            if status == "HTTP/1.1 200 OK" {
+                assert_eq!(body, b"ok\n");
+                break;
+            }
+            assert!(Instant::now() < deadline, "never healthy");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (status, _, _) = get(addr, "/demo/hello", "").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+    }
+
+    #[tokio::test]
+    async fn websocket_echoes_and_plain_get_is_a_400() {
+        let (addr, _trigger, _task) = start("ws").await;
+        let mut socket = websocket(addr).await;
+        echo_round(&mut socket, "one").await;
+        echo_round(&mut socket, "two").await;
+        let (status, _, body) = get(addr, "/demo/ws", "").await;
+        assert_eq!(status, "HTTP/1.1 400 Bad Request");
+        assert_eq!(body, b"expected the header Upgrade: websocket\n");
+    }
+
+    #[tokio::test]
+    async fn draining_keeps_open_websockets_until_the_deadline() {
+        let drain = Duration::from_millis(800);
+        let (addr, trigger, task) = start_with(App::new("d".into(), Duration::ZERO), drain).await;
+        let mut socket = websocket(addr).await;
+        echo_round(&mut socket, "before").await;
+        let fired = Instant::now();
+        trigger.fire();
+        // New connections are refused at once, the open WebSocket still echoes.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while std::net::TcpStream::connect(addr).is_ok() {
+            assert!(Instant::now() < deadline, "listener still open");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        echo_round(&mut socket, "during").await;
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            fired.elapsed() >= drain,
+            "the server ended before the drain deadline"
+        );
     }
 
     /// Sends one raw request with `Connection: close` and returns (status line, lower-cased headers, body).
@@ -310,6 +469,18 @@ mod tests {
         assert!(lines.contains(&"x-forwarded-for: 10.1.2.3"), "{body}");
         assert!(lines.contains(&"x-custom: Some Value"), "{body}");
         assert!(lines.contains(&"host: test"), "{body}");
+    }
+
+    #[test]
+    fn default_app_is_healthy_at_once() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            assert!(App::new("x".into(), Duration::ZERO).healthy());
+            assert!(!App::new("x".into(), Duration::from_secs(60)).healthy());
+        });
     }
 
     #[tokio::test]

@@ -127,6 +127,42 @@ fn http_backend_serves_logs_and_drains_on_sigterm() {
 }
 
 #[test]
+fn http_backend_on_sigterm_exit_cuts_requests_in_flight() {
+    let mut demo = Demo::start(&["http", "--on-sigterm", "exit"], "r");
+    let addr = demo.addr;
+    let slow = std::thread::spawn(move || http_get(addr, "/demo/slow?ms=3000"));
+    std::thread::sleep(Duration::from_millis(200));
+    let asked = Instant::now();
+    assert!(demo.terminate(), "exit status should be 0");
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "did not exit at once"
+    );
+    // The request in flight gets no answer: the connection closes without a response.
+    assert_eq!(slow.join().unwrap(), "");
+}
+
+#[test]
+fn health_command_follows_healthy_after() {
+    let demo = Demo::start(&["http", "--healthy-after", "1"], "r");
+    let url = format!("http://{}/demo/health", demo.addr);
+    let health = || {
+        Command::new(env!("CARGO_BIN_EXE_sluice-demo"))
+            .args(["health", "--url", &url])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(!health(), "healthy before --healthy-after");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !health() {
+        assert!(Instant::now() < deadline, "never healthy");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn tcp_backend_speaks_the_line_protocol() {
     let mut demo = Demo::start(&["tcp"], "r");
     let mut stream = TcpStream::connect(demo.addr).unwrap();
