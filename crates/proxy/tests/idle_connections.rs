@@ -45,6 +45,7 @@ fn data_plane() -> DataPlane {
             compression: None,
             access_log: None,
             max_connections: 10_000,
+            membership: sluice_proxy::membership::MembershipCell::new(),
         },
         sluice_proxy::snapshot::new_cell(),
     )
