@@ -50,6 +50,12 @@ use crate::names::Names;
 const SYN_RETRY: Duration = Duration::from_millis(200);
 /// How many distinct addresses one request tries.
 const MAX_ATTEMPTS: usize = 3;
+/// How long bytes sent upstream may stay unacknowledged before the kernel gives up on the
+/// connection (`TCP_USER_TIMEOUT`). A task whose node died answers nothing, not even a reset:
+/// without this, a request sent on a pooled connection to it waits for the server timeout.
+/// With it, the request fails after this long and an idempotent one is retried elsewhere.
+/// A live upstream acknowledges within a round trip, however long it takes to answer.
+const UNACKED_LIMIT: Duration = Duration::from_secs(3);
 /// How long a new connection may take before a second one is raced to the next address.
 const RACE_AFTER: Duration = Duration::from_millis(200);
 /// How often a request waiting for a ready address looks again.
@@ -709,6 +715,9 @@ async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> std::io::Result<Tcp
     };
     // Small messages must not wait for Nagle.
     let _ = stream.set_nodelay(true);
+    if let Err(error) = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(UNACKED_LIMIT)) {
+        tracing::debug!(%addr, %error, "cannot set TCP_USER_TIMEOUT");
+    }
     Ok(stream)
 }
 

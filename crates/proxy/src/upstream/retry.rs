@@ -184,6 +184,8 @@ fn broke_before_response(error: &hyper::Error) -> bool {
                     | std::io::ErrorKind::ConnectionAborted
                     | std::io::ErrorKind::BrokenPipe
                     | std::io::ErrorKind::UnexpectedEof
+                    // TCP_USER_TIMEOUT: the peer stopped acknowledging (its node is gone).
+                    | std::io::ErrorKind::TimedOut
             );
         }
         cause = inner.source();
