@@ -159,7 +159,7 @@ impl StatsPage {
         let tasks = self
             .membership
             .as_ref()
-            .map(|cell| task_rows(&cell.load()))
+            .map(|cell| task_rows(&cell.load(), &ejected_ips(report)))
             .unwrap_or_default();
         DASHBOARD
             .replace("{{JSON_URL}}", &html_escape(&format!("{};json", self.uri)))
@@ -273,10 +273,23 @@ fn dashboard_row(d: &DestReport) -> String {
     out
 }
 
+/// The IP addresses passive health has ejected ([`crate::health`]), from the report's
+/// upstream addresses (`ip:port`) of every service.
+fn ejected_ips(report: &Report) -> std::collections::HashSet<std::net::IpAddr> {
+    report
+        .destinations
+        .iter()
+        .flat_map(|d| &d.upstreams)
+        .filter(|u| u.health == "ejected")
+        .filter_map(|u| u.address.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.ip())
+        .collect()
+}
+
 /// One row per reported task, services in name order. The state cell shows `ready` or
-/// `draining` (with how long ago draining started); the passive health check's `ejected` goes
-/// in the same cell ([`task_state_cell`]).
-fn task_rows(map: &TaskMap) -> String {
+/// `draining` (with how long ago draining started), and `ejected` when passive health skips
+/// the task's address ([`task_state_cell`]).
+fn task_rows(map: &TaskMap, ejected: &std::collections::HashSet<std::net::IpAddr>) -> String {
     let mut names: Vec<&String> = map.services.keys().collect();
     names.sort();
     let mut out = String::new();
@@ -301,7 +314,7 @@ fn task_rows(map: &TaskMap) -> String {
                 id = html_escape(&task.id),
                 short = html_escape(&short),
                 address = html_escape(&address),
-                cell = task_state_cell(task),
+                cell = task_state_cell(task, task.address.is_some_and(|a| ejected.contains(&a))),
                 observed = task.state.as_str(),
                 desired = task.desired_state.as_str(),
             );
@@ -310,10 +323,19 @@ fn task_rows(map: &TaskMap) -> String {
     out
 }
 
-/// The state cell of one task: `ready`, `draining (12 s)` or `out`. (Passive health checks
-/// add `ejected` here.)
-fn task_state_cell(task: &TaskView) -> String {
+/// The state cell of one task: `ready`, `draining (12 s)` or `out`, followed by `ejected`
+/// when passive health skips its address.
+fn task_state_cell(task: &TaskView, ejected: bool) -> String {
     let phase = task.phase.as_str();
+    let cell = task_phase_cell(task, phase);
+    if ejected {
+        format!("{cell} <span class=\"task-state ejected\">ejected</span>")
+    } else {
+        cell
+    }
+}
+
+fn task_phase_cell(task: &TaskView, phase: &str) -> String {
     match task.draining_since {
         Some(since) => format!(
             "<span class=\"task-state {phase}\">{phase}</span> <small>{} s</small>",
@@ -753,6 +775,17 @@ mod tests {
             tokio::time::Instant::now(),
         ));
         tokio::time::advance(std::time::Duration::from_secs(7)).await;
+        let marked = task_rows(&cell.load(), &["10.0.1.3".parse().unwrap()].into());
+        assert_eq!(
+            marked
+                .matches("<span class=\"task-state ejected\">ejected</span>")
+                .count(),
+            1,
+            "{marked}"
+        );
+        assert!(marked.contains(
+            "<span class=\"task-state ready\">ready</span> <span class=\"task-state ejected\">"
+        ));
         let html = page(StatsAuth::Open)
             .with_membership(cell)
             .dashboard(&StatsHub::new().report(&Snapshot::empty()));
