@@ -8,6 +8,7 @@
 //! - `/v1/docker-flow-proxy/config` — the live routing table as text, or the services as JSON
 //!   (`type=json`); the generation and digest of the routing state are in response headers.
 //! - `/v1/docker-flow-proxy/ping` — liveness.
+//! - `/v1/sluice/explain` — what the data plane would do with a request, and why ([`explain`]).
 //! - `/v1/docker-flow-proxy/metrics` — statistics as HAProxy CSV (`distribute=true`: all
 //!   replicas); `/metrics` — Prometheus text ([`metrics`]).
 //!
@@ -24,6 +25,7 @@ pub mod admission;
 pub mod certs;
 pub mod dry_run;
 pub mod error;
+pub mod explain;
 pub mod metrics;
 pub mod peers;
 pub mod recovery;
@@ -67,6 +69,8 @@ pub struct ApiState {
     pub synced: AtomicBool,
     /// The certificate store behind `/cert`, `/certs` and `serviceCert` (set once at startup).
     pub certs: std::sync::OnceLock<Arc<sluice_proxy::certs::CertStore>>,
+    /// What explain reads of the running data plane (set once at startup).
+    pub plane: std::sync::OnceLock<explain::PlaneView>,
 }
 
 impl ApiState {
@@ -92,6 +96,7 @@ impl ApiState {
             ready: AtomicBool::new(false),
             synced: AtomicBool::new(false),
             certs: std::sync::OnceLock::new(),
+            plane: std::sync::OnceLock::new(),
         }
     }
 }
@@ -110,6 +115,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", any(metrics::prometheus))
         .route(&format!("{BASE}/cert"), any(certs::cert))
         .route(&format!("{BASE}/certs"), any(certs::list))
+        .route("/v1/sluice/explain", any(explain::explain))
         .route(
             &format!("{BASE}/successfulinitreload"),
             any(successful_init_reload),

@@ -124,6 +124,10 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
         hosts_file,
     ));
     let _ = state.certs.set(certs);
+    let _ = state.plane.set(sluice_api::explain::PlaneView {
+        names: dataplane.names(),
+        https_port: dataplane.tls_addrs().first().map(|a| a.port()),
+    });
     sluice_api::certs::sync_from_peers(&state).await;
     tokio::spawn(sluice_api::sync::run(state.clone()));
     let app = sluice_api::router(state);
