@@ -234,28 +234,23 @@ fn answer(state: &ApiState, snapshot: &sluice_proxy::snapshot::Snapshot, q: &Que
             tls: q.tls,
             client_cert_verified: false,
         };
-        match route::refusal(chosen.destination(), arrival) {
-            Some(refusal) => {
-                outcome = match refusal {
-                    route::Refusal::HttpsOnly { .. } => "redirect",
-                    _ => "deny",
-                };
-                status = Some(refusal.status());
-                if let route::Refusal::HttpsOnly { .. } = refusal {
-                    let https_port = state.plane.get().and_then(|p| p.https_port);
-                    location = Some(route::https_location(
-                        q.host(),
-                        &q.path_and_query,
-                        https_port,
-                    ));
-                }
-                rule = Some(json!({
-                    "rule": refusal.parameter(),
-                    "service": chosen.service.name,
-                    "destination": chosen.destination().index,
-                }));
+        if let Some(refusal) = route::refusal(chosen.destination(), arrival) {
+            status = Some(refusal.status());
+            outcome = "deny";
+            if let route::Refusal::HttpsOnly { .. } = refusal {
+                outcome = "redirect";
+                let https_port = state.plane.get().and_then(|p| p.https_port);
+                location = Some(route::https_location(
+                    q.host(),
+                    &q.path_and_query,
+                    https_port,
+                ));
             }
-            None => {}
+            rule = Some(json!({
+                "rule": refusal.parameter(),
+                "service": chosen.service.name,
+                "destination": chosen.destination().index,
+            }));
         }
         route_json = route_json_of(state, snapshot, chosen, q, explained.by_default);
     }
