@@ -147,11 +147,13 @@ pub(crate) fn is_true(params: &Params, key: &str) -> bool {
 async fn reconfigure(
     State(state): State<Arc<ApiState>>,
     RawQuery(raw): RawQuery,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let mut params = query_params(raw);
     let name = params.get("serviceName").cloned().unwrap_or_default();
     tracing::info!(service = %name, "Processing reconfigure request");
     let outcome = match dry_run::take(&mut params, &name) {
+        Ok(true) if !body.is_empty() => dry_run::batch(&state, &body).await,
         Ok(true) => dry_run::reconfigure(&state, &params, name.clone()).await,
         Ok(false) => reconfigure_service(&state, &params, name.clone()).await,
         Err(error) => Err(error),
