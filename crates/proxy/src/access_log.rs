@@ -15,9 +15,14 @@
 //! client's when it sent a sane one, otherwise a per-worker random prefix and a counter; it is
 //! passed upstream.
 //!
-//! An HTTP line is written when the response head is ready, so `bytes_out` is the length the
-//! response declares (`-` for a streamed body without `Content-Length`) and `bytes_in` the
-//! request's declared length; a layer-4 line counts the bytes actually copied.
+//! An HTTP line is written when the response body has been sent (or dropped): the trace rides
+//! in the response body ([`Trace::into_body`]), so `bytes_out` counts the body bytes actually
+//! sent and `bytes_in` the request body bytes actually passed upstream (0 for a request that
+//! was not forwarded); a response body that ends short of its `Content-Length` is logged as
+//! `body_incomplete`. `t_wait_ms` runs from the connection's start (accept, or the end of the
+//! TLS handshake), or from the end of the previous response on a kept-alive connection, to the
+//! moment the request head was read; `t_connect_ms` is the time spent opening upstream
+//! connections (0 when a pooled one was reused). A layer-4 line counts the bytes copied.
 
 use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
@@ -26,6 +31,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -37,6 +43,7 @@ use serde::ser::{SerializeMap, Serializer};
 use sluice_core::access_log::{AccessLogSettings, LogFormat};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::body::{Meter, MeteredBody, ProxyBody};
 use crate::upstream::SendError;
 
 /// The request-id header.
@@ -103,6 +110,7 @@ impl AccessLog {
         self: &Rc<Self>,
         client: SocketAddr,
         port: u16,
+        idle_since: &Rc<Cell<Instant>>,
         req: &mut Request<B>,
     ) -> Trace {
         let request_id = match req.headers().get(&X_REQUEST_ID) {
@@ -132,7 +140,9 @@ impl AccessLog {
         trace.path = Some(path);
         trace.request_id = Some(request_id);
         trace.captured = captured;
-        trace.bytes_in = req.body().size_hint().exact();
+        trace.bytes_in = Some(0);
+        trace.wait = Some(trace.started.saturating_duration_since(idle_since.get()));
+        trace.idle_since = Some(idle_since.clone());
         trace.termination = "client_aborted";
         trace
     }
@@ -233,6 +243,12 @@ pub(crate) struct Trace {
     request_id: Option<HeaderValue>,
     captured: Vec<Option<String>>,
     counters: Option<Counters>,
+    /// The request body bytes passed upstream ([`Trace::request_meter`]).
+    sent_upstream: Option<Arc<RequestMeter>>,
+    /// The response body's declared length.
+    declared_out: Option<u64>,
+    /// The connection's "waiting since": set to the end of this response when written.
+    idle_since: Option<Rc<Cell<Instant>>>,
 }
 
 impl Trace {
@@ -259,6 +275,9 @@ impl Trace {
             request_id: None,
             captured: Vec::new(),
             counters: None,
+            sent_upstream: None,
+            declared_out: None,
+            idle_since: None,
         }
     }
 
@@ -272,11 +291,45 @@ impl Trace {
         self.termination = termination;
     }
 
-    /// An upstream answered the request sent at `sent`, after `retries` failed connects.
-    pub(crate) fn answered(&mut self, addr: SocketAddr, retries: usize, sent: Option<Instant>) {
+    /// An upstream answered the request sent at `sent`, after `retries` failed connects;
+    /// opening connections took `connect`.
+    pub(crate) fn answered(
+        &mut self,
+        addr: SocketAddr,
+        retries: usize,
+        sent: Option<Instant>,
+        connect: Duration,
+    ) {
         self.upstream = Some(addr);
         self.retries = retries;
-        self.response = sent.map(|s| s.elapsed());
+        self.connect = Some(connect);
+        self.response = sent.map(|s| s.elapsed().saturating_sub(connect));
+    }
+
+    /// The meter of the request body on its way upstream: counts for this line and, when
+    /// given, for the destination's statistics.
+    pub(crate) fn request_meter(
+        &mut self,
+        stats: Option<&Arc<crate::stats::DestStats>>,
+    ) -> Arc<RequestMeter> {
+        let meter = Arc::new(RequestMeter {
+            stats: stats.cloned(),
+            bytes: AtomicU64::new(0),
+        });
+        self.sent_upstream = Some(meter.clone());
+        meter
+    }
+
+    /// `body` carrying this trace: the bytes it sends are counted, and the line is written
+    /// when it is dropped (sent to the end, or abandoned).
+    pub(crate) fn into_body(self, body: ProxyBody) -> ProxyBody {
+        ProxyBody::Metered(MeteredBody::new(
+            body,
+            ResponseMeter {
+                trace: self,
+                sent: Cell::new(0),
+            },
+        ))
     }
 
     /// The upstream phase failed.
@@ -306,7 +359,7 @@ impl Trace {
     pub(crate) fn responded<B: Body>(&mut self, resp: &Response<B>) {
         let status = resp.status().as_u16();
         self.status = Some(status);
-        self.bytes_out = resp.body().size_hint().exact();
+        self.declared_out = resp.body().size_hint().exact();
         if self.termination == "client_aborted" {
             self.termination = match status {
                 _ if self.response.is_some() => "ok",
@@ -344,7 +397,9 @@ impl Trace {
     /// a layer-4 connection that did not end normally.
     fn failed(&self) -> bool {
         match self.kind {
-            Kind::Http => self.status.is_none_or(|s| s >= 500),
+            Kind::Http => {
+                self.status.is_none_or(|s| s >= 500) || self.termination == "body_incomplete"
+            }
             Kind::Tcp => self.termination != "closed",
         }
     }
@@ -353,6 +408,12 @@ impl Trace {
         if let Some(counters) = &self.counters {
             self.bytes_in = Some(counters.read.get());
             self.bytes_out = Some(counters.written.get());
+        }
+        if let Some(meter) = &self.sent_upstream {
+            self.bytes_in = Some(meter.bytes.load(Ordering::Relaxed));
+        }
+        if let Some(idle_since) = &self.idle_since {
+            idle_since.set(Instant::now());
         }
         if self.log.errors_only && !self.failed() {
             return;
@@ -618,6 +679,48 @@ struct Counters {
     written: Rc<Cell<u64>>,
 }
 
+/// Counts a request body's bytes for the line (and the destination's statistics).
+pub(crate) struct RequestMeter {
+    stats: Option<Arc<crate::stats::DestStats>>,
+    bytes: AtomicU64,
+}
+
+impl Meter for RequestMeter {
+    fn count(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(stats) = &self.stats {
+            stats.count(bytes);
+        }
+    }
+}
+
+/// Rides in a response body: counts what it sends, then lets the trace write its line.
+struct ResponseMeter {
+    trace: Trace,
+    sent: Cell<u64>,
+}
+
+impl Meter for ResponseMeter {
+    fn count(&self, bytes: u64) {
+        bump(&self.sent, bytes as usize);
+    }
+}
+
+impl Drop for ResponseMeter {
+    fn drop(&mut self) {
+        let sent = self.sent.get();
+        self.trace.bytes_out = Some(sent);
+        if self
+            .trace
+            .declared_out
+            .is_some_and(|declared| sent < declared)
+        {
+            self.trace.termination = "body_incomplete";
+        }
+        // The trace drops next and writes the line.
+    }
+}
+
 /// A stream whose bytes read and written are counted ([`Trace::count`]).
 pub(crate) struct Counted<S> {
     inner: S,
@@ -696,6 +799,10 @@ mod tests {
         }
     }
 
+    fn idle() -> Rc<Cell<Instant>> {
+        Rc::new(Cell::new(Instant::now()))
+    }
+
     fn request(uri: &str) -> Request<String> {
         Request::builder()
             .uri(uri)
@@ -707,9 +814,15 @@ mod tests {
     #[test]
     fn text_lines_have_every_field_and_quote_what_needs_it() {
         let mut req = request("/a%20b?password=hunter2&x=1");
-        let mut trace = log(LogFormat::Text).http("127.0.0.1:5000".parse().unwrap(), 80, &mut req);
+        let mut trace =
+            log(LogFormat::Text).http("127.0.0.1:5000".parse().unwrap(), 80, &idle(), &mut req);
         trace.routed("web");
-        trace.answered("10.0.0.1:8080".parse().unwrap(), 1, Some(Instant::now()));
+        trace.answered(
+            "10.0.0.1:8080".parse().unwrap(),
+            1,
+            Some(Instant::now()),
+            Duration::from_millis(2),
+        );
         trace.responded(&Response::new(String::from("hello")));
         let line = rendered(&trace);
         for field in FIELDS {
@@ -721,12 +834,13 @@ mod tests {
         assert!(line.contains(" service=web "), "{line}");
         assert!(line.contains(" upstream=10.0.0.1:8080 "), "{line}");
         assert!(
-            line.contains(" status=200 bytes_in=0 bytes_out=5 "),
+            line.contains(" status=200 bytes_in=0 bytes_out=- "),
             "{line}"
         );
         assert!(line.contains(" retries=1 termination=ok "), "{line}");
         assert!(line.contains(" t_total_ms=1.500 "), "{line}");
-        assert!(line.contains(" t_wait_ms=- t_connect_ms=- "), "{line}");
+        assert!(line.contains(" t_connect_ms=2.000 "), "{line}");
+        assert!(!line.contains(" t_wait_ms=- "), "{line}");
         assert!(line.contains(" header.host=exam"), "{line}");
         assert!(!line.contains("hunter2"), "{line}");
         assert!(
@@ -739,7 +853,8 @@ mod tests {
     #[test]
     fn json_lines_have_every_field() {
         let mut req = request("/x");
-        let mut trace = log(LogFormat::Json).http("[::1]:5000".parse().unwrap(), 81, &mut req);
+        let mut trace =
+            log(LogFormat::Json).http("[::1]:5000".parse().unwrap(), 81, &idle(), &mut req);
         trace.end("no_route");
         trace.responded(&Response::new(String::new()));
         let value: serde_json::Value = serde_json::from_str(&rendered(&trace)).unwrap();
@@ -762,7 +877,7 @@ mod tests {
         let mut req = request("/");
         req.headers_mut()
             .insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
-        let trace = log.http(client, 80, &mut req);
+        let trace = log.http(client, 80, &idle(), &mut req);
         assert_eq!(req.headers()[&X_REQUEST_ID], "abc-123");
         std::mem::forget(trace);
         let mut ids = Vec::new();
@@ -772,7 +887,7 @@ mod tests {
                 req.headers_mut()
                     .insert(&X_REQUEST_ID, HeaderValue::from_str(sent).unwrap());
             }
-            let trace = log.http(client, 80, &mut req);
+            let trace = log.http(client, 80, &idle(), &mut req);
             let id = req.headers()[&X_REQUEST_ID].to_str().unwrap().to_string();
             assert!(sane_request_id(id.as_bytes()) && id != sent, "{id}");
             ids.push(id);
@@ -787,7 +902,7 @@ mod tests {
         let log = log(LogFormat::Text);
         let client = "127.0.0.1:1".parse().unwrap();
         let outcome = |status: Option<u16>| {
-            let mut trace = log.http(client, 80, &mut request("/"));
+            let mut trace = log.http(client, 80, &idle(), &mut request("/"));
             if let Some(status) = status {
                 trace.responded(
                     &Response::builder()

@@ -63,6 +63,9 @@ pub(crate) struct ConnInfo {
     client_ip: String,
     /// `local_port` as a header value, rendered once per connection.
     port_header: HeaderValue,
+    /// Since when the connection waits for a request: its start, then the end of the last
+    /// response (the request log's `t_wait`).
+    pub(crate) idle_since: Rc<std::cell::Cell<Instant>>,
 }
 
 impl ConnInfo {
@@ -79,6 +82,7 @@ impl ConnInfo {
             client,
             client_ip: client.ip().to_string(),
             port_header: HeaderValue::from(local_port),
+            idle_since: Rc::new(std::cell::Cell::new(Instant::now())),
         }
     }
 }
@@ -93,10 +97,11 @@ pub(crate) async fn handle(
     let Some(log) = &worker.access_log else {
         return respond(worker, conn, req, None).await;
     };
-    let mut trace = log.http(conn.client, conn.local_port, &mut req);
+    let mut trace = log.http(conn.client, conn.local_port, &conn.idle_since, &mut req);
     let resp = respond(worker, conn, req, Some(&mut trace)).await;
     trace.responded(&resp);
-    resp
+    // The line is written once the body is sent.
+    resp.map(|body| trace.into_body(body))
 }
 
 async fn respond(
@@ -259,7 +264,7 @@ async fn forward(
     stats: Option<&Arc<DestStats>>,
     host: Option<&str>,
     mut req: Request<Incoming>,
-    trace: Option<&mut Trace>,
+    mut trace: Option<&mut Trace>,
 ) -> Response<ProxyBody> {
     let dest = route.destination();
     let service = &route.service;
@@ -344,7 +349,13 @@ async fn forward(
         .timeout_server
         .map(|s| Duration::from_secs(u64::from(s)))
         .unwrap_or(worker.timeouts.server);
-    let req = req.map(|body| RequestBody::new(body, stats.cloned()));
+    let req = match trace.as_deref_mut() {
+        Some(trace) => {
+            let meter = trace.request_meter(stats);
+            req.map(|body| RequestBody::new(body, Some(meter)))
+        }
+        None => req.map(|body| RequestBody::new(body, stats.cloned())),
+    };
     let sent = trace.is_some().then(Instant::now);
     let exchange = match worker
         .upstreams
@@ -363,7 +374,7 @@ async fn forward(
                 stats.upstream_answered(exchange.addr, &exchange.failed);
             }
             if let Some(trace) = trace {
-                trace.answered(exchange.addr, exchange.failed.len(), sent);
+                trace.answered(exchange.addr, exchange.failed.len(), sent, exchange.connect);
             }
             exchange
         }

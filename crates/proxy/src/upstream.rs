@@ -158,6 +158,8 @@ pub(crate) struct Exchange {
     pub(crate) failed: Vec<SocketAddr>,
     pub(crate) lease: Option<Lease>,
     pub(crate) addr: SocketAddr,
+    /// Time spent opening connections for it (zero when a pooled one was reused).
+    pub(crate) connect: Duration,
 }
 
 impl Upstreams {
@@ -255,6 +257,7 @@ impl Upstreams {
         let start = preferred.filter(|i| *i < addrs.len()).unwrap_or(start);
         let attempts = addrs.len().min(MAX_ATTEMPTS);
         let mut failed = Vec::new();
+        let mut connect = Duration::ZERO;
         for attempt in 0..attempts {
             let addr = SocketAddr::new(addrs[(start + attempt) % addrs.len()], port);
             if !upgrade {
@@ -267,6 +270,7 @@ impl Upstreams {
                                 lease: Some(self.lease(sender, (addr, target.tls), slot.take())),
                                 addr,
                                 failed,
+                                connect,
                             })
                         }
                         Ok(Err(mut e)) => match e.take_message() {
@@ -282,7 +286,10 @@ impl Upstreams {
                     }
                 }
             }
-            let mut sender = match self.connect(addr, upgrade, target).await {
+            let connecting = std::time::Instant::now();
+            let connected = self.connect(addr, upgrade, target).await;
+            connect += connecting.elapsed();
+            let mut sender = match connected {
                 Ok(sender) => sender,
                 Err(error) => {
                     tracing::warn!(%addr, host = target.host, %error, "upstream connect failed");
@@ -298,6 +305,7 @@ impl Upstreams {
                     lease: (!upgrade).then(|| self.lease(sender, (addr, target.tls), slot.take())),
                     addr,
                     failed,
+                    connect,
                 }),
                 Ok(Err(e)) => Err(SendError::Broken {
                     addr,
