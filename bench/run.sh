@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Sluice vs HAProxy vs nginx on loopback, in one run. See bench/README.md.
 #
-#   bench/run.sh [a] [b] [c] [d] [e] [m]   (default: a b c d e m)
+#   bench/run.sh [a] [b] [c] [d] [e] [m] [l]   (default: a b c d e m)
 #
 # Scenarios: a) one service; b) a large table; c) reconfigure churn under load; d) memory with a
 # large table; e) the data-plane matrix: Sluice vs HAProxy alternating, nginx and sluice-demo
 # backends, 1 and 2 threads, 50 and 500 connections, keep-alive and `Connection: close`, 1 KiB and
-# 100 KiB responses; m) memory per idle client connection.
+# 100 KiB responses; m) memory per idle client connection; l) the request log's cost: Sluice
+# with and without DEBUG=true on scenario a's request, alternating, as a ratio (only when named).
 # Every wrk run counts requests slower than 1 s (wrk --timeout 1s) in the column "timeouts".
 #
 # QUICK=1 is for iteration: 3 s runs, 1 s warm-up, and a reduced matrix (1 thread, 50
@@ -64,9 +65,9 @@ CHURN_WRK_LIMIT=900    # seconds wrk may run in scenario c before it stops by it
 SCENARIOS=()
 for arg in "$@"; do
   case "$arg" in
-    a | b | c | d | e | m) SCENARIOS+=("$arg") ;;
+    a | b | c | d | e | m | l) SCENARIOS+=("$arg") ;;
     -h | --help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown scenario '$arg' (expected a, b, c, d, e or m)" ;;
+    *) die "unknown scenario '$arg' (expected a, b, c, d, e, m or l)" ;;
   esac
 done
 [[ ${#SCENARIOS[@]} -gt 0 ]] || SCENARIOS=(a b c d e m)
@@ -267,8 +268,9 @@ start_proxy() {
     sluice)
       rm -rf "$WORK/sluice-data"
       mkdir -p "$WORK/sluice-data"
+      # shellcheck disable=SC2086 # SLUICE_EXTRA_ENV: VAR=value words (scenario l)
       spawn "$WORK/sluice.log" "$PROXY_CPUS" env PORT="$API_PORT" DEFAULT_PORTS="$DATA_PORT" \
-        DATA_DIR="$WORK/sluice-data" WORKER_THREADS="$THREADS" "$SLUICE_BIN" proxy
+        DATA_DIR="$WORK/sluice-data" WORKER_THREADS="$THREADS" ${SLUICE_EXTRA_ENV:-} "$SLUICE_BIN" proxy
       PROXY_PID=$SPAWNED
       local i ok=0
       for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
@@ -712,6 +714,32 @@ scenario_e() {
     done
     stop_pair
   done
+}
+
+# l) The request log's cost: Sluice alone on scenario a's request, DEBUG off and DEBUG=true in
+# the order off, on, on, off per round (so drift over time hits both alike); the mean rps of
+# each and their ratio. The log goes to a file, as a container's stdout would.
+scenario_l() {
+  if ! want_proxy sluice; then
+    log "=== l: skipped (sluice is not in PROXIES)"
+    return 0
+  fi
+  log "=== l: request log cost, DEBUG=true against DEBUG off"
+  local round mode lines=0
+  for ((round = 0; round < ROUNDS; round++)); do
+    for mode in off on on off; do
+      if [[ $mode == on ]]; then SLUICE_EXTRA_ENV="DEBUG=true"; else SLUICE_EXTRA_ENV=""; fi
+      measure_once "l-$mode" sluice "$ONE" /svc1/x || log "[l-$mode] measurement failed"
+      if [[ $mode == on ]]; then lines=$(grep -c 'kind=http' "$WORK/sluice.log" || true); fi
+    done
+  done
+  SLUICE_EXTRA_ENV=""
+  local off on
+  off=$(awk '{s += $1} END {if (NR) printf "%.0f", s / NR}' "$WORK/rounds-l-off-sluice" 2>/dev/null || true)
+  on=$(awk '{s += $1} END {if (NR) printf "%.0f", s / NR}' "$WORK/rounds-l-on-sluice" 2>/dev/null || true)
+  add_summary ""
+  add_summary "l) request log cost: sluice, 1 service, GET /svc1/x (wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION), $((ROUNDS * 2)) runs each"
+  add_summary "  DEBUG off ${off:-n/a} rps, DEBUG=true ${on:-n/a} rps: on/off $(ratio "${on:-}" "${off:-}") (last DEBUG run wrote $lines lines)"
 }
 
 scenario_m() {
