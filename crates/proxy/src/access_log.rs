@@ -121,11 +121,7 @@ impl AccessLog {
                 id
             }
         };
-        let uri = req.uri();
-        let path = match uri.query() {
-            Some(query) => format!("{}?{}", uri.path(), redact_query(query)),
-            None => uri.path().to_string(),
-        };
+        let uri = req.uri().clone();
         let captured = self
             .capture
             .iter()
@@ -137,7 +133,7 @@ impl AccessLog {
             .collect();
         let mut trace = Trace::new(self.clone(), Kind::Http, client, port);
         trace.method = Some(req.method().clone());
-        trace.path = Some(path);
+        trace.uri = Some(uri);
         trace.request_id = Some(request_id);
         trace.captured = captured;
         trace.bytes_in = Some(0);
@@ -197,9 +193,18 @@ fn new_request_id() -> HeaderValue {
         ids.set((prefix, n.wrapping_add(1)));
         (prefix, n)
     });
-    let mut text = String::with_capacity(32);
-    let _ = write!(text, "{prefix:016x}-{n:x}");
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    // `{prefix:016x}-{n:x}` written by hand into a stack buffer: one allocation (the value).
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 33];
+    for (i, byte) in text[..16].iter_mut().enumerate() {
+        *byte = HEX[((prefix >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    text[16] = b'-';
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+    for i in 0..digits {
+        text[17 + i] = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text[..17 + digits]).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// `text` cut to at most `max` bytes, on a character boundary.
@@ -231,7 +236,8 @@ pub(crate) struct Trace {
     service: Option<String>,
     upstream: Option<SocketAddr>,
     method: Option<http::Method>,
-    path: Option<String>,
+    /// The request target as received (a cheap clone: it shares the request's bytes).
+    uri: Option<http::Uri>,
     status: Option<u16>,
     bytes_in: Option<u64>,
     bytes_out: Option<u64>,
@@ -263,7 +269,7 @@ impl Trace {
             service: None,
             upstream: None,
             method: None,
-            path: None,
+            uri: None,
             status: None,
             bytes_in: None,
             bytes_out: None,
@@ -543,6 +549,10 @@ enum Value<'a> {
     Text(&'a str),
     Number(u64),
     Millis(Duration),
+    Addr(SocketAddr),
+    Time(SystemTime),
+    /// A path with its query, whose secret values are redacted as it is written.
+    Path(&'a str, Option<&'a str>),
     None,
 }
 
@@ -550,12 +560,9 @@ impl Entry<'_> {
     /// Every field, in [`FIELDS`] order, then the captured headers.
     fn fields(&self, mut each: impl FnMut(&str, Value<'_>)) {
         let t = self.trace;
-        let time = rfc3339(t.time);
-        let client = t.client.to_string();
-        let upstream = t.upstream.map(|a| a.to_string());
         let number = |v: Option<u64>| v.map_or(Value::None, Value::Number);
         let millis = |v: Option<Duration>| v.map_or(Value::None, Value::Millis);
-        each("time", Value::Text(&time));
+        each("time", Value::Time(t.time));
         each(
             "kind",
             Value::Text(match t.kind {
@@ -563,12 +570,18 @@ impl Entry<'_> {
                 Kind::Tcp => "tcp",
             }),
         );
-        each("client", Value::Text(&client));
+        each("client", Value::Addr(t.client));
         each("port", Value::Number(u64::from(t.port)));
         each("service", text(t.service.as_deref()));
-        each("upstream", text(upstream.as_deref()));
+        each("upstream", t.upstream.map_or(Value::None, Value::Addr));
         each("method", text(t.method.as_ref().map(http::Method::as_str)));
-        each("path", text(t.path.as_deref()));
+        each(
+            "path",
+            match &t.uri {
+                Some(uri) => Value::Path(uri.path(), uri.query()),
+                None => Value::None,
+            },
+        );
         each("status", number(t.status.map(u64::from)));
         each("bytes_in", number(t.bytes_in));
         each("bytes_out", number(t.bytes_out));
@@ -582,14 +595,20 @@ impl Entry<'_> {
             "request_id",
             text(t.request_id.as_ref().and_then(|v| v.to_str().ok())),
         );
-        for ((name, _), value) in t.log.capture.iter().zip(&t.captured) {
-            let key = format!("header.{name}");
-            each(&key, text(value.as_deref()));
+        if !t.log.capture.is_empty() {
+            let mut key = String::with_capacity(32);
+            for ((name, _), value) in t.log.capture.iter().zip(&t.captured) {
+                key.clear();
+                key.push_str("header.");
+                key.push_str(name.as_str());
+                each(&key, text(value.as_deref()));
+            }
         }
     }
 
     /// `key=value` pairs separated by spaces; values with spaces, quotes, `=` or control
     /// characters are quoted with `\"`, `\\` and `\u{..}` escapes; a missing value is `-`.
+    /// Numbers, times and IPv4 addresses are written digit by digit (no formatting machinery).
     fn text(&self, out: &mut String) {
         self.fields(|key, value| {
             if !out.is_empty() {
@@ -599,12 +618,20 @@ impl Entry<'_> {
             out.push('=');
             match value {
                 Value::Text(v) => quote(out, v),
-                Value::Number(n) => {
-                    let _ = write!(out, "{n}");
-                }
-                Value::Millis(d) => {
-                    let _ = write!(out, "{:.3}", d.as_secs_f64() * 1000.0);
-                }
+                Value::Number(n) => push_u64(out, n),
+                Value::Millis(d) => push_millis(out, d),
+                Value::Addr(addr) => push_addr(out, addr),
+                Value::Time(time) => push_time(out, time),
+                Value::Path(path, query) => match query {
+                    None => quote(out, path),
+                    Some(query) => {
+                        let mut full = String::with_capacity(path.len() + query.len() + 1);
+                        full.push_str(path);
+                        full.push('?');
+                        full.push_str(&redact_query(query));
+                        quote(out, &full);
+                    }
+                },
                 Value::None => out.push('-'),
             }
         });
@@ -615,6 +642,7 @@ impl Entry<'_> {
         let mut serializer = serde_json::Serializer::new(out);
         let mut map = serializer.serialize_map(None)?;
         let mut result = Ok(());
+        let mut scratch = String::new();
         self.fields(|key, value| {
             if result.is_err() {
                 return;
@@ -626,12 +654,121 @@ impl Entry<'_> {
                     let ms = (d.as_secs_f64() * 1_000_000.0).round() / 1000.0;
                     map.serialize_entry(key, &ms)
                 }
+                Value::Addr(_) | Value::Time(_) | Value::Path(..) => {
+                    scratch.clear();
+                    match value {
+                        Value::Addr(addr) => push_addr(&mut scratch, addr),
+                        Value::Time(time) => push_time(&mut scratch, time),
+                        Value::Path(path, query) => {
+                            scratch.push_str(path);
+                            if let Some(query) = query {
+                                scratch.push('?');
+                                scratch.push_str(&redact_query(query));
+                            }
+                        }
+                        _ => {}
+                    }
+                    map.serialize_entry(key, scratch.as_str())
+                }
                 Value::None => map.serialize_entry(key, &()),
             };
         });
         result?;
         map.end()
     }
+}
+
+/// Appends `n` in decimal.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+}
+
+/// Appends `n` in decimal, zero-padded to `width` digits.
+fn push_padded(out: &mut String, n: u64, width: usize) {
+    let mut digits = 1;
+    let mut rest = n / 10;
+    while rest > 0 {
+        digits += 1;
+        rest /= 10;
+    }
+    for _ in digits..width {
+        out.push('0');
+    }
+    push_u64(out, n);
+}
+
+/// Appends a duration as milliseconds with three decimals (`1.391`).
+fn push_millis(out: &mut String, d: Duration) {
+    let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    push_u64(out, micros / 1000);
+    out.push('.');
+    push_padded(out, micros % 1000, 3);
+}
+
+/// Appends an address (`10.0.0.7:51234`, `[::1]:5000`).
+fn push_addr(out: &mut String, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u64(out, u64::from(octet));
+            }
+            out.push(':');
+            push_u64(out, u64::from(v4.port()));
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(out, "{addr}");
+        }
+    }
+}
+
+thread_local! {
+    /// The last second rendered by [`push_time`] and its text up to the seconds.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Appends `2026-11-28T09:30:00.123Z`; the calendar part is computed once per second per thread.
+fn push_time(out: &mut String, time: SystemTime) {
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != secs {
+            let t = time::OffsetDateTime::from(time);
+            let mut text = String::with_capacity(19);
+            let _ = write!(
+                text,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            );
+            *cache = (secs, text);
+        }
+        out.push_str(&cache.1);
+    });
+    out.push('.');
+    push_padded(out, u64::from(since.subsec_millis()), 3);
+    out.push('Z');
 }
 
 fn quote(out: &mut String, value: &str) {
@@ -655,21 +792,6 @@ fn quote(out: &mut String, value: &str) {
         }
     }
     out.push('"');
-}
-
-/// `2026-11-28T09:30:00.123Z`.
-fn rfc3339(time: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(time);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
 }
 
 /// Byte counts of a layer-4 client connection.
@@ -952,8 +1074,32 @@ mod tests {
     }
 
     #[test]
+    fn generated_ids_are_the_prefix_and_the_counter_in_hex() {
+        for n in [0u64, 9, 10, 255, 0x1234_5678_9abc, u64::MAX] {
+            let prefix = REQUEST_IDS.with(|ids| {
+                let (prefix, _) = ids.get();
+                ids.set((prefix, n));
+                prefix
+            });
+            assert_eq!(new_request_id(), format!("{prefix:016x}-{n:x}").as_str());
+        }
+    }
+
+    #[test]
     fn times_are_rfc3339_utc() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_322_200_123);
-        assert_eq!(rfc3339(t), "2025-11-28T09:30:00.123Z");
+        let mut out = String::new();
+        push_time(&mut out, t);
+        push_time(&mut out, t + Duration::from_millis(5));
+        assert_eq!(out, "2025-11-28T09:30:00.123Z2025-11-28T09:30:00.128Z");
+        let mut out = String::new();
+        push_millis(&mut out, Duration::from_micros(1_391));
+        out.push(' ');
+        push_millis(&mut out, Duration::from_micros(7));
+        out.push(' ');
+        push_addr(&mut out, "10.0.0.7:51234".parse().unwrap());
+        out.push(' ');
+        push_u64(&mut out, 0);
+        assert_eq!(out, "1.391 0.007 10.0.0.7:51234 0");
     }
 }

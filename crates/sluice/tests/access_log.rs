@@ -290,7 +290,11 @@ fn delayed_request(p: &Proxy, delay: Duration, request: &str) -> String {
 
 #[test]
 fn wait_connect_and_bytes_are_measured_not_declared() {
-    let p = Proxy::builder().env("DEBUG", "true").start();
+    // One worker: one upstream connection pool, so the second request reuses the first's.
+    let p = Proxy::builder()
+        .env("DEBUG", "true")
+        .env("WORKER_THREADS", "1")
+        .start();
     let b = Backend::start("web");
     web(&p, &b);
 
