@@ -167,6 +167,24 @@ fn explain_names_the_route_and_the_first_failed_condition_for_every_rule() {
     assert_eq!(body["route"]["auth"]["users"], 1);
     assert!(!body.to_string().contains("sup3rs3cret"), "{body}");
 
+    // redirectWhenHttpProto, from the X-Forwarded-Proto header.
+    let r = p.reconfigure(&format!(
+        "serviceName=proto&servicePath=/proto&serviceDomain=proto.example&redirectWhenHttpProto=true&port={port}&outboundHostname=127.0.0.1"
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = explain(
+        &p,
+        &[
+            ("url", "http://proto.example/proto"),
+            ("header", "X-Forwarded-Proto:http"),
+        ],
+    );
+    assert_eq!(body["outcome"], "redirect", "{body}");
+    assert_eq!(body["rule"]["rule"], "redirectWhenHttpProto", "{body}");
+    assert_eq!(body["location"], "https://proto.example/proto");
+    let body = explain(&p, &[("url", "http://proto.example/proto")]);
+    assert_eq!(chosen(&body), "proto", "{body}");
+
     // The same request agrees with the data plane.
     let r = p.get("/exact", &[("host", "any.example")]);
     assert_eq!(r.status, 200);
@@ -226,4 +244,39 @@ fn explain_answers_in_text_and_refuses_bad_parameters_by_name() {
     );
     assert_eq!(status, 400, "{body}");
     assert!(!body.contains("hunter2"), "{body}");
+}
+
+#[test]
+fn explain_reads_upstream_addresses_from_the_name_cache_only() {
+    // The names resolve through HOSTS_FILE only (no DNS); nothing listens on 127.0.0.9:8080.
+    let dir = crate::support::TempDir::new("explain-names");
+    let hosts = dir.0.join("hosts");
+    std::fs::write(&hosts, "127.0.0.9 tasks.named-svc\n127.0.0.9 named-svc\n").unwrap();
+    let p = Proxy::builder()
+        .env("HOSTS_FILE", hosts.to_str().unwrap())
+        .start();
+    let r = p.reconfigure("serviceName=named-svc&servicePath=/named&port=8080");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = explain(&p, &[("url", "/named")]);
+    let upstream = &body["route"]["upstream"];
+    assert_eq!(upstream["host"], "named-svc", "{body}");
+    assert_eq!(upstream["state"], "not resolved yet", "{body}");
+    assert_eq!(upstream["addresses"], serde_json::json!([]));
+    // A request makes the data plane look the name up; explain then shows its answer.
+    assert_eq!(p.get("/named", &[]).status, 503);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let body = explain(&p, &[("url", "/named")]);
+        let upstream = &body["route"]["upstream"];
+        if upstream["state"] == "task addresses" {
+            assert_eq!(
+                upstream["addresses"],
+                serde_json::json!(["127.0.0.9"]),
+                "{body}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
