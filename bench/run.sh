@@ -717,29 +717,52 @@ scenario_e() {
 }
 
 # l) The request log's cost: Sluice alone on scenario a's request, DEBUG off and DEBUG=true in
-# the order off, on, on, off per round (so drift over time hits both alike); the mean rps of
-# each and their ratio. The log goes to a file, as a container's stdout would.
+# the order off, on, on, off per round (so drift over time hits both alike). Reports the mean
+# rps of each, and the proxy's CPU time per request (utime+stime of the process over the
+# measured run, divided by the requests wrk completed; the median run): on a shared machine
+# the CPU cost per request is steadier than rps. The log goes to a file, as a container's stdout would.
+proc_cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
 scenario_l() {
   if ! want_proxy sluice; then
     log "=== l: skipped (sluice is not in PROXIES)"
     return 0
   fi
   log "=== l: request log cost, DEBUG=true against DEBUG off"
-  local round mode lines=0
+  local round mode lines=0 before after requests tick_us
+  tick_us=$((1000000 / $(getconf CLK_TCK)))
   for ((round = 0; round < ROUNDS; round++)); do
     for mode in off on on off; do
       if [[ $mode == on ]]; then SLUICE_EXTRA_ENV="DEBUG=true"; else SLUICE_EXTRA_ENV=""; fi
-      measure_once "l-$mode" sluice "$ONE" /svc1/x || log "[l-$mode] measurement failed"
+      if ! start_proxy sluice "$ONE"; then
+        log "[l-$mode] sluice failed to start"
+        stop_proxy
+        continue
+      fi
+      if [[ $WARMUP_S -gt 0 ]]; then wrk_path "$WARMUP_S" /svc1/x || true; fi
+      before=$(proc_cpu_ticks "$PROXY_PID")
+      if wrk_path "$DURATION_S" /svc1/x; then
+        after=$(proc_cpu_ticks "$PROXY_PID")
+        requests=$(awk '/requests in/ {print $1}' <<<"$WRK_OUT")
+        log "[l-$mode] rps=$(wrk_rps) errors=$(wrk_errors) cpu_us/request=$(awk -v t=$((after - before)) -v u="$tick_us" -v r="$requests" 'BEGIN {printf "%.2f", r ? t * u / r : 0}')"
+        printf '%s %s %s %s\n' "$(wrk_rps)" "$((after - before))" "$requests" "$(wrk_errors)" >>"$WORK/l-$mode"
+      fi
       if [[ $mode == on ]]; then lines=$(grep -c 'kind=http' "$WORK/sluice.log" || true); fi
+      stop_proxy
     done
   done
   SLUICE_EXTRA_ENV=""
-  local off on
-  off=$(awk '{s += $1} END {if (NR) printf "%.0f", s / NR}' "$WORK/rounds-l-off-sluice" 2>/dev/null || true)
-  on=$(awk '{s += $1} END {if (NR) printf "%.0f", s / NR}' "$WORK/rounds-l-on-sluice" 2>/dev/null || true)
+  local off_rps on_rps off_cpu on_cpu
+  off_rps=$(awk '{s += $1} END {if (NR) printf "%.0f", s / NR}' "$WORK/l-off" 2>/dev/null || true)
+  on_rps=$(awk '{s += $1} END {if (NR) printf "%.0f", s / NR}' "$WORK/l-on" 2>/dev/null || true)
+  # CPU per request: the median run (a run slowed by a neighbour inflates its own figure).
+  local median='{if ($3) print $2 * u / $3}'
+  off_cpu=$(awk -v u="$tick_us" "$median" "$WORK/l-off" 2>/dev/null | sort -n | awk '{v[NR] = $1} END {if (NR) printf "%.2f", v[int((NR + 1) / 2)]}')
+  on_cpu=$(awk -v u="$tick_us" "$median" "$WORK/l-on" 2>/dev/null | sort -n | awk '{v[NR] = $1} END {if (NR) printf "%.2f", v[int((NR + 1) / 2)]}')
   add_summary ""
   add_summary "l) request log cost: sluice, 1 service, GET /svc1/x (wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION), $((ROUNDS * 2)) runs each"
-  add_summary "  DEBUG off ${off:-n/a} rps, DEBUG=true ${on:-n/a} rps: on/off $(ratio "${on:-}" "${off:-}") (last DEBUG run wrote $lines lines)"
+  add_summary "  DEBUG off: ${off_rps:-n/a} rps (mean), ${off_cpu:-n/a} us CPU/request (median run); DEBUG=true: ${on_rps:-n/a} rps, ${on_cpu:-n/a} us CPU/request"
+  add_summary "  on/off: rps $(ratio "${on_rps:-}" "${off_rps:-}"), CPU per request $(ratio "${on_cpu:-}" "${off_cpu:-}") (last DEBUG run wrote $lines lines)"
 }
 
 scenario_m() {
