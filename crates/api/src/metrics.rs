@@ -434,6 +434,49 @@ fn per_destination(f: &mut TextWriter<'_>, report: &Report) {
             );
         }
     }
+    passive_health(f, report);
+}
+
+/// Passive health per service ([`sluice_proxy::health`]): each address once per service,
+/// whichever destinations list it.
+fn passive_health(f: &mut TextWriter<'_>, report: &Report) {
+    let mut services: std::collections::BTreeMap<
+        &str,
+        std::collections::BTreeMap<&str, (bool, u64)>,
+    > = std::collections::BTreeMap::new();
+    for d in &report.destinations {
+        let addrs = services.entry(d.service.as_str()).or_default();
+        for u in &d.upstreams {
+            addrs.insert(u.address.as_str(), (u.health == "ejected", u.ejections));
+        }
+    }
+    f.head(
+        "sluice_upstream_ejections_total",
+        "counter",
+        "Times passive health ejected an address of the service (failed in a row).",
+    );
+    for (service, addrs) in &services {
+        let total: u64 = addrs.values().map(|(_, n)| n).sum();
+        f.sample(
+            "sluice_upstream_ejections_total",
+            &[("service", service)],
+            total,
+        );
+    }
+    f.head(
+        "sluice_upstream_ejected",
+        "gauge",
+        "1 while passive health skips the address (ejected until its trial succeeds).",
+    );
+    for (service, addrs) in &services {
+        for (address, (ejected, _)) in addrs {
+            f.sample(
+                "sluice_upstream_ejected",
+                &[("service", service), ("address", address)],
+                u8::from(*ejected),
+            );
+        }
+    }
 }
 
 /// `/v1/docker-flow-proxy/metrics`: this replica's statistics as HAProxy CSV. With

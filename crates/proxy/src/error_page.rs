@@ -4,7 +4,9 @@
 //! `Cache-Control: no-cache` and `Connection: close` where DFP/HAProxy closed the connection.
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use http::header::{
+    CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER,
+};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::ProxyBody;
@@ -53,6 +55,18 @@ impl Failure {
 /// An HTML error page for `failure`.
 pub fn page(failure: Failure) -> Response<ProxyBody> {
     page_with(failure, failure.explanation())
+}
+
+/// Seconds a client is asked to wait (`Retry-After`) when a service has no ready task.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// The 503 page of a service with no ready task (none appeared within `TIMEOUT_QUEUE`, none
+/// answered, or every `maxConn` slot stayed taken), with `Retry-After`.
+pub fn unavailable() -> Response<ProxyBody> {
+    let mut resp = page(Failure::Unavailable);
+    resp.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    resp
 }
 
 /// A 400 page naming what is wrong with the request (`detail` is HTML-escaped).
@@ -119,6 +133,14 @@ mod tests {
         assert_eq!(page(Failure::Timeout).status(), 504);
         assert_eq!(page(Failure::BadGateway).status(), 502);
         assert_eq!(page(Failure::Forbidden).status(), 403);
+    }
+
+    #[test]
+    fn unavailable_pages_ask_to_retry() {
+        let r = unavailable();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()[RETRY_AFTER], "1");
+        assert!(page(Failure::NoRoute).headers().get(RETRY_AFTER).is_none());
     }
 
     #[test]

@@ -41,7 +41,7 @@ use crate::body::{ProxyBody, UpstreamBody};
 use crate::error_page::{self, Failure};
 use crate::snapshot::Snapshot;
 use crate::stats::{DestStats, RequestBody};
-use crate::upstream::{SendError, Target, Upstreams};
+use crate::upstream::{sticky_token, SendError, Target};
 use crate::worker::Worker;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -324,7 +324,7 @@ async fn forward(
     }
     crate::tls::to_http1(&mut req);
     *req.version_mut() = http::Version::HTTP_11;
-    let sticky_index = if service.sticky {
+    let sticky = if service.sticky {
         sticky_choice(req.headers(), &service.name)
     } else {
         None
@@ -365,7 +365,7 @@ async fn forward(
             req,
             upgrade,
             server_timeout,
-            sticky_index,
+            sticky.as_deref(),
         )
         .await
     {
@@ -400,7 +400,10 @@ async fn forward(
                 SendError::Broken { .. } => Failure::BadGateway,
             };
             tracing::warn!(service = %service.name, backend = %route.backend_name(), %error, "upstream request failed");
-            return error_page::page(failure);
+            return match failure {
+                Failure::Unavailable => error_page::unavailable(),
+                other => error_page::page(other),
+            };
         }
     };
 
@@ -416,9 +419,12 @@ async fn forward(
         conn,
         client_ip,
     );
-    if service.sticky && sticky_index.is_none() {
-        if let Some(index) = sticky_index_of(&worker.upstreams, target, exchange.addr).await {
-            let cookie = format!("{0}={0}_{1}; path=/", service.name, index);
+    if service.sticky {
+        // A new client, or one whose task is gone or ejected, is (re)assigned to the task
+        // that answered.
+        let token = sticky_token(exchange.addr.ip());
+        if sticky.as_deref() != Some(token.as_str()) {
+            let cookie = format!("{0}={0}_{1}; path=/", service.name, token);
             if let Ok(value) = HeaderValue::from_str(&cookie) {
                 parts.headers.append(SET_COOKIE, value);
                 parts.headers.insert(
@@ -547,8 +553,10 @@ fn apply_header_ops(headers: &mut HeaderMap, ops: &[HeaderOp], conn: &ConnInfo, 
     }
 }
 
-/// The task index a sticky-session cookie (`<service>=<service>_<i>`) asks for.
-fn sticky_choice(headers: &HeaderMap, service: &str) -> Option<usize> {
+/// The task a sticky-session cookie (`<service>=<service>_<token>`) asks for: its token
+/// ([`sticky_token`], a short hash of the task's address, so the cookie keeps naming the same
+/// task whatever the order of the address list, and never shows the address).
+fn sticky_choice(headers: &HeaderMap, service: &str) -> Option<String> {
     let prefix = format!("{service}_");
     headers
         .get_all(COOKIE)
@@ -558,16 +566,8 @@ fn sticky_choice(headers: &HeaderMap, service: &str) -> Option<usize> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == service)
         .and_then(|(_, value)| value.strip_prefix(prefix.as_str()))
-        .and_then(|i| i.parse().ok())
-}
-
-async fn sticky_index_of(
-    upstreams: &Upstreams,
-    target: Target<'_>,
-    addr: SocketAddr,
-) -> Option<usize> {
-    let (addrs, _) = upstreams.addresses(target).await.ok()?;
-    addrs.iter().position(|ip| *ip == addr.ip())
+        .filter(|token| !token.is_empty() && token.len() <= 64)
+        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -649,8 +649,16 @@ mod tests {
     #[test]
     fn sticky_cookie_is_parsed() {
         let mut h = HeaderMap::new();
-        h.insert(COOKIE, HeaderValue::from_static("a=b; go-demo=go-demo_2"));
-        assert_eq!(sticky_choice(&h, "go-demo"), Some(2));
+        h.insert(
+            COOKIE,
+            HeaderValue::from_static("a=b; go-demo=go-demo_0a1b2c3d4e5f"),
+        );
+        assert_eq!(
+            sticky_choice(&h, "go-demo").as_deref(),
+            Some("0a1b2c3d4e5f")
+        );
         assert_eq!(sticky_choice(&h, "other"), None);
+        h.insert(COOKIE, HeaderValue::from_static("go-demo=go-demo_"));
+        assert_eq!(sticky_choice(&h, "go-demo"), None);
     }
 }

@@ -11,6 +11,7 @@ pub mod compress;
 mod connection;
 pub mod error_page;
 mod forward;
+pub mod health;
 mod limits;
 pub mod names;
 pub mod resolve;

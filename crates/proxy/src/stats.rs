@@ -300,6 +300,8 @@ pub struct StatsHub {
     started: Instant,
     frontend: FrontendStats,
     dests: Mutex<BTreeMap<(String, usize), Arc<DestStats>>>,
+    /// Passive health of upstream addresses (shown as `ejected` in the report).
+    health: Arc<crate::health::Health>,
 }
 
 impl std::fmt::Debug for StatsHub {
@@ -315,7 +317,13 @@ impl StatsHub {
             started: Instant::now(),
             frontend: FrontendStats::default(),
             dests: Mutex::new(BTreeMap::new()),
+            health: Arc::default(),
         })
+    }
+
+    /// Passive health of upstream addresses, shared by every worker.
+    pub fn health(&self) -> &Arc<crate::health::Health> {
+        &self.health
     }
 
     /// The counters for every service of `table`, reusing those of destinations that already
@@ -401,6 +409,7 @@ impl StatsHub {
             .iter()
             .map(|((service, dest), stats)| {
                 dest_report(
+                    &self.health,
                     service,
                     *dest,
                     stats,
@@ -433,7 +442,13 @@ impl StatsHub {
     }
 }
 
-fn dest_report(service: &str, dest: usize, s: &DestStats, route: Option<&&Route>) -> DestReport {
+fn dest_report(
+    health: &crate::health::Health,
+    service: &str,
+    dest: usize,
+    s: &DestStats,
+    route: Option<&&Route>,
+) -> DestReport {
     let (backend, index, port, paths, domains) = match route {
         Some(route) => {
             let d = route.destination();
@@ -452,16 +467,21 @@ fn dest_report(service: &str, dest: usize, s: &DestStats, route: Option<&&Route>
         .list
         .load()
         .iter()
-        .map(|(addr, a)| UpstreamReport {
-            address: addr.to_string(),
-            requests: get(&a.requests),
-            failures: get(&a.failures),
-            health: match a.health.load(Ordering::Relaxed) {
-                UP => "up",
-                DOWN => "down",
-                _ => "unknown",
-            },
-            changed_ms: get(&a.changed_ms),
+        .map(|(addr, a)| {
+            let passive = health.report(*addr);
+            UpstreamReport {
+                address: addr.to_string(),
+                requests: get(&a.requests),
+                failures: get(&a.failures),
+                health: match a.health.load(Ordering::Relaxed) {
+                    _ if passive.ejected => "ejected",
+                    UP => "up",
+                    DOWN => "down",
+                    _ => "unknown",
+                },
+                changed_ms: get(&a.changed_ms),
+                ejections: passive.ejections,
+            }
         })
         .collect();
     DestReport {
@@ -646,10 +666,13 @@ pub struct UpstreamReport {
     pub requests: u64,
     /// Attempts that failed (connect, timeout, broken response).
     pub failures: u64,
-    /// `up` (last connect worked), `down` (last connect failed) or `unknown`.
+    /// `up` (last connect worked), `down` (last connect failed), `ejected` (skipped by
+    /// passive health, see [`crate::health`]) or `unknown`.
     pub health: &'static str,
     /// When the health last changed (or the address was first seen), Unix milliseconds.
     pub changed_ms: u64,
+    /// How many times passive health ejected the address.
+    pub ejections: u64,
 }
 
 /// One service destination.

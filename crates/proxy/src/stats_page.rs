@@ -433,7 +433,7 @@ pub fn csv(report: &Report) -> String {
                 "status",
                 match u.health {
                     "up" => "UP",
-                    "down" => "DOWN",
+                    "down" | "ejected" => "DOWN",
                     _ => "no check",
                 },
             );
@@ -456,7 +456,10 @@ pub fn csv(report: &Report) -> String {
         be.set("dreq", d.denied + d.unauthorized);
         be.set("econ", d.errors.connect);
         be.set("eresp", d.errors.bad_gateway + d.errors.timeout);
-        let any_down = !d.upstreams.is_empty() && d.upstreams.iter().all(|u| u.health == "down");
+        let any_down = !d.upstreams.is_empty()
+            && d.upstreams
+                .iter()
+                .all(|u| matches!(u.health, "down" | "ejected"));
         be.set("status", if any_down { "DOWN" } else { "UP" });
         be.set("weight", d.upstreams.len());
         be.set("act", d.upstreams.len());
@@ -625,6 +628,7 @@ mod tests {
                 requests: 7,
                 failures: 0,
                 health: "up",
+                ejections: 0,
                 changed_ms: 0,
             }],
         });

@@ -21,24 +21,36 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Request;
-use hyper::body::Incoming;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use crate::body::{Release, RequestBody as ReqBody};
-use crate::limits::Limits;
-use crate::names::Names;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Uri, Version};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::Response;
 use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use crate::body::{Release, RequestBody as ReqBody};
+use crate::health::{Admit, Fault, Health, ServiceHealth};
+use crate::limits::Limits;
+use crate::names::Names;
 
 /// How long one connect attempt waits for the SYN-ACK before a fresh SYN is sent, within the
 /// connect timeout. The kernel would resend after 1 s, then 3 s; but a Swarm task's address is
 /// in DNS before its container is attached, so the first SYN to a starting task is dropped.
 const SYN_RETRY: Duration = Duration::from_millis(200);
-/// How many distinct addresses one request tries before giving up.
+/// How many distinct addresses one request tries.
 const MAX_ATTEMPTS: usize = 3;
+/// How long a new connection may take before a second one is raced to the next address.
+const RACE_AFTER: Duration = Duration::from_millis(200);
+/// How often a request waiting for a ready address looks again.
+pub(crate) const READY_POLL: Duration = Duration::from_millis(50);
 /// Hosts remembered as being (or not being) IP addresses, per worker.
 const MAX_KNOWN_HOSTS: usize = 4096;
 /// Idle connections kept per upstream address.
@@ -63,6 +75,204 @@ type Literal = Option<Arc<[IpAddr]>>;
 /// Idle connections are pooled per address and transport (plain or TLS).
 type PoolKey = (SocketAddr, bool);
 
+/// A request body on its way upstream: the client's, or an empty one for a retry.
+pub(crate) enum Outgoing {
+    /// The client's body.
+    Client(ReqBody),
+    /// No body (a rebuilt request, see [`Replay`]).
+    Empty,
+}
+
+impl Body for Outgoing {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Outgoing::Client(body) => Pin::new(body).poll_frame(cx),
+            Outgoing::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Outgoing::Client(body) => body.is_end_stream(),
+            Outgoing::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Outgoing::Client(body) => body.size_hint(),
+            Outgoing::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// What is kept of a request so it can be sent again after its connection broke: only for
+/// idempotent methods (RFC 9110 §9.2.2) and an empty body.
+pub(crate) struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    /// The parts of `req` when it may be sent again.
+    fn of<B: Body>(req: &Request<B>) -> Option<Replay> {
+        (idempotent(req.method()) && req.body().is_end_stream()).then(|| Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+        })
+    }
+
+    fn rebuild(&self) -> Request<Outgoing> {
+        let mut req = Request::new(Outgoing::Empty);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// Methods that may be repeated without changing the outcome (RFC 9110 §9.2.2).
+pub(crate) fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// How far a failed attempt went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// No connection could be made: nothing was sent.
+    NotConnected,
+    /// The connection closed before the request went out (hyper gave it back).
+    NotSent,
+    /// The connection was reset or closed before any response byte; the request may have
+    /// been (partly) sent.
+    Reset,
+    /// No response within the server timeout: the upstream may be working on it.
+    TimedOut,
+    /// The upstream answered something that is not HTTP, or the client's body broke.
+    Invalid,
+}
+
+/// Whether a failed attempt may be retried on another address: always when nothing was
+/// sent; after a reset only when the request can be rebuilt (`replayable`: an idempotent
+/// method with an empty body); never after a timeout or an invalid response.
+pub(crate) fn may_retry(outcome: Outcome, replayable: bool) -> bool {
+    match outcome {
+        Outcome::NotConnected | Outcome::NotSent => true,
+        Outcome::Reset => replayable,
+        Outcome::TimedOut | Outcome::Invalid => false,
+    }
+}
+
+/// Which addresses a request tries, and which ejected ones are due for a probe.
+#[derive(Debug, PartialEq, Eq)]
+struct Plan {
+    tries: Vec<SocketAddr>,
+    probes: Vec<SocketAddr>,
+}
+
+/// A failed attempt.
+pub(crate) struct Failed {
+    error: SendError,
+    /// The address it failed on.
+    addr: SocketAddr,
+    outcome: Outcome,
+    /// What it says about the address's health.
+    fault: Option<Fault>,
+    /// The request, when it was not sent.
+    back: Option<Request<Outgoing>>,
+}
+
+/// The token a sticky-session cookie names a task by: a short hash of its address, the same
+/// in every proxy replica, that does not show the address.
+pub(crate) fn sticky_token(ip: IpAddr) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"sluice-sticky\0");
+    match ip {
+        IpAddr::V4(v4) => hash.update(v4.octets()),
+        IpAddr::V6(v6) => hash.update(v6.octets()),
+    }
+    hash.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Sends `req` on `sender` within `server_timeout`.
+async fn exchange(
+    addr: SocketAddr,
+    mut sender: SendRequest<Outgoing>,
+    req: Request<Outgoing>,
+    server_timeout: Duration,
+) -> Result<(Response<Incoming>, SendRequest<Outgoing>), Failed> {
+    match tokio::time::timeout(server_timeout, sender.try_send_request(req)).await {
+        Ok(Ok(response)) => Ok((response, sender)),
+        Err(_) => Err(Failed {
+            error: SendError::Timeout { addr },
+            addr,
+            outcome: Outcome::TimedOut,
+            fault: None,
+            back: None,
+        }),
+        Ok(Err(mut e)) => {
+            let back = e.take_message();
+            let source = e.into_error();
+            let outcome = if back.is_some() {
+                Outcome::NotSent
+            } else if broke_before_response(&source) {
+                Outcome::Reset
+            } else {
+                Outcome::Invalid
+            };
+            Err(Failed {
+                error: SendError::Broken { addr, source },
+                addr,
+                outcome,
+                fault: (outcome == Outcome::Reset).then_some(Fault::Reset),
+                back,
+            })
+        }
+    }
+}
+
+/// True when the upstream connection closed or was reset before a response came: not a
+/// parse error, not the client's body failing.
+fn broke_before_response(error: &hyper::Error) -> bool {
+    if error.is_parse() || error.is_user() || error.is_timeout() {
+        return false;
+    }
+    if error.is_incomplete_message() || error.is_canceled() {
+        return true;
+    }
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        cause = inner.source();
+    }
+    false
+}
+
 /// The per-worker upstream state.
 pub(crate) struct Upstreams {
     me: Weak<Upstreams>,
@@ -70,11 +280,13 @@ pub(crate) struct Upstreams {
     names: Arc<Names>,
     /// `maxConn` slots, shared by every worker.
     limits: Arc<Limits>,
+    /// Passive health and retry budgets, shared by every worker.
+    health: Arc<Health>,
     /// `TIMEOUT_QUEUE`: how long a request waits for a `maxConn` slot.
     queue_timeout: Duration,
     /// Hosts given as IP addresses: never looked up.
     literals: RefCell<HashMap<Box<str>, Literal>>,
-    idle: RefCell<HashMap<PoolKey, Vec<SendRequest<ReqBody>>>>,
+    idle: RefCell<HashMap<PoolKey, Vec<SendRequest<Outgoing>>>>,
     tls_connector: std::cell::OnceCell<Option<tokio_rustls::TlsConnector>>,
     connect_timeout: Duration,
 }
@@ -83,13 +295,14 @@ pub(crate) struct Upstreams {
 pub(crate) struct SharedUpstreams {
     pub(crate) names: Arc<Names>,
     pub(crate) limits: Arc<Limits>,
+    pub(crate) health: Arc<Health>,
     /// `TIMEOUT_QUEUE`.
     pub(crate) queue_timeout: Duration,
 }
 
 /// A pooled connection lent to one response; [`Lease::release`] gives it back.
 pub(crate) struct Lease {
-    sender: SendRequest<ReqBody>,
+    sender: SendRequest<Outgoing>,
     key: PoolKey,
     pool: Weak<Upstreams>,
     /// The request's `maxConn` slot, given back with the connection.
@@ -168,6 +381,7 @@ impl Upstreams {
             me: me.clone(),
             names: shared.names,
             limits: shared.limits,
+            health: shared.health,
             queue_timeout: shared.queue_timeout,
             literals: RefCell::new(HashMap::new()),
             idle: RefCell::new(HashMap::new()),
@@ -176,7 +390,7 @@ impl Upstreams {
         })
     }
 
-    fn put_idle(&self, key: PoolKey, sender: SendRequest<ReqBody>) {
+    fn put_idle(&self, key: PoolKey, sender: SendRequest<Outgoing>) {
         if sender.is_closed() {
             return;
         }
@@ -187,7 +401,7 @@ impl Upstreams {
         }
     }
 
-    fn take_idle(&self, key: PoolKey) -> Option<SendRequest<ReqBody>> {
+    fn take_idle(&self, key: PoolKey) -> Option<SendRequest<Outgoing>> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&key)?;
         while let Some(sender) = list.pop() {
@@ -235,94 +449,343 @@ impl Upstreams {
         self.names.invalidate(target.host, target.tasks_first);
     }
 
-    /// Sends `req` to one of `target`'s addresses on `port`, retrying on other addresses when
-    /// a connection cannot be established. `preferred` picks an address index (stickiness).
+    /// Sends `req` to one of `target`'s addresses on `port`, choosing among the addresses
+    /// that are not ejected ([`crate::health`]); `sticky` names a preferred task
+    /// ([`sticky_token`]).
+    ///
+    /// A failed attempt is retried on another address when that is safe ([`may_retry`]) and
+    /// the service's retry budget allows it, on at most [`MAX_ATTEMPTS`] addresses. While a
+    /// service that had addresses has none (no ready task), the request waits up to
+    /// `TIMEOUT_QUEUE` for one to appear, looking again every [`READY_POLL`].
     pub(crate) async fn send(
         &self,
         target: Target<'_>,
         port: u16,
-        mut req: Request<ReqBody>,
+        req: Request<ReqBody>,
         upgrade: bool,
         server_timeout: Duration,
-        preferred: Option<usize>,
+        sticky: Option<&str>,
     ) -> Result<Exchange, SendError> {
         let mut slot = self.slot(target).await?;
-        let (addrs, start) = self.addresses(target).await?;
-        if addrs.is_empty() {
-            return Err(SendError::Resolve {
-                host: target.host.to_string(),
-                reason: "no addresses".into(),
-            });
-        }
-        let start = preferred.filter(|i| *i < addrs.len()).unwrap_or(start);
-        let attempts = addrs.len().min(MAX_ATTEMPTS);
+        let service = self.health.service(target.host);
+        self.health.request(&service);
+        let (addrs, start) = self.ready_addresses(target, &service).await?;
+        let replay = Replay::of(&req);
+        let mut req = Some(req.map(Outgoing::Client));
         let mut failed = Vec::new();
         let mut connect = Duration::ZERO;
-        for attempt in 0..attempts {
-            let addr = SocketAddr::new(addrs[(start + attempt) % addrs.len()], port);
-            if !upgrade {
-                while let Some(mut sender) = self.take_idle((addr, target.tls)) {
-                    match tokio::time::timeout(server_timeout, sender.try_send_request(req)).await {
-                        Err(_) => return Err(SendError::Timeout { addr }),
-                        Ok(Ok(response)) => {
-                            return Ok(Exchange {
-                                response,
-                                lease: Some(self.lease(sender, (addr, target.tls), slot.take())),
-                                addr,
-                                failed,
-                                connect,
-                            })
-                        }
-                        Ok(Err(mut e)) => match e.take_message() {
-                            // The idle connection was closed before the request went out.
-                            Some(back) => req = back,
-                            None => {
-                                return Err(SendError::Broken {
-                                    addr,
-                                    source: e.into_error(),
-                                })
-                            }
-                        },
+        let mut last = None;
+        let plan = self.plan(&addrs, start, port, sticky);
+        for addr in plan.probes {
+            self.probe(addr);
+        }
+        let tries = plan.tries;
+        // Addresses tried so far (a raced connect may use the next one of the plan).
+        let mut spent: Vec<SocketAddr> = Vec::with_capacity(tries.len());
+        for (n, &addr) in tries.iter().enumerate() {
+            if spent.contains(&addr) {
+                continue;
+            }
+            if n > 0 && !self.health.try_retry(&service) {
+                tracing::debug!(host = target.host, "retry budget spent");
+                break;
+            }
+            let Some(request) = req.take().or_else(|| replay.as_ref().map(Replay::rebuild)) else {
+                break;
+            };
+            let next = tries[n + 1..]
+                .iter()
+                .find(|a| !spent.contains(a))
+                .map(|a| (*a, &*service));
+            let before = failed.len();
+            let outcome = self
+                .attempt(
+                    addr,
+                    next,
+                    request,
+                    upgrade,
+                    target,
+                    server_timeout,
+                    &mut failed,
+                    &mut connect,
+                )
+                .await;
+            spent.extend_from_slice(&failed[before..]);
+            match outcome {
+                Ok((response, sender, used)) => {
+                    self.health.succeeded(used);
+                    return Ok(Exchange {
+                        response,
+                        lease: (!upgrade)
+                            .then(|| self.lease(sender, (used, target.tls), slot.take())),
+                        addr: used,
+                        failed,
+                        connect,
+                    });
+                }
+                Err(failure) => {
+                    spent.push(failure.addr);
+                    if let Some(fault) = failure.fault {
+                        self.health.failed(failure.addr, fault);
                     }
+                    req = failure.back;
+                    if failure.outcome == Outcome::NotConnected {
+                        self.invalidate(target);
+                        failed.push(failure.addr);
+                    }
+                    if !may_retry(failure.outcome, replay.is_some()) {
+                        return Err(failure.error);
+                    }
+                    last = Some(failure.error);
                 }
             }
-            let connecting = std::time::Instant::now();
-            let connected = self.connect(addr, upgrade, target).await;
-            connect += connecting.elapsed();
-            let mut sender = match connected {
-                Ok(sender) => sender,
-                Err(error) => {
-                    tracing::warn!(%addr, host = target.host, %error, "upstream connect failed");
-                    self.invalidate(target);
-                    failed.push(addr);
-                    continue;
-                }
-            };
-            return match tokio::time::timeout(server_timeout, sender.try_send_request(req)).await {
-                Err(_) => Err(SendError::Timeout { addr }),
-                Ok(Ok(response)) => Ok(Exchange {
-                    response,
-                    lease: (!upgrade).then(|| self.lease(sender, (addr, target.tls), slot.take())),
-                    addr,
-                    failed,
-                    connect,
-                }),
-                Ok(Err(e)) => Err(SendError::Broken {
-                    addr,
-                    source: e.into_error(),
-                }),
-            };
         }
-        Err(SendError::Unreachable {
-            host: target.host.to_string(),
-            tried: attempts,
-            failed,
+        let tried = spent.len();
+        Err(match last {
+            // A reset, when it was the last word.
+            Some(error @ SendError::Broken { .. }) => error,
+            _ => SendError::Unreachable {
+                host: target.host.to_string(),
+                tried,
+                failed,
+            },
         })
+    }
+
+    /// The addresses of `target`. While a service that had addresses has none, waits up to
+    /// `TIMEOUT_QUEUE` for some; a name that never resolved fails at once.
+    async fn ready_addresses(
+        &self,
+        target: Target<'_>,
+        service: &ServiceHealth,
+    ) -> Result<(Arc<[IpAddr]>, usize), SendError> {
+        let deadline = Instant::now() + self.queue_timeout;
+        loop {
+            let error = match self.addresses(target).await {
+                Ok((addrs, start)) if !addrs.is_empty() => {
+                    service.mark_known();
+                    return Ok((addrs, start));
+                }
+                Ok(_) => SendError::Resolve {
+                    host: target.host.to_string(),
+                    reason: "no addresses".into(),
+                },
+                Err(error) => error,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !service.known() {
+                return Err(error);
+            }
+            tokio::time::sleep(READY_POLL.min(left)).await;
+        }
+    }
+
+    /// The addresses a request tries, in order: the sticky task, then the others in
+    /// round-robin order from `start`, skipping ejected ones; at most [`MAX_ATTEMPTS`]. When
+    /// every address is ejected, the ejected ones, longest ejected first. Ejected addresses
+    /// whose backoff is over come back in `probes`, to be probed ([`Upstreams::probe`]).
+    fn plan(&self, addrs: &[IpAddr], start: usize, port: u16, sticky: Option<&str>) -> Plan {
+        let mut plan = Plan {
+            tries: Vec::with_capacity(MAX_ATTEMPTS.min(addrs.len())),
+            probes: Vec::new(),
+        };
+        let mut ejected: Vec<(u64, SocketAddr)> = Vec::new();
+        let preferred = sticky.and_then(|token| {
+            addrs
+                .iter()
+                .position(|ip| sticky_token(*ip).as_str() == token)
+        });
+        let order = preferred
+            .into_iter()
+            .chain((0..addrs.len()).map(|i| (start + i) % addrs.len()))
+            .enumerate()
+            .filter(|(n, i)| *n == 0 || Some(*i) != preferred);
+        for (_, i) in order {
+            if plan.tries.len() >= MAX_ATTEMPTS {
+                break;
+            }
+            let addr = SocketAddr::new(addrs[i], port);
+            match self.health.admit(addr) {
+                Admit::Yes => plan.tries.push(addr),
+                Admit::Probe => {
+                    plan.probes.push(addr);
+                    ejected.push((0, addr));
+                }
+                Admit::No { since } => ejected.push((since, addr)),
+            }
+        }
+        if plan.tries.is_empty() {
+            ejected.sort_unstable();
+            plan.tries
+                .extend(ejected.into_iter().take(MAX_ATTEMPTS).map(|(_, a)| a));
+        }
+        plan
+    }
+
+    /// Probes an ejected address in the background: a TCP connect within the connect
+    /// timeout re-admits it, a failure doubles its ejection.
+    fn probe(&self, addr: SocketAddr) {
+        let health = self.health.clone();
+        let timeout = self.connect_timeout;
+        tokio::spawn(async move {
+            match connect_tcp(addr, timeout).await {
+                Ok(_) => health.succeeded(addr),
+                Err(error) => {
+                    tracing::debug!(%addr, %error, "probe of an ejected upstream failed");
+                    health.failed(addr, io_fault(&error));
+                }
+            }
+        });
+    }
+
+    /// One attempt on `addr`: a pooled connection when one is idle, else a new one, raced to
+    /// `next` when `addr` is slow to connect ([`Upstreams::connect_racing`]). Addresses whose
+    /// connect failed on the way go to `also_failed`; the time spent connecting is added to
+    /// `connect_time` (the request log's `t_connect`).
+    #[allow(clippy::too_many_arguments)] // the request's context, as `send` has it
+    async fn attempt(
+        &self,
+        addr: SocketAddr,
+        next: Option<(SocketAddr, &ServiceHealth)>,
+        mut req: Request<Outgoing>,
+        upgrade: bool,
+        target: Target<'_>,
+        server_timeout: Duration,
+        also_failed: &mut Vec<SocketAddr>,
+        connect_time: &mut Duration,
+    ) -> Result<(Response<Incoming>, SendRequest<Outgoing>, SocketAddr), Failed> {
+        if !upgrade {
+            while let Some(sender) = self.take_idle((addr, target.tls)) {
+                match exchange(addr, sender, req, server_timeout).await {
+                    // The idle connection was closed before the request went out.
+                    Err(Failed {
+                        outcome: Outcome::NotSent,
+                        back: Some(back),
+                        ..
+                    }) => req = back,
+                    other => return other.map(|(resp, sender)| (resp, sender, addr)),
+                }
+            }
+        }
+        let connecting = std::time::Instant::now();
+        let (addr, stream) = self.connect_racing(addr, next, also_failed).await;
+        let connected = match stream {
+            Ok(stream) => self.handshake(stream, addr, upgrade, target).await,
+            Err(error) => Err(ConnectError::Io(error)),
+        };
+        *connect_time += connecting.elapsed();
+        let sender = match connected {
+            Ok(sender) => sender,
+            Err(error) => {
+                tracing::warn!(%addr, host = target.host, %error, "upstream connect failed");
+                return Err(Failed {
+                    fault: Some(error.fault()),
+                    outcome: Outcome::NotConnected,
+                    back: Some(req),
+                    error: SendError::Unreachable {
+                        host: target.host.to_string(),
+                        tried: 1,
+                        failed: vec![addr],
+                    },
+                    addr,
+                });
+            }
+        };
+        exchange(addr, sender, req, server_timeout)
+            .await
+            .map(|(resp, sender)| (resp, sender, addr))
+            .map_err(|mut failed| {
+                if failed.outcome == Outcome::NotSent {
+                    // A fresh connection closed before the request went out.
+                    failed.fault = Some(Fault::Reset);
+                }
+                failed
+            })
+    }
+
+    /// A TCP connection to `addr`, or, when `addr` has not connected within [`RACE_AFTER`]
+    /// and the service's retry budget allows, to whichever of `addr` and `next` connects
+    /// first (so a dead address costs [`RACE_AFTER`], not the connect timeout). Returns the
+    /// address connected to (or `addr` with its error). The other address's outcome is
+    /// reported to passive health here: at once when it failed first, else in the background
+    /// when it ends (a late connection is closed). `addr` goes to `also_failed` when it failed
+    /// or was outraced.
+    async fn connect_racing(
+        &self,
+        addr: SocketAddr,
+        next: Option<(SocketAddr, &ServiceHealth)>,
+        also_failed: &mut Vec<SocketAddr>,
+    ) -> (SocketAddr, std::io::Result<TcpStream>) {
+        let timeout = self.connect_timeout;
+        let mut first = Box::pin(connect_tcp(addr, timeout));
+        let Some((next, service)) = next else {
+            return (addr, first.await);
+        };
+        tokio::select! {
+            result = &mut first => return (addr, result),
+            () = tokio::time::sleep(RACE_AFTER) => {}
+        }
+        if !self.health.try_retry(service) {
+            return (addr, first.await);
+        }
+        tracing::debug!(%addr, %next, "upstream slow to connect: racing the next address");
+        let mut second = Box::pin(connect_tcp(next, timeout));
+        let lost = |addr: SocketAddr, error: &std::io::Error, also_failed: &mut Vec<SocketAddr>| {
+            self.health.failed(addr, io_fault(error));
+            also_failed.push(addr);
+        };
+        tokio::select! {
+            result = &mut first => match result {
+                Ok(stream) => {
+                    self.settle_later(next, second);
+                    (addr, Ok(stream))
+                }
+                Err(error) => match second.await {
+                    Ok(stream) => {
+                        lost(addr, &error, also_failed);
+                        (next, Ok(stream))
+                    }
+                    Err(other) => {
+                        lost(next, &other, also_failed);
+                        (addr, Err(error))
+                    }
+                },
+            },
+            result = &mut second => match result {
+                Ok(stream) => {
+                    // Given up for this request: counted as failed in its statistics.
+                    also_failed.push(addr);
+                    self.settle_later(addr, first);
+                    (next, Ok(stream))
+                }
+                Err(error) => {
+                    lost(next, &error, also_failed);
+                    (addr, first.await)
+                }
+            },
+        }
+    }
+
+    /// Reports the outcome of a connect that lost a race when it ends.
+    fn settle_later(
+        &self,
+        addr: SocketAddr,
+        connect: Pin<Box<impl Future<Output = std::io::Result<TcpStream>> + Send + 'static>>,
+    ) {
+        let health = self.health.clone();
+        tokio::spawn(async move {
+            match connect.await {
+                Ok(_closed) => health.succeeded(addr),
+                Err(error) => {
+                    health.failed(addr, io_fault(&error));
+                }
+            }
+        });
     }
 
     fn lease(
         &self,
-        sender: SendRequest<ReqBody>,
+        sender: SendRequest<Outgoing>,
         key: PoolKey,
         slot: Option<OwnedSemaphorePermit>,
     ) -> Lease {
@@ -351,25 +814,7 @@ impl Upstreams {
 
     /// Opens a TCP connection to `addr` within the connect timeout (no protocol on top).
     pub(crate) async fn connect_tcp(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        // A fresh SYN every SYN_RETRY until the connect timeout (see SYN_RETRY).
-        let deadline = tokio::time::Instant::now() + self.connect_timeout;
-        let stream = loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("connect timed out after {:?}", self.connect_timeout),
-                ));
-            }
-            if let Ok(result) =
-                tokio::time::timeout(left.min(SYN_RETRY), TcpStream::connect(addr)).await
-            {
-                break result?;
-            }
-        };
-        // Small messages must not wait for Nagle.
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+        connect_tcp(addr, self.connect_timeout).await
     }
 
     fn tls_connector(&self) -> Option<tokio_rustls::TlsConnector> {
@@ -384,13 +829,14 @@ impl Upstreams {
             .clone()
     }
 
-    async fn connect(
+    /// HTTP/1.1 (over TLS with `sslVerifyNone`) on a connected stream.
+    async fn handshake(
         &self,
+        stream: TcpStream,
         addr: SocketAddr,
         upgrade: bool,
         target: Target<'_>,
-    ) -> Result<SendRequest<ReqBody>, ConnectError> {
-        let stream = self.connect_tcp(addr).await.map_err(ConnectError::Io)?;
+    ) -> Result<SendRequest<Outgoing>, ConnectError> {
         let (sender, conn) = if target.tls {
             let connector = self.tls_connector().ok_or(ConnectError::TlsUnavailable)?;
             let name = crate::tls::upstream_name(target.host, addr);
@@ -415,8 +861,31 @@ impl Upstreams {
     }
 }
 
+/// Opens a TCP connection to `addr` within `timeout`, sending a fresh SYN every
+/// [`SYN_RETRY`] (see there).
+async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let deadline = Instant::now() + timeout;
+    let stream = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connect timed out after {timeout:?}"),
+            ));
+        }
+        if let Ok(result) =
+            tokio::time::timeout(left.min(SYN_RETRY), TcpStream::connect(addr)).await
+        {
+            break result?;
+        }
+    };
+    // Small messages must not wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
 /// Drives an upstream connection on the worker until it closes.
-fn spawn_connection<T>(addr: SocketAddr, upgrade: bool, conn: http1::Connection<T, ReqBody>)
+fn spawn_connection<T>(addr: SocketAddr, upgrade: bool, conn: http1::Connection<T, Outgoing>)
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -432,6 +901,26 @@ where
                 tracing::debug!(%addr, %error, "upstream connection ended");
             }
         });
+    }
+}
+
+impl ConnectError {
+    /// What the failure says about the address.
+    fn fault(&self) -> Fault {
+        match self {
+            ConnectError::Timeout(_) => Fault::ConnectTimeout,
+            ConnectError::Io(e) => io_fault(e),
+            _ => Fault::Refused,
+        }
+    }
+}
+
+/// What a failed TCP connect says about the address.
+fn io_fault(error: &std::io::Error) -> Fault {
+    if error.kind() == std::io::ErrorKind::TimedOut {
+        Fault::ConnectTimeout
+    } else {
+        Fault::Refused
     }
 }
 
@@ -462,6 +951,7 @@ mod tests {
         let shared = SharedUpstreams {
             names,
             limits: Arc::default(),
+            health: Arc::default(),
             queue_timeout: Duration::from_secs(1),
         };
         Upstreams::new(Duration::from_secs(1), shared)
@@ -499,5 +989,145 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, SendError::Resolve { .. }));
+    }
+
+    #[test]
+    fn idempotent_methods_are_those_of_rfc_9110() {
+        for m in ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"] {
+            assert!(idempotent(&m.parse().unwrap()), "{m}");
+        }
+        for m in ["POST", "PATCH", "CONNECT", "PURGE"] {
+            assert!(!idempotent(&m.parse().unwrap()), "{m}");
+        }
+    }
+
+    #[test]
+    fn retry_rules() {
+        // Nothing was sent: any request may go to another address.
+        assert!(may_retry(Outcome::NotConnected, false));
+        assert!(may_retry(Outcome::NotSent, false));
+        // Reset after sending: only a request that can be rebuilt.
+        assert!(may_retry(Outcome::Reset, true));
+        assert!(!may_retry(Outcome::Reset, false));
+        // The upstream may be working on it, or answered garbage: never.
+        assert!(!may_retry(Outcome::TimedOut, true));
+        assert!(!may_retry(Outcome::Invalid, true));
+    }
+
+    #[test]
+    fn only_idempotent_requests_without_a_body_are_kept_for_a_replay() {
+        let get = Request::get("/a?b")
+            .header("x-a", "1")
+            .body(Outgoing::Empty)
+            .unwrap();
+        let replay = Replay::of(&get).expect("a GET without a body is replayable");
+        let again = replay.rebuild();
+        assert_eq!(again.method(), Method::GET);
+        assert_eq!(again.uri(), "/a?b");
+        assert_eq!(again.headers()["x-a"], "1");
+        assert!(again.body().is_end_stream());
+        let post = Request::post("/a").body(Outgoing::Empty).unwrap();
+        assert!(Replay::of(&post).is_none());
+        let put_with_body = Request::put("/a")
+            .body(http_body_util::Full::new(Bytes::from_static(b"x")))
+            .unwrap();
+        assert!(Replay::of(&put_with_body).is_none());
+    }
+
+    #[test]
+    fn sticky_tokens_are_stable_and_hide_the_address() {
+        let a: IpAddr = "10.0.1.7".parse().unwrap();
+        let b: IpAddr = "10.0.1.8".parse().unwrap();
+        assert_eq!(sticky_token(a), sticky_token(a));
+        assert_ne!(sticky_token(a), sticky_token(b));
+        assert_eq!(sticky_token(a).len(), 12);
+        assert!(!sticky_token(a).contains("10"));
+    }
+
+    fn ips(n: u8) -> Vec<IpAddr> {
+        (1..=n).map(|i| IpAddr::from([127, 0, 0, i])).collect()
+    }
+
+    fn tries(plan: Plan) -> Vec<SocketAddr> {
+        plan.tries
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn plans_skip_ejected_addresses_and_put_the_sticky_task_first() {
+        let up = upstreams();
+        let addrs = ips(4);
+        let at = |i: usize| SocketAddr::new(addrs[i], 80);
+        assert_eq!(
+            tries(up.plan(&addrs, 1, 80, None)),
+            vec![at(1), at(2), at(3)]
+        );
+        for _ in 0..crate::health::EJECT_AFTER {
+            up.health.failed(at(2), Fault::Refused);
+        }
+        assert_eq!(
+            tries(up.plan(&addrs, 1, 80, None)),
+            vec![at(1), at(3), at(0)]
+        );
+        let token = sticky_token(addrs[3]);
+        assert_eq!(
+            tries(up.plan(&addrs, 0, 80, Some(&token))),
+            vec![at(3), at(0), at(1)]
+        );
+        // A sticky task that is ejected is not chosen; nor is an unknown token.
+        let token = sticky_token(addrs[2]);
+        assert_eq!(
+            tries(up.plan(&addrs, 0, 80, Some(&token))),
+            vec![at(0), at(1), at(3)]
+        );
+        assert_eq!(
+            tries(up.plan(&addrs, 0, 80, Some("nope"))),
+            vec![at(0), at(1), at(3)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_every_address_is_ejected_the_oldest_ejection_goes_first() {
+        let up = upstreams();
+        let addrs = ips(3);
+        let at = |i: usize| SocketAddr::new(addrs[i], 80);
+        for i in [2, 0, 1] {
+            for _ in 0..crate::health::EJECT_AFTER {
+                up.health.failed(at(i), Fault::Refused);
+            }
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        let plan = up.plan(&addrs, 0, 80, None);
+        assert_eq!(plan.tries, vec![at(2), at(0), at(1)]);
+        assert!(plan.probes.is_empty());
+        // Once a backoff is over, the address is probed, by one request only.
+        tokio::time::advance(crate::health::FIRST_BACKOFF - Duration::from_millis(25)).await;
+        let plan = up.plan(&addrs, 0, 80, None);
+        assert_eq!(plan.probes, vec![at(2)]);
+        assert_eq!(plan.tries, vec![at(2), at(0), at(1)]);
+        assert!(up.plan(&addrs, 0, 80, None).probes.is_empty());
+    }
+
+    /// Waits (bounded) until `addr`'s ejection is `ejected`.
+    async fn ejection_becomes(up: &Upstreams, addr: SocketAddr, ejected: bool) {
+        for _ in 0..300 {
+            if up.health.report(addr).ejected == ejected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{addr} did not become ejected={ejected}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_probe_that_connects_readmits_the_address() {
+        let up = upstreams();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = listener.local_addr().unwrap();
+        for _ in 0..crate::health::EJECT_AFTER {
+            up.health.failed(live, Fault::Refused);
+        }
+        assert!(up.health.report(live).ejected);
+        up.probe(live);
+        ejection_becomes(&up, live, false).await;
     }
 }

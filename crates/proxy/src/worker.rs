@@ -331,6 +331,7 @@ fn run_worker(
                 SharedUpstreams {
                     names,
                     limits,
+                    health: config.stats.hub.health().clone(),
                     queue_timeout: config.timeouts.queue,
                 },
             ),

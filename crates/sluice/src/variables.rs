@@ -79,7 +79,7 @@ pub(crate) const PROXY: &[Variable] = &[
     var(
         "TIMEOUT_QUEUE",
         "30",
-        "Seconds a request waits for a maxConn slot before 503.",
+        "Seconds a request waits for a maxConn slot, or for a task of a service that has none, before 503.",
     ),
     var(
         "TIMEOUT_TUNNEL",

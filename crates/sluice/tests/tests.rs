@@ -19,6 +19,7 @@ mod overload;
 mod persistence;
 mod reconfigure;
 mod replicas;
+mod resilience;
 mod resync;
 mod routing;
 mod secrets;
