@@ -89,6 +89,14 @@ pub enum ApiError {
         #[source]
         source: NotifyError,
     },
+    /// A `/v1/sluice/tasks` body that is not a valid membership: 400 naming the field.
+    #[error("invalid task membership: {field}: {reason}")]
+    Tasks {
+        /// Where in the body (`services.web.tasks[0].state`), or `body` / `method`.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// `ping` before the initial sync from the listener: 503.
     #[error("waiting for the initial sync from LISTENER_ADDRESS")]
     NotReady,
@@ -163,7 +171,8 @@ impl ApiError {
             ApiError::Params { source, .. } if source.is_conflict() => StatusCode::CONFLICT,
             ApiError::Params { .. }
             | ApiError::MissingServiceName
-            | ApiError::InvalidServiceCert { .. } => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidServiceCert { .. }
+            | ApiError::Tasks { .. } => StatusCode::BAD_REQUEST,
             ApiError::Commit { source, .. } if source.is_client_error() => StatusCode::BAD_REQUEST,
             ApiError::Unresolvable { .. }
             | ApiError::ServiceCertNotStored { .. }
@@ -188,6 +197,7 @@ impl ApiError {
             ApiError::Distribution { service_name, .. } => service_name,
             ApiError::MissingServiceName
             | ApiError::Listeners { .. }
+            | ApiError::Tasks { .. }
             | ApiError::NotReady
             | ApiError::Unauthorized
             | ApiError::Task(_)

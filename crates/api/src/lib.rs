@@ -9,6 +9,7 @@
 //!   (`type=json`); the generation and digest of the routing state are in response headers.
 //! - `/v1/docker-flow-proxy/ping` — liveness.
 //! - `/v1/sluice/explain` — what the data plane would do with a request, and why ([`explain`]).
+//! - `/v1/sluice/tasks` — the Swarm task sets the listener pushes ([`membership`]).
 //! - `/v1/docker-flow-proxy/metrics` — statistics as HAProxy CSV (`distribute=true`: all
 //!   replicas); `/metrics` — Prometheus text ([`metrics`]).
 //!
@@ -26,6 +27,7 @@ pub mod certs;
 pub mod dry_run;
 pub mod error;
 pub mod explain;
+pub mod membership;
 pub mod metrics;
 pub mod peers;
 pub mod recovery;
@@ -71,6 +73,8 @@ pub struct ApiState {
     pub certs: std::sync::OnceLock<Arc<sluice_proxy::certs::CertStore>>,
     /// What explain reads of the running data plane (set once at startup).
     pub plane: std::sync::OnceLock<explain::PlaneView>,
+    /// The Swarm task sets behind `/v1/sluice/tasks` ([`membership`]).
+    pub tasks: membership::TaskBook,
 }
 
 impl ApiState {
@@ -97,6 +101,7 @@ impl ApiState {
             synced: AtomicBool::new(false),
             certs: std::sync::OnceLock::new(),
             plane: std::sync::OnceLock::new(),
+            tasks: membership::TaskBook::default(),
         }
     }
 }
@@ -113,6 +118,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(&format!("{BASE}/ping"), any(ping))
         .route(&format!("{BASE}/metrics"), any(metrics::dfp_metrics))
         .route("/metrics", any(metrics::prometheus))
+        .route(membership::PATH, any(membership::tasks))
         .route(&format!("{BASE}/cert"), any(certs::cert))
         .route(&format!("{BASE}/certs"), any(certs::list))
         .route("/v1/sluice/explain", any(explain::explain))

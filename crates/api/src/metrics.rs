@@ -117,13 +117,39 @@ pub async fn count(State(state): State<Arc<ApiState>>, req: Request, next: Next)
 pub async fn prometheus(State(state): State<Arc<ApiState>>) -> Response {
     let snapshot = state.registry.snapshot();
     let report = state.registry.stats().report(&snapshot);
-    let text = exposition(&report, state.registry.counters());
+    let mut text = exposition(&report, state.registry.counters());
+    propagation(&mut text, &state.tasks.propagation().read());
     let mut resp = (StatusCode::OK, text).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     resp
+}
+
+/// Appends `sluice_propagation_seconds`: from the listener observing a change to this proxy
+/// applying it, per kind of change ([`crate::membership::Propagation`]).
+pub fn propagation(out: &mut String, series: &[crate::membership::SeriesReading]) {
+    const NAME: &str = "sluice_propagation_seconds";
+    let mut f = TextWriter::new(out);
+    f.head(
+        NAME,
+        "histogram",
+        "Seconds from the listener observing a Swarm change (Docker event or listing) to this proxy applying it, by kind (create, update, remove, task).",
+    );
+    let bucket = format!("{NAME}_bucket");
+    for s in series {
+        let bounds = crate::membership::PROPAGATION_BUCKETS
+            .iter()
+            .map(ToString::to_string)
+            .chain(std::iter::once("+Inf".to_owned()));
+        for (le, count) in bounds.zip(&s.cumulative) {
+            f.sample(&bucket, &[("kind", s.kind), ("le", &le)], count);
+        }
+        f.sample(&format!("{NAME}_sum"), &[("kind", s.kind)], s.sum_seconds);
+        let count = s.cumulative.last().copied().unwrap_or(0);
+        f.sample(&format!("{NAME}_count"), &[("kind", s.kind)], count);
+    }
 }
 
 /// Renders the exposition text.

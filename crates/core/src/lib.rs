@@ -9,6 +9,7 @@ pub mod access_log;
 pub mod client_hello;
 pub mod credentials;
 pub mod env;
+pub mod membership;
 pub mod params;
 pub mod prometheus;
 pub mod redact;

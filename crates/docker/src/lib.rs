@@ -16,6 +16,7 @@
 //!   the pure diff; `query`: DFSL-compatible URL encoding; `endpoint`: configured URLs;
 //! * `notifier`: one delivery task per endpoint (retry, supersession); `delivery`: HTTP;
 //! * `api`: `notify-services`, `get-services`, `ping`, `metrics`; `metrics`: counters;
+//! * `tasks`: task listing and task sets; `pusher`: `PUT /v1/sluice/tasks` per endpoint;
 //! * `backoff`: reconnect delays.
 //!
 //! # Flow
@@ -24,6 +25,10 @@
 //! delivered and sends what is owed, so it is level-triggered: a missed event, a failed
 //! delivery or a restart of the proxy is repaired by the next listing instead of being
 //! lost.
+//!
+//! With each listing the watcher also lists the watched services' tasks (again every 250 ms
+//! while a service converges) and publishes their task sets; one pusher per endpoint sends
+//! them whole to the proxy's `/v1/sluice/tasks` (see `tasks` and `pusher`).
 
 mod api;
 mod backoff;
@@ -33,8 +38,10 @@ mod endpoint;
 mod metrics;
 mod notifier;
 mod params;
+mod pusher;
 mod query;
 mod settings;
+mod tasks;
 #[cfg(test)]
 mod test_support;
 mod watcher;
@@ -57,7 +64,9 @@ use crate::delivery::HttpDelivery;
 use crate::desired::Desired;
 use crate::metrics::Metrics;
 use crate::notifier::EndpointWorker;
+use crate::pusher::{HttpPush, TaskPusher};
 use crate::settings::DockerHost;
+use crate::tasks::TaskSnapshot;
 use crate::watcher::{ResendRequest, WatchConfig, Watcher};
 
 /// How long `get-services` waits for the first Docker listing before answering 503.
@@ -145,6 +154,8 @@ impl SwarmListener {
         let (desired_tx, desired_rx) = watch::channel(Arc::new(Desired::default()));
 
         let mut tasks = Vec::new();
+        let (tasks_tx, tasks_rx) = watch::channel(Arc::new(TaskSnapshot::default()));
+        let push = Arc::new(HttpPush::new(settings.notify_timeout));
         let delivery = Arc::new(HttpDelivery::new(settings.notify_timeout));
         for endpoint in &settings.endpoints {
             tracing::info!(endpoint = %endpoint.describe(), "Notification endpoint");
@@ -156,6 +167,14 @@ impl SwarmListener {
                 Arc::clone(&metrics),
             );
             tasks.push(tokio::spawn(worker.run(desired_rx.clone(), token.clone())));
+            if let Some(pusher) = TaskPusher::new(
+                endpoint,
+                settings.retry,
+                Arc::clone(&push),
+                settings.credentials.clone(),
+            ) {
+                tasks.push(tokio::spawn(pusher.run(tasks_rx.clone(), token.clone())));
+            }
         }
 
         let config = WatchConfig {
@@ -165,12 +184,15 @@ impl SwarmListener {
             use_events: settings.use_events,
             backoff: settings.backoff.clone(),
         };
-        let watcher = Watcher::new(
+        let mut watcher = Watcher::new(
             config,
             Arc::clone(&metrics),
             desired_tx,
             Arc::clone(&resend),
         );
+        if !settings.endpoints.is_empty() {
+            watcher = watcher.with_tasks(tasks_tx);
+        }
         tasks.push(tokio::spawn(watcher.run(token.clone())));
 
         let app = api::router(ApiState {

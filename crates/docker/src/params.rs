@@ -220,6 +220,8 @@ pub(crate) struct Listing {
     pub(crate) services: BTreeMap<String, ServiceParams>,
     /// Docker service name -> why it was skipped.
     pub(crate) skipped: BTreeMap<String, Skip>,
+    /// `serviceName` -> the Docker service's id (for listing its tasks).
+    pub(crate) ids: BTreeMap<String, String>,
 }
 
 /// Computes the desired state from a list of services. Services are considered in
@@ -257,6 +259,9 @@ pub(crate) fn listing(services: &[Service], rules: &ParamRules) -> Listing {
                     continue;
                 }
                 owners.insert(service_name.clone(), docker_name.to_owned());
+                if let Some(id) = service.id.as_deref() {
+                    out.ids.insert(service_name.clone(), id.to_owned());
+                }
                 out.services.insert(service_name, params);
             }
             Err(skip) => {

@@ -41,6 +41,7 @@ use crate::desired::Desired;
 use crate::metrics::Metrics;
 use crate::params::{listing, ParamRules, Skip};
 use crate::settings::DockerHost;
+use crate::tasks::{self, converging, Observed, ServiceFacts, TaskSnapshot};
 
 /// Quiet time after a service event before re-listing, so bursts cost one listing.
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -72,6 +73,8 @@ pub(crate) enum SessionError {
     },
     #[error("the Docker event stream ended")]
     StreamEnded,
+    #[error("Docker task listing failed: {reason}")]
+    Tasks { reason: String },
 }
 
 /// A pending `notify-services` request. Requests made while a listing is running are
@@ -120,6 +123,12 @@ pub(crate) struct Watcher {
     resend: Arc<ResendRequest>,
     /// Skip reasons already logged, so a steady state is not logged every resync.
     reported: BTreeMap<String, Skip>,
+    /// Where task sets are published ([`crate::tasks`]); `None`: tasks are not listed.
+    tasks_tx: Option<watch::Sender<Arc<TaskSnapshot>>>,
+    /// When each service's task set was first observed.
+    observed: Observed,
+    /// Since when some service has been converging.
+    converging_since: Option<Instant>,
 }
 
 impl Watcher {
@@ -139,7 +148,16 @@ impl Watcher {
             desired_tx,
             resend,
             reported: BTreeMap::new(),
+            tasks_tx: None,
+            observed: Observed::default(),
+            converging_since: None,
         }
+    }
+
+    /// Also lists the watched services' tasks and publishes them on `tx`.
+    pub(crate) fn with_tasks(mut self, tx: watch::Sender<Arc<TaskSnapshot>>) -> Self {
+        self.tasks_tx = Some(tx);
+        self
     }
 
     /// Runs sessions until `shutdown` is cancelled.
@@ -169,7 +187,7 @@ impl Watcher {
     async fn session(&mut self) -> Result<std::convert::Infallible, SessionError> {
         let docker = connect(&self.host).await?;
         let mut events: Option<EventStream> = self.use_events.then(|| subscribe(&docker));
-        self.resync(&docker, true).await?;
+        let mut poll_at = self.resync(&docker, true, None).await?;
         self.backoff.reset();
         if self.use_events {
             tracing::info!("Listening to Docker Service Events");
@@ -179,6 +197,8 @@ impl Watcher {
             tokio::time::interval_at(Instant::now() + self.resync_interval, self.resync_interval);
         periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dirty_at: Option<Instant> = None;
+        // The earliest event time (ms since the epoch) not yet followed by a listing.
+        let mut event_ms: Option<u64> = None;
         let resend = Arc::clone(&self.resend);
         loop {
             tokio::select! {
@@ -195,27 +215,40 @@ impl Watcher {
                             "Docker service event"
                         );
                         dirty_at.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+                        if let Some(at) = message.time_nano.and_then(|n| u64::try_from(n / 1_000_000).ok()) {
+                            event_ms = Some(event_ms.map_or(at, |e| e.min(at)));
+                        }
                     }
                     Some(Err(source)) => return Err(SessionError::Api { call: "events", source }),
                     None => return Err(SessionError::StreamEnded),
                 },
                 () = sleep_until_opt(dirty_at) => {
                     dirty_at = None;
-                    self.resync(&docker, false).await?;
+                    poll_at = self.resync(&docker, false, event_ms.take()).await?;
+                }
+                () = sleep_until_opt(poll_at) => {
+                    poll_at = self.resync(&docker, false, None).await?;
                 }
                 _ = periodic.tick() => {
-                    self.resync(&docker, true).await?;
+                    poll_at = self.resync(&docker, true, None).await?;
                 }
                 () = resend.notify.notified() => {
-                    self.resync(&docker, false).await?;
+                    poll_at = self.resync(&docker, false, None).await?;
                 }
             }
         }
     }
 
-    /// Lists the watched services and publishes the result. `periodic` marks a full resync
-    /// (endpoints then retry notifications whose retries ran out).
-    async fn resync(&mut self, docker: &Docker, periodic: bool) -> Result<(), SessionError> {
+    /// Lists the watched services (and their tasks) and publishes the result. `periodic`
+    /// marks a full resync (endpoints then retry notifications whose retries ran out);
+    /// `event_ms` is the time of the event that led here. Returns when to list again because
+    /// a service is converging.
+    async fn resync(
+        &mut self,
+        docker: &Docker,
+        periodic: bool,
+        event_ms: Option<u64>,
+    ) -> Result<Option<Instant>, SessionError> {
         let filters = HashMap::from([(
             "label".to_owned(),
             vec![self.rules.notify_label.key.clone()],
@@ -232,6 +265,9 @@ impl Watcher {
             })?;
         let listing = listing(&services, &self.rules);
         self.report_skipped(&listing.skipped);
+        let poll_at = self
+            .publish_tasks(docker, &services, &listing.ids, periodic, event_ms)
+            .await;
         let force = self.resend.take();
         let now = SystemTime::now();
         self.metrics.resynced(listing.services.len(), now);
@@ -255,7 +291,80 @@ impl Watcher {
                 "Re-sending create notifications for all services"
             );
         }
-        Ok(())
+        Ok(poll_at)
+    }
+
+    /// Lists the tasks of the watched services (`ids`: `serviceName` -> Docker id) and
+    /// publishes their sets; returns when to list again while some service converges. A
+    /// failed task listing is logged and left to the next listing: it does not hold up the
+    /// notifications.
+    async fn publish_tasks(
+        &mut self,
+        docker: &Docker,
+        services: &[bollard::models::Service],
+        ids: &BTreeMap<String, String>,
+        periodic: bool,
+        event_ms: Option<u64>,
+    ) -> Option<Instant> {
+        let tx = self.tasks_tx.as_ref()?;
+        let listed_at = SystemTime::now();
+        let id_list: Vec<&str> = ids.values().map(String::as_str).collect();
+        let listed = if id_list.is_empty() {
+            Vec::new()
+        } else {
+            match tasks::fetch(&self.host, docker.client_version(), &id_list).await {
+                Ok(listed) => listed,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot list the tasks of the watched services; trying again at the next listing");
+                    return None;
+                }
+            }
+        };
+        let mut by_id: HashMap<&str, Vec<sluice_core::membership::Task>> = HashMap::new();
+        for task in &listed {
+            if let (Some(service), Some(task)) = (task.service_id.as_deref(), tasks::to_task(task))
+            {
+                by_id.entry(service).or_default().push(task);
+            }
+        }
+        let mut fresh = BTreeMap::new();
+        let mut any_converging = false;
+        for (name, id) in ids {
+            let facts = services
+                .iter()
+                .find(|s| s.id.as_deref() == Some(id.as_str()))
+                .map(ServiceFacts::of);
+            let Some(facts) = facts else { continue };
+            let service_tasks = by_id.remove(id.as_str()).unwrap_or_default();
+            any_converging |= converging(&facts, &service_tasks);
+            fresh.insert(name.clone(), (facts.version, service_tasks));
+        }
+        let listed_ms = crate::tasks::unix_ms(listed_at);
+        let at_ms = event_ms.map_or(listed_ms, |e| e.min(listed_ms));
+        let membership = self.observed.update(fresh, at_ms);
+        tx.send_if_modified(|current| {
+            if current.synced && !periodic && current.membership == membership {
+                return false;
+            }
+            *current = Arc::new(TaskSnapshot {
+                membership,
+                synced: true,
+                resync_generation: current.resync_generation + u64::from(periodic),
+            });
+            true
+        });
+        let now = Instant::now();
+        if !any_converging {
+            self.converging_since = None;
+            return None;
+        }
+        let since = *self.converging_since.get_or_insert(now);
+        let period = if now.duration_since(since) < tasks::FAST_POLL_FOR {
+            tasks::CONVERGE_POLL
+        } else {
+            tasks::SLOW_POLL
+        };
+        Some(now + period)
     }
 
     fn report_skipped(&mut self, skipped: &BTreeMap<String, Skip>) {

@@ -455,6 +455,7 @@ async fn forward(
                 client_upgrade,
                 upstream_upgrade,
                 tunnel_idle,
+                worker.drain_of(service, target, exchange.addr),
             ));
             return Response::from_parts(parts, ProxyBody::empty());
         }

@@ -13,6 +13,7 @@ pub mod error_page;
 mod forward;
 pub mod health;
 mod limits;
+pub mod membership;
 pub mod names;
 pub mod resolve;
 pub mod snapshot;

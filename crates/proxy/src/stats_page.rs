@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use crate::auth::{challenge, plain_matches};
 use crate::body::ProxyBody;
 use crate::error_page::{self, Failure};
+use crate::membership::{MembershipCell, TaskMap, TaskView};
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::stats::{DestReport, Report, StatsHub};
 
@@ -68,6 +69,8 @@ pub enum Format {
 pub struct StatsPage {
     uri: String,
     auth: StatsAuth,
+    /// The Swarm tasks the listener reports, shown under the destinations.
+    membership: Option<Arc<MembershipCell>>,
 }
 
 impl StatsPage {
@@ -76,7 +79,14 @@ impl StatsPage {
         StatsPage {
             uri: settings.uri.clone(),
             auth: settings.auth.clone(),
+            membership: None,
         }
+    }
+
+    /// The page showing the task sets of `membership` too.
+    pub fn with_membership(mut self, membership: Arc<MembershipCell>) -> StatsPage {
+        self.membership = Some(membership);
+        self
     }
 
     /// The form asked for when `path_and_query` is a statistics request, else `None`.
@@ -146,6 +156,11 @@ impl StatsPage {
     fn dashboard(&self, report: &Report) -> String {
         let rows: String = report.destinations.iter().map(dashboard_row).collect();
         let count = report.destinations.len();
+        let tasks = self
+            .membership
+            .as_ref()
+            .map(|cell| task_rows(&cell.load()))
+            .unwrap_or_default();
         DASHBOARD
             .replace("{{JSON_URL}}", &html_escape(&format!("{};json", self.uri)))
             .replace("{{CSV_URL}}", &html_escape(&format!("{};csv", self.uri)))
@@ -154,6 +169,11 @@ impl StatsPage {
             .replace("{{REQUESTS}}", &report.totals.requests.to_string())
             .replace("{{COUNT}}", &format!("{count} of {count} destinations"))
             .replace("{{EMPTY_HIDDEN}}", if count > 0 { " hidden" } else { "" })
+            .replace(
+                "{{TASKS_EMPTY_HIDDEN}}",
+                if tasks.is_empty() { "" } else { " hidden" },
+            )
+            .replace("{{TASKS}}", &tasks)
             .replace("{{ROWS}}", &rows)
     }
 }
@@ -251,6 +271,56 @@ fn dashboard_row(d: &DestReport) -> String {
     }
     out.push_str("</div></td></tr>\n");
     out
+}
+
+/// One row per reported task, services in name order. The state cell shows `ready` or
+/// `draining` (with how long ago draining started); the passive health check's `ejected` goes
+/// in the same cell ([`task_state_cell`]).
+fn task_rows(map: &TaskMap) -> String {
+    let mut names: Vec<&String> = map.services.keys().collect();
+    names.sort();
+    let mut out = String::new();
+    for name in names {
+        let Some(service) = map.services.get(name) else {
+            continue;
+        };
+        for task in &service.tasks {
+            let address = task.address.map_or_else(
+                || "not on this host's networks".to_owned(),
+                |a| a.to_string(),
+            );
+            let short: String = task.id.chars().take(12).collect();
+            // Writing to a String cannot fail.
+            let _ = writeln!(
+                out,
+                "<tr class=\"task\" data-service=\"{svc}\" data-state=\"{state}\"><td>{svc}</td>\
+                 <td title=\"{id}\">{short}</td><td>{address}</td><td>{cell}</td>\
+                 <td class=\"zero\">{observed} / {desired}</td></tr>",
+                svc = html_escape(name),
+                state = task.phase.as_str(),
+                id = html_escape(&task.id),
+                short = html_escape(&short),
+                address = html_escape(&address),
+                cell = task_state_cell(task),
+                observed = task.state.as_str(),
+                desired = task.desired_state.as_str(),
+            );
+        }
+    }
+    out
+}
+
+/// The state cell of one task: `ready`, `draining (12 s)` or `out`. (Passive health checks
+/// add `ejected` here.)
+fn task_state_cell(task: &TaskView) -> String {
+    let phase = task.phase.as_str();
+    match task.draining_since {
+        Some(since) => format!(
+            "<span class=\"task-state {phase}\">{phase}</span> <small>{} s</small>",
+            since.elapsed().as_secs()
+        ),
+        None => format!("<span class=\"task-state {phase}\">{phase}</span>"),
+    }
 }
 
 fn html_escape(text: &str) -> String {
@@ -539,6 +609,7 @@ mod tests {
         StatsPage {
             uri: "/admin?stats".into(),
             auth,
+            membership: None,
         }
     }
 
@@ -642,6 +713,58 @@ mod tests {
         assert!(html.contains("127.0.0.1:9000"));
         assert!(html.contains("1 of 1 destinations"));
         assert!(html.contains("id=\"empty\" hidden"));
+        assert!(!html.contains("{{"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_dashboard_shows_each_services_tasks_and_their_state() {
+        use sluice_core::membership::{Membership, Task, TaskSet, TaskState};
+        let task = |id: &str, desired, ip: &str| Task {
+            id: id.into(),
+            addresses: vec![ip.parse().unwrap()],
+            state: TaskState::Running,
+            desired_state: desired,
+        };
+        let received = Membership {
+            observed_at_ms: 1,
+            services: [(
+                "web<b>".to_owned(),
+                TaskSet {
+                    observed_at_ms: 1,
+                    version: 1,
+                    tasks: vec![
+                        task("aaaaaaaaaaaaaaaaaaaa", TaskState::Running, "10.0.1.3/24"),
+                        task("bbbb", TaskState::Shutdown, "10.0.1.4/24"),
+                    ],
+                },
+            )]
+            .into(),
+        };
+        let cell = MembershipCell::new();
+        let empty = page(StatsAuth::Open)
+            .with_membership(cell.clone())
+            .dashboard(&StatsHub::new().report(&Snapshot::empty()));
+        assert!(empty.contains("No task sets from the listener"));
+        assert!(!empty.contains("class=\"empty\" hidden>No task sets"));
+        cell.publish(TaskMap::compile(
+            &cell.load(),
+            received,
+            &[],
+            tokio::time::Instant::now(),
+        ));
+        tokio::time::advance(std::time::Duration::from_secs(7)).await;
+        let html = page(StatsAuth::Open)
+            .with_membership(cell)
+            .dashboard(&StatsHub::new().report(&Snapshot::empty()));
+        assert!(html.contains("data-service=\"web&lt;b&gt;\" data-state=\"ready\""));
+        assert!(
+            html.contains("<td title=\"aaaaaaaaaaaaaaaaaaaa\">aaaaaaaaaaaa</td><td>10.0.1.3</td>")
+        );
+        assert!(
+            html.contains("<span class=\"task-state draining\">draining</span> <small>7 s</small>")
+        );
+        assert!(html.contains("running / shutdown"));
+        assert!(html.contains("class=\"empty\" hidden>No task sets"));
         assert!(!html.contains("{{"));
     }
 

@@ -1,5 +1,6 @@
 //! Upgraded connections (WebSocket and other `Upgrade:` protocols): bytes are copied both ways
-//! until either side closes or nothing moves for the tunnel timeout.
+//! until either side closes, nothing moves for the tunnel timeout, or the task at the other
+//! end reaches its drain deadline ([`crate::membership::Drain`]).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -10,8 +11,16 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-/// Waits for both sides to finish upgrading, then splices them.
-pub(crate) async fn run(client: OnUpgrade, upstream: OnUpgrade, idle: Duration) {
+use crate::membership::Drain;
+
+/// Waits for both sides to finish upgrading, then splices them until `drain` (the upstream
+/// task's drain deadline, when it is a Swarm task the listener reported) resolves.
+pub(crate) async fn run(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    idle: Duration,
+    drain: Option<Drain>,
+) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(both) => both,
         Err(error) => {
@@ -19,7 +28,16 @@ pub(crate) async fn run(client: OnUpgrade, upstream: OnUpgrade, idle: Duration) 
             return;
         }
     };
-    splice(TokioIo::new(client), TokioIo::new(upstream), idle).await;
+    let spliced = splice(TokioIo::new(client), TokioIo::new(upstream), idle);
+    match drain {
+        None => spliced.await,
+        Some(drain) => {
+            tokio::select! {
+                () = spliced => {}
+                () = drain.deadline() => tracing::debug!("tunnel closed: its task reached its drain deadline"),
+            }
+        }
+    }
 }
 
 /// Copies bytes both ways; ends when both directions are done or after `idle` without traffic.

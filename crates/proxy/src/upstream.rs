@@ -278,6 +278,8 @@ pub(crate) struct Upstreams {
     me: Weak<Upstreams>,
     /// The addresses of upstream names, shared by every worker.
     names: Arc<Names>,
+    /// The Swarm tasks the listener reported, shared by every worker ([`crate::membership`]).
+    membership: Arc<crate::membership::MembershipCell>,
     /// `maxConn` slots, shared by every worker.
     limits: Arc<Limits>,
     /// Passive health and retry budgets, shared by every worker.
@@ -294,6 +296,7 @@ pub(crate) struct Upstreams {
 /// What every worker's [`Upstreams`] shares.
 pub(crate) struct SharedUpstreams {
     pub(crate) names: Arc<Names>,
+    pub(crate) membership: Arc<crate::membership::MembershipCell>,
     pub(crate) limits: Arc<Limits>,
     pub(crate) health: Arc<Health>,
     /// `TIMEOUT_QUEUE`.
@@ -380,6 +383,7 @@ impl Upstreams {
         Rc::new_cyclic(|me| Upstreams {
             me: me.clone(),
             names: shared.names,
+            membership: shared.membership,
             limits: shared.limits,
             health: shared.health,
             queue_timeout: shared.queue_timeout,
@@ -420,6 +424,12 @@ impl Upstreams {
     ) -> Result<(Arc<[IpAddr]>, usize), SendError> {
         if let Some(addrs) = self.literal(target.host) {
             return Ok((addrs, 0));
+        }
+        // A Swarm service whose tasks the listener reports: its ready tasks, no DNS.
+        if target.tasks_first {
+            if let Some(ready) = self.membership.ready(target.host) {
+                return Ok(ready);
+            }
         }
         self.names
             .resolve(target.host, target.tasks_first)
@@ -950,6 +960,7 @@ mod tests {
         );
         let shared = SharedUpstreams {
             names,
+            membership: crate::membership::MembershipCell::new(),
             limits: Arc::default(),
             health: Arc::default(),
             queue_timeout: Duration::from_secs(1),

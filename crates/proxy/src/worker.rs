@@ -55,6 +55,8 @@ pub struct DataPlaneConfig {
     /// `MAX_CONNECTIONS`: client connections served at once, all HTTP ports and workers
     /// together. Past it, new connections wait in the listen backlog until one closes.
     pub max_connections: usize,
+    /// The Swarm tasks the listener reports ([`crate::membership`]), published by the API.
+    pub membership: Arc<crate::membership::MembershipCell>,
 }
 
 /// The largest request header section (request line and headers) a client may send; a larger
@@ -103,9 +105,26 @@ pub(crate) struct Worker {
     pub(crate) compression: Option<sluice_core::service::Compression>,
     /// The request log, when on (this worker's copy).
     pub(crate) access_log: Option<Rc<crate::access_log::AccessLog>>,
+    /// The Swarm tasks the listener reports.
+    pub(crate) membership: Arc<crate::membership::MembershipCell>,
 }
 
 impl Worker {
+    /// The drain deadline of the task behind `addr`, for a tunnel to it: `None` unless the
+    /// route's service is one whose tasks the listener reports.
+    pub(crate) fn drain_of(
+        &self,
+        service: &sluice_core::service::Service,
+        target: crate::upstream::Target<'_>,
+        addr: SocketAddr,
+    ) -> Option<crate::membership::Drain> {
+        if !target.tasks_first || !self.membership.load().services.contains_key(target.host) {
+            return None;
+        }
+        let timeout = sluice_core::membership::drain_timeout(service);
+        Some(self.membership.drain(target.host, addr.ip(), timeout))
+    }
+
     /// The current snapshot, as of this request.
     #[allow(clippy::redundant_allocation)]
     pub(crate) fn current_snapshot(&self) -> Rc<Arc<Snapshot>> {
@@ -330,6 +349,7 @@ fn run_worker(
                 config.timeouts.connect,
                 SharedUpstreams {
                     names,
+                    membership: config.membership.clone(),
                     limits,
                     health: config.stats.hub.health().clone(),
                     queue_timeout: config.timeouts.queue,
@@ -341,6 +361,7 @@ fn run_worker(
             stats: config.stats.clone(),
             compression: config.compression.clone(),
             access_log: config.access_log.clone().map(Rc::new),
+            membership: config.membership.clone(),
         });
         // Every connection task holds a sender; when all are gone, the worker has drained.
         let (drain_tx, mut drain_rx) = tokio::sync::mpsc::channel::<()>(1);

@@ -36,10 +36,11 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
     registry
         .set_users(sluice_api::users::UserSource::from_settings(&settings))
         .await;
-    let stats_page = settings
-        .stats
-        .as_ref()
-        .map(|s| Arc::new(sluice_proxy::stats_page::StatsPage::new(s)));
+    // The Swarm tasks the listener pushes: written by the API, read by the data plane.
+    let membership = sluice_proxy::membership::MembershipCell::new();
+    let stats_page = settings.stats.as_ref().map(|s| {
+        Arc::new(sluice_proxy::stats_page::StatsPage::new(s).with_membership(membership.clone()))
+    });
     // Certificates decide the default listener ports; layer-4 ports are checked against those.
     let certs = CertStore::load(CertSources {
         certs_dir: settings.certs_dir.clone(),
@@ -93,6 +94,7 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
             compression: settings.compression.clone(),
             access_log: sluice_proxy::access_log::AccessLog::new(&settings.access_log),
             max_connections: settings.max_connections,
+            membership: membership.clone(),
         },
         snapshot.clone(),
     )
@@ -117,12 +119,14 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
         .await
         .with_context(|| format!("cannot listen on IP={} PORT={}", settings.ip, settings.port))?;
     tracing::info!(addr = %api_listener.local_addr()?, "api listener bound");
-    let state = Arc::new(ApiState::new(
+    let mut state = ApiState::new(
         registry.clone(),
         settings.clone(),
         sluice_api::access::peer_authorization(&settings),
         hosts_file,
-    ));
+    );
+    state.tasks = sluice_api::membership::TaskBook::new(membership);
+    let state = Arc::new(state);
     let _ = state.certs.set(certs);
     let _ = state.plane.set(sluice_api::explain::PlaneView {
         names: dataplane.names(),

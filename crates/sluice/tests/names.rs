@@ -129,6 +129,7 @@ fn a_slow_resolver_never_stalls_requests_once_a_name_resolved() {
             compression: None,
             access_log: None,
             max_connections: sluice_core::settings::Settings::default().max_connections,
+            membership: sluice_proxy::membership::MembershipCell::new(),
         },
         snapshot,
         Arc::new(Shared(resolver.clone())),

@@ -14,6 +14,7 @@ mod envelope;
 mod explain;
 mod fuzz_http;
 mod limits;
+mod membership;
 mod names;
 mod overload;
 mod persistence;

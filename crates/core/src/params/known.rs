@@ -84,6 +84,7 @@ pub const KNOWN_PARAMS: &[KnownParam] = &[
     known("connectionMode", Svc, Parsed, None),
     known("discoveryType", Svc, Parsed, Some("DISCOVERYTYPE")),
     known("distribute", Svc, Parsed, None),
+    known("drainTimeout", Svc, Parsed, None),
     known("isDefaultBackend", Svc, Parsed, None),
     known("proxyInstanceName", Svc, Parsed, None),
     known("redirectWhenHttpProto", Svc, Parsed, None),

@@ -19,6 +19,7 @@
 //! | `compressionType` | service | MIME types, space- or separator-separated, lower-cased. No effect without `compressionAlgo` |
 //! | `connectionMode` | service | `http-keep-alive`, `http-server-close`, `httpclose`/`forceclose`. `http-tunnel` is rejected |
 //! | `discoveryType` | service | `DNS` or `Overlay` (any case) are accepted without effect: Sluice always balances over the task addresses. Anything else is rejected |
+//! | `drainTimeout` | service | Whole seconds, 0 to 86400: how long a draining task keeps its WebSockets/tunnels (default 30) |
 //! | `distribute`, `isDefaultBackend`, `redirectWhenHttpProto`, `redirectUnlessHttpsProto` | service | Booleans |
 //! | `proxyInstanceName` | service | Text |
 //! | `replicas` | service | Unsigned integer; absent = global service. `0` is valid (the API then removes the service) |

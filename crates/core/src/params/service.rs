@@ -140,6 +140,9 @@ pub fn parse_service(params: &Params, ctx: &ParseContext) -> Result<Service, Par
         Some(v) if v.value.trim().eq_ignore_ascii_case("sticky-server") => true,
         Some(v) => return Err(v.invalid("unsupported sessionType (only sticky-server)")),
     };
+    if let Some(v) = src.service("drainTimeout") {
+        crate::membership::check_drain_timeout(v.value).map_err(|reason| v.invalid(reason))?;
+    }
     if let Some(v) = src.service("discoveryType") {
         let kind = v.value.trim();
         if !kind.eq_ignore_ascii_case("dns") && !kind.eq_ignore_ascii_case("overlay") {

@@ -1567,3 +1567,21 @@ fn service_parameter_read_per_destination_fails_a_debug_assertion() {
     let src = super::value::Source { params: &params };
     let _ = src.dest("users", 1);
 }
+
+#[test]
+fn drain_timeout_is_checked() {
+    let s = ok(&format!("{BASE}&drainTimeout=45"));
+    assert_eq!(
+        crate::membership::drain_timeout(&s),
+        std::time::Duration::from_secs(45)
+    );
+    let s = ok(BASE);
+    assert_eq!(
+        crate::membership::drain_timeout(&s),
+        crate::membership::DEFAULT_DRAIN_TIMEOUT
+    );
+    for bad in ["10s", "-1", "86401"] {
+        let (param, value, _) = invalid(&format!("{BASE}&drainTimeout={bad}"));
+        assert_eq!((param.as_str(), value.as_str()), ("drainTimeout", bad));
+    }
+}

@@ -51,6 +51,8 @@ struct FakeState {
     fail_list: bool,
     list_queries: Vec<String>,
     event_queries: Vec<String>,
+    tasks: Vec<Value>,
+    task_queries: Vec<String>,
     streams: Vec<mpsc::UnboundedSender<Result<Bytes, std::io::Error>>>,
 }
 
@@ -92,8 +94,17 @@ async fn fake_docker() -> (std::net::SocketAddr, Shared) {
             Response::new(Body::from_stream(stream))
         },
     );
+    let tasks = get(
+        |State(s): State<Shared>, RawQuery(q): RawQuery| async move {
+            let mut s = s.lock().unwrap();
+            s.task_queries.push(q.unwrap_or_default());
+            axum::Json(Value::Array(s.tasks.clone())).into_response()
+        },
+    );
     // bollard 0.21 sends unversioned paths; accept the versioned form too.
     let app = Router::new()
+        .route("/tasks", tasks.clone())
+        .route("/v1.41/tasks", tasks)
         .route("/services", list.clone())
         .route("/v1.41/services", list)
         .route("/events", events.clone())
@@ -309,4 +320,95 @@ async fn unreachable_docker_is_retried() {
     assert!(started.elapsed() >= Duration::from_millis(60));
     w.shutdown.cancel();
     w.task.await.unwrap();
+}
+
+fn docker_task(id: &str, service: &str, state: &str, desired: &str, ip: &str) -> Value {
+    json!({
+        "ID": id,
+        "ServiceID": service,
+        "Status": {"State": state},
+        "DesiredState": desired,
+        "NetworksAttachments": [{"Addresses": [format!("{ip}/24")]}]
+    })
+}
+
+#[tokio::test]
+async fn task_sets_are_published_and_polled_only_while_converging() {
+    let (addr, state) = fake_docker().await;
+    {
+        let mut s = state.lock().unwrap();
+        s.services = vec![service("id-a", "a", "/a", 2)];
+        s.tasks = vec![
+            docker_task("t1", "id-a", "running", "running", "10.0.1.3"),
+            docker_task("t2", "id-a", "starting", "running", "10.0.1.4"),
+            // History: an old task of the slot, stopped.
+            docker_task("t0", "id-a", "shutdown", "shutdown", "10.0.1.2"),
+        ];
+    }
+    let (tx, _rx) = watch::channel(Arc::new(Desired::default()));
+    let (tasks_tx, mut tasks_rx) = watch::channel(Arc::new(TaskSnapshot::default()));
+    let config = WatchConfig {
+        host: DockerHost::Tcp(format!("tcp://{addr}")),
+        rules: rules(),
+        resync_interval: Duration::from_secs(3600),
+        use_events: true,
+        backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(80)).unwrap(),
+    };
+    let watcher = Watcher::new(
+        config,
+        Arc::new(Metrics::default()),
+        tx,
+        Arc::new(ResendRequest::default()),
+    )
+    .with_tasks(tasks_tx);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(watcher.run(shutdown.clone()));
+
+    let first = tokio::time::timeout(Duration::from_secs(5), tasks_rx.wait_for(|t| t.synced))
+        .await
+        .unwrap()
+        .unwrap()
+        .clone();
+    let set = &first.membership.services["a"];
+    let ids: Vec<&str> = set.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, vec!["t1", "t2"], "history is left out");
+    assert_eq!(set.tasks[0].addresses[0].to_string(), "10.0.1.3/24");
+    assert!(
+        state.lock().unwrap().task_queries[0]
+            .contains("filters=%7B%22service%22%3A%5B%22id%2Da%22%5D%7D"),
+        "{:?}",
+        state.lock().unwrap().task_queries
+    );
+    // t2 is starting: the service converges and its tasks are listed every 250 ms.
+    poll_until("converging polls", || {
+        state.lock().unwrap().task_queries.len() >= 4
+    })
+    .await;
+    assert!(
+        !tasks_rx.has_changed().unwrap(),
+        "listings that find the same tasks publish nothing new"
+    );
+
+    state.lock().unwrap().tasks[1] = docker_task("t2", "id-a", "running", "running", "10.0.1.4");
+    let converged = tokio::time::timeout(
+        Duration::from_secs(5),
+        tasks_rx.wait_for(|t| {
+            t.membership.services["a"]
+                .tasks
+                .iter()
+                .all(|t| t.phase() == sluice_core::membership::Phase::Ready)
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .clone();
+    assert!(converged.membership.services["a"].observed_at_ms >= set.observed_at_ms);
+    // Converged: no more polling (an hour-long resync, no events).
+    let settled = state.lock().unwrap().task_queries.len();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(state.lock().unwrap().task_queries.len(), settled);
+
+    shutdown.cancel();
+    task.await.unwrap();
 }
