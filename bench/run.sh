@@ -657,21 +657,33 @@ stop_pair() {
   PAIR_SLUICE=""
 }
 
-# pair_run PROXY KEY URL_PATH [wrk args...] : one measured wrk run, appended to $WORK/e-KEY-PROXY.
+# syn_retransmits : SYNs the kernel sent again since the previous call (0 without nstat). On
+# loopback a SYN is only sent again when the first got no answer (a full listen queue, or a
+# TIME_WAIT socket of the server's that refused the port), and the retry comes 1 s later: a
+# request of that connection is a stall. Runs never overlap, so the count is the run's.
+syn_retransmits() {
+  command -v nstat >/dev/null 2>&1 || { echo 0; return 0; }
+  NSTAT_HISTORY="$WORK/nstat.history" nstat 2>/dev/null | awk '$1 == "TcpExtTCPSynRetrans" {n = $2} END {print n + 0}'
+}
+
+# pair_run PROXY KEY URL_PATH [wrk args...] : one measured wrk run, appended to $WORK/e-KEY-PROXY
+# as "rps p99_ms errors timeouts syn_retransmits".
 pair_run() {
   local proxy=$1 key=$2 path=$3 port
   shift 3
   port=$DATA_PORT
   [[ $proxy == haproxy ]] && port=$HAPROXY_PORT
   if [[ $WARMUP_S -gt 0 ]]; then wrk_run 1 "http://127.0.0.1:$port$path" "$@" || true; fi
+  syn_retransmits >/dev/null
   wrk_run "$DURATION_S" "http://127.0.0.1:$port$path" "$@" || return 0
-  printf '%s %s %s %s\n' "$(wrk_rps)" "$(wrk_p99_ms)" "$(wrk_errors)" "$(wrk_timeouts)" >>"$WORK/e-$key-$proxy"
+  printf '%s %s %s %s %s\n' "$(wrk_rps)" "$(wrk_p99_ms)" "$(wrk_errors)" "$(wrk_timeouts)" \
+    "$(syn_retransmits)" >>"$WORK/e-$key-$proxy"
 }
 
-# Mean rps, mean p99, summed errors and timeouts of a rounds file.
+# Mean rps, mean p99, summed errors, timeouts and SYN retransmits of a rounds file.
 pair_stats() {
-  [[ -s $1 ]] || { echo "n/a n/a n/a n/a"; return 0; }
-  awk '{r += $1; p += $2; e += $3; t += $4; n++} END {printf "%.0f %.3f %d %d", r / n, p / n, e, t}' "$1"
+  [[ -s $1 ]] || { echo "n/a n/a n/a n/a n/a"; return 0; }
+  awk '{r += $1; p += $2; e += $3; t += $4; y += $5; n++} END {printf "%.0f %.3f %d %d %d", r / n, p / n, e, t, y}' "$1"
 }
 
 scenario_e() {
@@ -684,8 +696,9 @@ scenario_e() {
   add_summary ""
   add_summary "e) Sluice vs HAProxy, both running, runs alternating H S S H x$MATRIX_ROUNDS per row (wrk -t$WRK_THREADS -d$DURATION --timeout $WRK_TIMEOUT)"
   add_summary "   /b/*: nginx backend (1 KiB or 100 KiB file; Sluice resolves it by name); /d/x: sluice-demo bench (13 bytes)"
-  add_summary "   >1s: requests not answered within 1 s (wrk timeouts), summed over the runs"
-  add_summary "$(printf '  %-3s %5s %-9s %-7s | %9s %9s %6s | %8s %8s %6s | %5s %5s' thr conns mode path h_rps s_rps s/h h_p99ms s_p99ms s/h h_>1s s_>1s)"
+  add_summary "   >1s: requests not answered within 1 s (wrk timeouts; in close rows a connection whose SYN"
+  add_summary "   had to be sent again counts too), summed over the runs; syn: SYNs sent again (nstat)"
+  add_summary "$(printf '  %-3s %5s %-9s %-7s | %9s %9s %6s | %8s %8s %6s | %5s %5s | %5s %5s' thr conns mode path h_rps s_rps s/h h_p99ms s_p99ms s/h h_>1s s_>1s h_syn s_syn)"
   local threads conns mode path key round
   for threads in $threads_list; do
     start_pair "$threads"
@@ -702,12 +715,12 @@ scenario_e() {
             CONNECTIONS=$conns pair_run sluice "$key" "$path" "${extra[@]}"
             CONNECTIONS=$conns pair_run haproxy "$key" "$path" "${extra[@]}"
           done
-          local hr hp he ht sr sp se st
-          read -r hr hp he ht <<<"$(pair_stats "$WORK/e-$key-haproxy")"
-          read -r sr sp se st <<<"$(pair_stats "$WORK/e-$key-sluice")"
-          log "[e] haproxy rps=$hr p99=${hp}ms errors=$he timeouts=$ht | sluice rps=$sr p99=${sp}ms errors=$se timeouts=$st"
-          add_summary "$(printf '  %-3s %5s %-9s %-7s | %9s %9s %6s | %8s %8s %6s | %5s %5s' "$threads" "$conns" "$mode" "$path" \
-            "$hr" "$sr" "$(ratio "$sr" "$hr")" "$hp" "$sp" "$(ratio "$sp" "$hp")" "$ht" "$st")"
+          local hr hp he ht hy sr sp se st sy
+          read -r hr hp he ht hy <<<"$(pair_stats "$WORK/e-$key-haproxy")"
+          read -r sr sp se st sy <<<"$(pair_stats "$WORK/e-$key-sluice")"
+          log "[e] haproxy rps=$hr p99=${hp}ms errors=$he timeouts=$ht syn=$hy | sluice rps=$sr p99=${sp}ms errors=$se timeouts=$st syn=$sy"
+          add_summary "$(printf '  %-3s %5s %-9s %-7s | %9s %9s %6s | %8s %8s %6s | %5s %5s | %5s %5s' "$threads" "$conns" "$mode" "$path" \
+            "$hr" "$sr" "$(ratio "$sr" "$hr")" "$hp" "$sp" "$(ratio "$sp" "$hp")" "$ht" "$st" "$hy" "$sy")"
           [[ $he == 0 && $se == 0 ]] || add_summary "      errors (non-2xx, connect/read/write): haproxy $he, sluice $se"
         done
       done

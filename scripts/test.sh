@@ -40,6 +40,7 @@ if [[ ${TEST_NO_SETUP:-0} != 1 ]]; then
     scripts/e2e/docker-up.sh || say "Docker is not available; the end-to-end suite will fail and say why"
     echo "== set-up: Chromium"
     install_chromium || say "no chromium; the dashboard browser test will fail"
+    command -v pebble >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pebble >/dev/null; } || say "no pebble; the ACME tests (crates/sluice/tests/acme.rs) will fail"
 fi
 export CI=${CI:-1}
 

@@ -37,7 +37,7 @@ use crate::{ApiError, ApiState};
 /// The largest bundle accepted.
 const MAX_BUNDLE: usize = 1024 * 1024;
 
-fn rfc3339(unix: i64) -> String {
+pub(crate) fn rfc3339(unix: i64) -> String {
     // Days since the epoch to a civil date (Howard Hinnant's algorithm).
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
@@ -205,12 +205,12 @@ fn bundle(
     Ok(resp)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Sends the bundle to every peer concurrently; returns the failures.
-async fn distribute(
+pub(crate) async fn distribute(
     state: &ApiState,
     peers: &[std::net::IpAddr],
     name: &str,

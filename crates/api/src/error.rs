@@ -109,6 +109,9 @@ pub enum ApiError {
     /// A certificate request failed (certificate envelope).
     #[error(transparent)]
     Cert(#[from] CertRequestError),
+    /// An ACME endpoint request failed.
+    #[error(transparent)]
+    Acme(#[from] crate::acme::AcmeRequestError),
 }
 
 /// A failed `/cert` request.
@@ -183,6 +186,7 @@ impl ApiError {
             ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Cert(error) => error.status(),
+            ApiError::Acme(error) => error.status(),
         }
     }
 
@@ -201,7 +205,8 @@ impl ApiError {
             | ApiError::NotReady
             | ApiError::Unauthorized
             | ApiError::Task(_)
-            | ApiError::Cert(_) => "",
+            | ApiError::Cert(_)
+            | ApiError::Acme(_) => "",
         }
     }
 

@@ -10,6 +10,8 @@
 //! - `/v1/docker-flow-proxy/ping` — liveness.
 //! - `/v1/sluice/explain` — what the data plane would do with a request, and why ([`explain`]).
 //! - `/v1/sluice/tasks` — the Swarm task sets the listener pushes ([`membership`]).
+//! - `/v1/docker-flow-proxy/acme` (and `…/acme/challenge`, `…/acme/account` between
+//!   replicas) — ACME certificates ([`acme`]).
 //! - `/v1/docker-flow-proxy/metrics` — statistics as HAProxy CSV (`distribute=true`: all
 //!   replicas); `/metrics` — Prometheus text ([`metrics`]).
 //!
@@ -22,6 +24,7 @@
 //! one place.
 
 pub mod access;
+pub mod acme;
 pub mod admission;
 pub mod certs;
 pub mod dry_run;
@@ -75,6 +78,8 @@ pub struct ApiState {
     pub plane: std::sync::OnceLock<explain::PlaneView>,
     /// The Swarm task sets behind `/v1/sluice/tasks` ([`membership`]).
     pub tasks: membership::TaskBook,
+    /// ACME certificates for `acmeDomain` services (set once at startup).
+    pub acme: std::sync::OnceLock<Arc<acme::Acme>>,
 }
 
 impl ApiState {
@@ -102,6 +107,7 @@ impl ApiState {
             certs: std::sync::OnceLock::new(),
             plane: std::sync::OnceLock::new(),
             tasks: membership::TaskBook::default(),
+            acme: std::sync::OnceLock::new(),
         }
     }
 }
@@ -122,6 +128,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(&format!("{BASE}/cert"), any(certs::cert))
         .route(&format!("{BASE}/certs"), any(certs::list))
         .route("/v1/sluice/explain", any(explain::explain))
+        .route(&format!("{BASE}/acme"), any(acme::status))
+        .route(acme::CHALLENGE_PATH, any(acme::challenge))
+        .route(acme::account::ACCOUNT_PATH, any(acme::account_endpoint))
         .route(
             &format!("{BASE}/successfulinitreload"),
             any(successful_init_reload),

@@ -119,6 +119,9 @@ pub async fn prometheus(State(state): State<Arc<ApiState>>) -> Response {
     let report = state.registry.stats().report(&snapshot);
     let mut text = exposition(&report, state.registry.counters());
     propagation(&mut text, &state.tasks.propagation().read());
+    if let Some(acme) = state.acme.get() {
+        acme.write_metrics(&mut TextWriter::new(&mut text));
+    }
     let mut resp = (StatusCode::OK, text).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -210,6 +210,16 @@ impl Distributor {
             .collect())
     }
 
+    /// This replica's own address among `tasks.<service_name>`, when it is listed.
+    pub async fn own_address(&self) -> Option<IpAddr> {
+        let name = format!("tasks.{}", self.service_name);
+        let ips = sluice_proxy::resolve::lookup(&name, self.hosts_file.as_deref())
+            .await
+            .ok()?;
+        ips.into_iter()
+            .find(|ip| Some(*ip) == self.own_ip || is_own_address(*ip))
+    }
+
     /// Sends `GET <path>?<params with distribute=false>` to every peer, concurrently.
     pub async fn forward(&self, path: &str, params: &Params) -> Distribution {
         let peers = match self.peers().await {

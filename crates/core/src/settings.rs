@@ -42,6 +42,7 @@
 //! | `CA_FILE` | (none) | [`Settings::ca_file`] (client certificates are requested and verified against it) |
 //! | `PREFERRED_CERTIFICATE` | (none) | [`Settings::preferred_certificates`] (comma-separated file-name globs) |
 //! | `COMPRESSION_ALGO` / `COMPRESSION_TYPE` | (none) | [`Settings::compression`] (the `compressionAlgo` / `compressionType` rules; a service's own setting wins) |
+//! | `ACME_DIRECTORY` / `ACME_EMAIL` / `ACME_CA_FILE` / `ACME_CHALLENGE` / `ACME_LEASE_TIMEOUT` | Let's Encrypt production / (none) / (none) / `http-01` / `30` s | [`Settings::acme`] (Sluice; `docs/acme.md`) |
 //! | `DEBUG` / `DEBUG_ERRORS_ONLY` / `CAPTURE_REQUEST_HEADER` / `LOG_FORMAT` | `false` / `false` / (none) / `text` | [`Settings::access_log`] (the request log) |
 //!
 //! Port lists (`DEFAULT_PORTS`, `BIND_PORTS`) are comma-separated items `80`, `443:ssl`. HAProxy
@@ -259,6 +260,50 @@ pub struct Settings {
     pub compression: Option<Compression>,
     /// `DEBUG`, `DEBUG_ERRORS_ONLY`, `CAPTURE_REQUEST_HEADER`, `LOG_FORMAT`: the request log.
     pub access_log: AccessLogSettings,
+    /// `ACME_*`: the ACME issuer used for services with `acmeDomain`.
+    pub acme: AcmeSettings,
+}
+
+/// Let's Encrypt's production directory, the default `ACME_DIRECTORY`.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// The ACME challenge type answered (`ACME_CHALLENGE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AcmeChallenge {
+    /// `http-01`: `/.well-known/acme-challenge/<token>` on the HTTP ports.
+    #[default]
+    Http01,
+    /// `tls-alpn-01`: the `acme-tls/1` protocol on the TLS ports.
+    TlsAlpn01,
+}
+
+/// `ACME_*` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// `ACME_DIRECTORY`: the directory URL (`https://`).
+    pub directory: String,
+    /// `ACME_EMAIL`: the account's contact address.
+    pub email: Option<String>,
+    /// `ACME_CA_FILE`: the PEM root the directory's TLS certificate is verified against
+    /// (a test CA such as Pebble's); unset = the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// `ACME_CHALLENGE`: which challenge type is answered.
+    pub challenge: AcmeChallenge,
+    /// `ACME_LEASE_TIMEOUT`: how long a replica must have been silent before the next one
+    /// takes over its orders.
+    pub lease_timeout: Duration,
+}
+
+impl Default for AcmeSettings {
+    fn default() -> Self {
+        AcmeSettings {
+            directory: LETS_ENCRYPT_DIRECTORY.to_string(),
+            email: None,
+            ca_file: None,
+            challenge: AcmeChallenge::Http01,
+            lease_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Settings {
@@ -328,6 +373,11 @@ const KNOWN_VARIABLES: &[&str] = &[
     "DEBUG_ERRORS_ONLY",
     "CAPTURE_REQUEST_HEADER",
     "LOG_FORMAT",
+    "ACME_DIRECTORY",
+    "ACME_EMAIL",
+    "ACME_CA_FILE",
+    "ACME_CHALLENGE",
+    "ACME_LEASE_TIMEOUT",
 ];
 
 /// Every variable [`Settings::from_vars`] reads, in table order.
@@ -379,6 +429,7 @@ impl Default for Settings {
             preferred_certificates: Vec::new(),
             compression: None,
             access_log: AccessLogSettings::default(),
+            acme: AcmeSettings::default(),
         }
     }
 }
@@ -506,6 +557,57 @@ impl Reader<'_> {
         })
     }
 
+    fn acme(&self) -> Result<AcmeSettings, SettingsError> {
+        let d = AcmeSettings::default();
+        let directory = self
+            .parsed("ACME_DIRECTORY", |v| {
+                let v = v.trim();
+                if v.len() > "https://".len() && v[..8].eq_ignore_ascii_case("https://") {
+                    Ok(v.to_string())
+                } else {
+                    Err("not an https:// URL".to_string())
+                }
+            })?
+            .unwrap_or(d.directory);
+        let email = self
+            .parsed("ACME_EMAIL", |v| {
+                let v = v.trim();
+                match v.split_once('@') {
+                    Some((local, domain))
+                        if !local.is_empty()
+                            && domain.contains('.')
+                            && !v.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+                    {
+                        Ok(v.to_string())
+                    }
+                    _ => Err("not an e-mail address (local@domain)".to_string()),
+                }
+            })?
+            .or(d.email);
+        let challenge = self
+            .parsed("ACME_CHALLENGE", |v| match v.trim() {
+                c if c.eq_ignore_ascii_case("http-01") => Ok(AcmeChallenge::Http01),
+                c if c.eq_ignore_ascii_case("tls-alpn-01") => Ok(AcmeChallenge::TlsAlpn01),
+                _ => Err("unsupported challenge (http-01 or tls-alpn-01)".to_string()),
+            })?
+            .unwrap_or(d.challenge);
+        let lease_timeout = self
+            .parsed("ACME_LEASE_TIMEOUT", |v| {
+                match parse_decimal::<u64>(v.trim()) {
+                    Some(n) if n > 0 => Ok(Duration::from_secs(n)),
+                    _ => Err("not a whole number of seconds of at least 1".to_string()),
+                }
+            })?
+            .unwrap_or(d.lease_timeout);
+        Ok(AcmeSettings {
+            directory,
+            email,
+            ca_file: self.vars.var("ACME_CA_FILE").map(PathBuf::from),
+            challenge,
+            lease_timeout,
+        })
+    }
+
     fn api_auth(&self) -> Result<Option<Credentials>, SettingsError> {
         match (self.vars.var("API_USER"), self.vars.var("API_PASS")) {
             (Some(user), Some(password)) => Ok(Some(Credentials { user, password })),
@@ -627,6 +729,7 @@ impl Settings {
             .map(|v| list_items(&v, ",").map(str::to_string).collect())
             .unwrap_or(d.preferred_certificates);
         let compression = r.compression(&separator)?;
+        let acme = r.acme()?;
         let access_log = AccessLogSettings {
             enabled: r.boolean("DEBUG", false)?,
             errors_only: r.boolean("DEBUG_ERRORS_ONLY", false)?,
@@ -675,6 +778,7 @@ impl Settings {
             preferred_certificates,
             compression,
             access_log,
+            acme,
         })
     }
 }
@@ -693,6 +797,34 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn acme_settings_are_read_and_checked() {
+        let s = Settings::from_vars(&vars(&[])).unwrap();
+        assert_eq!(s.acme, AcmeSettings::default());
+        let s = Settings::from_vars(&vars(&[
+            ("ACME_DIRECTORY", "https://127.0.0.1:14000/dir"),
+            ("ACME_EMAIL", "ops@example.com"),
+            ("ACME_CA_FILE", "/ca.pem"),
+            ("ACME_CHALLENGE", "TLS-ALPN-01"),
+            ("ACME_LEASE_TIMEOUT", "3"),
+        ]))
+        .unwrap();
+        assert_eq!(s.acme.directory, "https://127.0.0.1:14000/dir");
+        assert_eq!(s.acme.email.as_deref(), Some("ops@example.com"));
+        assert_eq!(s.acme.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(s.acme.challenge, AcmeChallenge::TlsAlpn01);
+        assert_eq!(s.acme.lease_timeout, Duration::from_secs(3));
+        for (var, value) in [
+            ("ACME_DIRECTORY", "http://x/dir"),
+            ("ACME_EMAIL", "nobody"),
+            ("ACME_CHALLENGE", "dns-01"),
+            ("ACME_LEASE_TIMEOUT", "0"),
+        ] {
+            let e = error(&[(var, value)]).to_string();
+            assert!(e.contains(var) && e.contains(value), "{e}");
+        }
     }
 
     fn error(pairs: &[(&str, &str)]) -> SettingsError {

@@ -172,6 +172,7 @@ impl SwarmListener {
                 settings.retry,
                 Arc::clone(&push),
                 settings.credentials.clone(),
+                Arc::clone(&metrics),
             ) {
                 tasks.push(tokio::spawn(pusher.run(tasks_rx.clone(), token.clone())));
             }

@@ -10,11 +10,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_core::prometheus::TextWriter;
 
-/// The two notification kinds.
+/// The two notification kinds, and the task-set pushes (`PUT /v1/sluice/tasks`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Kind {
     Create,
     Remove,
+    Tasks,
 }
 
 impl Kind {
@@ -23,6 +24,7 @@ impl Kind {
         match self {
             Kind::Create => "create",
             Kind::Remove => "remove",
+            Kind::Tasks => "tasks",
         }
     }
 
@@ -31,6 +33,7 @@ impl Kind {
         match self {
             Kind::Create => "created",
             Kind::Remove => "removed",
+            Kind::Tasks => "task sets",
         }
     }
 
@@ -38,6 +41,8 @@ impl Kind {
         match self {
             Kind::Create => "notificationSendCreateserviceRequest",
             Kind::Remove => "notificationSendRemoveserviceRequest",
+            // DFSL had no task sets; never rendered in its series.
+            Kind::Tasks => "notificationSendTasksRequest",
         }
     }
 }
@@ -54,6 +59,7 @@ struct PerKind {
 pub(crate) struct Metrics {
     create: PerKind,
     remove: PerKind,
+    tasks: PerKind,
     services: AtomicU64,
     reconnects: AtomicU64,
     resyncs: AtomicU64,
@@ -65,6 +71,7 @@ impl Metrics {
         match kind {
             Kind::Create => &self.create,
             Kind::Remove => &self.remove,
+            Kind::Tasks => &self.tasks,
         }
     }
 
@@ -127,7 +134,7 @@ impl Metrics {
         ];
         for (name, help, counter) in per_kind {
             f.head(name, "counter", help);
-            for kind in kinds {
+            for kind in kinds.into_iter().chain([Kind::Tasks]) {
                 let value = counter(self.kind(kind)).load(Ordering::Relaxed);
                 f.sample(name, &[("kind", kind.label())], value);
             }

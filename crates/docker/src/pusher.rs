@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::delivery::AttemptResult;
 use crate::endpoint::Endpoint;
+use crate::metrics::{Kind, Metrics};
 use crate::notifier::{classify, RetryPolicy, Verdict};
 use crate::tasks::TaskSnapshot;
 
@@ -115,6 +116,8 @@ pub(crate) struct TaskPusher<P> {
     auth: Option<HeaderValue>,
     policy: RetryPolicy,
     push: Arc<P>,
+    /// Counted as `kind="tasks"` in the notification counters.
+    metrics: Arc<Metrics>,
 }
 
 impl<P: Push> TaskPusher<P> {
@@ -125,6 +128,7 @@ impl<P: Push> TaskPusher<P> {
         policy: RetryPolicy,
         push: Arc<P>,
         credentials: Option<HeaderValue>,
+        metrics: Arc<Metrics>,
     ) -> Option<Self> {
         let target = endpoint.create.as_ref().or(endpoint.remove.as_ref())?;
         Some(Self {
@@ -132,6 +136,7 @@ impl<P: Push> TaskPusher<P> {
             auth: target.auth.clone().or(credentials),
             policy,
             push,
+            metrics,
         })
     }
 
@@ -184,6 +189,7 @@ impl<P: Push> TaskPusher<P> {
                 };
                 match verdict {
                     Verdict::Delivered => {
+                        self.metrics.sent(Kind::Tasks);
                         tracing::debug!(url = %self.url, services = snapshot.membership.services.len(), "task sets delivered");
                         confirmed = Some((Arc::clone(&snapshot), snapshot.resync_generation));
                         given_up = None;
@@ -191,6 +197,7 @@ impl<P: Push> TaskPusher<P> {
                         continue;
                     }
                     Verdict::Rejected => {
+                        self.metrics.failed(Kind::Tasks);
                         tracing::warn!(url = %self.url, %detail, "proxy refused the task sets; not retrying until they change or the next resync");
                         given_up = Some(Arc::clone(&snapshot));
                         failures = 0;
@@ -198,6 +205,7 @@ impl<P: Push> TaskPusher<P> {
                     Verdict::Retry => {
                         failures = failures.saturating_add(1);
                         if self.policy.should_retry(failures) {
+                            self.metrics.retried(Kind::Tasks);
                             tracing::warn!(url = %self.url, error = %detail, "Retrying task sets ({failures} try)");
                             tokio::select! {
                                 () = shutdown.cancelled() => return,
@@ -206,6 +214,7 @@ impl<P: Push> TaskPusher<P> {
                             }
                             continue;
                         }
+                        self.metrics.failed(Kind::Tasks);
                         tracing::error!(url = %self.url, error = %detail, "task sets not delivered; trying again at the next change or resync");
                         given_up = Some(Arc::clone(&snapshot));
                         failures = 0;
@@ -293,12 +302,20 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn pushes_retries_then_resends_only_on_change_or_resync() {
         let push = Arc::new(Scripted::default());
+        let metrics = Arc::new(Metrics::default());
         *push.answers.lock().unwrap() = vec![503, 503];
         let policy = RetryPolicy {
             retries: 5,
             interval: Duration::from_secs(2),
         };
-        let pusher = TaskPusher::new(&endpoint(), policy, Arc::clone(&push), None).unwrap();
+        let pusher = TaskPusher::new(
+            &endpoint(),
+            policy,
+            Arc::clone(&push),
+            None,
+            Arc::clone(&metrics),
+        )
+        .unwrap();
         let (tx, rx) = watch::channel(Arc::new(TaskSnapshot::default()));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(pusher.run(rx, shutdown.clone()));
@@ -327,6 +344,9 @@ mod tests {
         assert_eq!(auth.as_deref(), Some("Basic YWRtaW46cHc="));
         let sent: Membership = serde_json::from_str(body).unwrap();
         assert_eq!(sent, snapshot(100, 1).membership);
+        let rendered = metrics.render();
+        assert!(rendered.contains("sluice_listener_notifications_sent_total{kind=\"tasks\"} 1"));
+        assert!(rendered.contains("sluice_listener_notification_retries_total{kind=\"tasks\"} 2"));
 
         // The same state again: nothing. A periodic resync: sent again. A change: sent.
         tx.send_replace(snapshot(100, 1));
@@ -346,12 +366,20 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_refusal_waits_for_the_next_change() {
         let push = Arc::new(Scripted::default());
+        let metrics = Arc::new(Metrics::default());
         *push.answers.lock().unwrap() = vec![404];
         let policy = RetryPolicy {
             retries: 5,
             interval: Duration::from_secs(1),
         };
-        let pusher = TaskPusher::new(&endpoint(), policy, Arc::clone(&push), None).unwrap();
+        let pusher = TaskPusher::new(
+            &endpoint(),
+            policy,
+            Arc::clone(&push),
+            None,
+            Arc::clone(&metrics),
+        )
+        .unwrap();
         let (tx, rx) = watch::channel(snapshot(100, 1));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(pusher.run(rx, shutdown.clone()));

@@ -19,8 +19,9 @@
 //! in the response body ([`Trace::into_body`]), so `bytes_out` counts the body bytes actually
 //! sent and `bytes_in` the request body bytes actually passed upstream (0 for a request that
 //! was not forwarded); a response body that ends short of its `Content-Length` is logged as
-//! `body_incomplete`. `t_wait_ms` runs from the connection's start (accept, or the end of the
-//! TLS handshake), or from the end of the previous response on a kept-alive connection, to the
+//! `body_incomplete`. `t_wait_ms` runs from the connection's start (its first byte on plain
+//! HTTP, the end of the TLS handshake on TLS), or from the end of the previous response on a
+//! kept-alive connection, to the
 //! moment the request head was read; `t_connect_ms` is the time spent opening upstream
 //! connections (0 when a pooled one was reused). A layer-4 line counts the bytes copied.
 

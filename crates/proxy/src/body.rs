@@ -39,7 +39,7 @@ pub enum ProxyBody {
     /// A body streamed from an upstream.
     Upstream(UpstreamBody),
     /// Another body whose bytes are counted (for a destination's statistics).
-    Metered(MeteredBody),
+    Metered(Box<MeteredBody>),
     /// Another body transformed on the way out (compression).
     Boxed(Pin<Box<dyn Body<Data = Bytes, Error = BoxError>>>),
 }
@@ -160,23 +160,21 @@ impl Body for ProxyBody {
     }
 }
 
-/// A response body whose data bytes are counted.
-pub struct MeteredBody {
-    inner: Box<ProxyBody>,
-    meter: Box<dyn Meter>,
+/// A response body whose data bytes are counted. The body and its meter share one allocation
+/// (`Box<MeteredBody>`, the meter being the unsized last field).
+pub struct MeteredBody<M: ?Sized + Meter = dyn Meter> {
+    inner: ProxyBody,
+    meter: M,
 }
 
 impl MeteredBody {
     /// Counts the bytes of `inner` with `meter` (dropped with the body).
-    pub fn new(inner: ProxyBody, meter: impl Meter + 'static) -> MeteredBody {
-        MeteredBody {
-            inner: Box::new(inner),
-            meter: Box::new(meter),
-        }
+    pub fn new(inner: ProxyBody, meter: impl Meter + 'static) -> Box<MeteredBody> {
+        Box::new(MeteredBody { inner, meter })
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(self.inner.as_mut()).poll_frame(cx);
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
                 self.meter.count(data.len() as u64);
@@ -229,5 +227,44 @@ impl Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    struct Count(Rc<Cell<u64>>);
+
+    impl Meter for Count {
+        fn count(&self, bytes: u64) {
+            self.0.set(self.0.get() + bytes);
+        }
+    }
+
+    async fn next(body: &mut ProxyBody) -> Option<Bytes> {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await?;
+        frame.ok()?.into_data().ok()
+    }
+
+    #[tokio::test]
+    async fn a_metered_body_counts_its_data_bytes_and_passes_them_on() {
+        let counted = Rc::new(Cell::new(0));
+        let inner = ProxyBody::full(Bytes::from_static(b"hello"));
+        let mut body = ProxyBody::Metered(MeteredBody::new(inner, Count(counted.clone())));
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert!(!body.is_end_stream());
+        assert_eq!(next(&mut body).await.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(counted.get(), 5);
+        assert!(next(&mut body).await.is_none());
+        assert!(body.is_end_stream());
+        drop(body);
+        assert_eq!(
+            Rc::strong_count(&counted),
+            1,
+            "the meter goes with the body"
+        );
     }
 }

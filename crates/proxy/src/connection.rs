@@ -11,9 +11,37 @@ use hyper::rt::bounds::Http2ServerConnExec;
 use hyper::rt::{Read, Write};
 use hyper::server::conn::{http1, http2};
 use hyper::service::HttpService;
+use hyper_util::rt::TokioTimer;
+use sluice_core::settings::Timeouts;
 use tokio::sync::watch;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The largest request header section (request line and headers) a client may send; a larger
+/// one is answered 431. The same bound as HAProxy's default buffer.
+pub const MAX_HEADER_SIZE: usize = 64 * 1024;
+
+/// The HTTP/1 server settings every client connection uses, plain or TLS.
+pub(crate) fn http1_builder(timeouts: &Timeouts) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // A client that sends its request and then shuts down its sending side still gets
+        // the answer (as HAProxy and most servers give it).
+        .half_close(true)
+        // hyper answers 431 past this, and stops reading the header section there.
+        .max_header_size(MAX_HEADER_SIZE)
+        // hyper's header timer runs while a connection waits for its next request, so it
+        // bounds both the idle keep-alive time and the time to send request headers.
+        .header_read_timeout(idle_limit(timeouts));
+    builder
+}
+
+/// How long a client connection may stay without a complete request header section.
+pub(crate) fn idle_limit(timeouts: &Timeouts) -> Duration {
+    timeouts.http_keep_alive.max(timeouts.http_request)
+}
 
 /// A served connection that can be told to finish its request in flight and close.
 pub(crate) trait Graceful: Future {

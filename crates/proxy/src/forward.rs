@@ -38,11 +38,11 @@ use sluice_core::uri_path::{self, PathError};
 
 use crate::access_log::Trace;
 use crate::body::{ProxyBody, UpstreamBody};
+use crate::context::Worker;
 use crate::error_page::{self, Failure};
 use crate::snapshot::Snapshot;
 use crate::stats::{DestStats, RequestBody};
 use crate::upstream::{sticky_token, SendError, Target};
-use crate::worker::Worker;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -115,6 +115,9 @@ async fn respond(
         worker.stats.hub.request_arrived();
         worker.stats.hub.responded(StatusCode::BAD_REQUEST.as_u16());
         return error_page::bad_request(&problem.to_string());
+    }
+    if let Some(answer) = crate::challenge::respond(&req) {
+        return answer;
     }
     let snapshot = worker.current_snapshot();
     if let Some(page) = &worker.stats.page {

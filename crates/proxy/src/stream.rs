@@ -38,8 +38,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::context::Worker;
 use crate::upstream::Target;
-use crate::worker::Worker;
 
 /// The longest wait for a ClientHello (HAProxy's `tcp-request inspect-delay 5s` in DFP).
 const INSPECT_LIMIT: Duration = Duration::from_secs(5);
@@ -132,7 +132,7 @@ impl StreamListeners {
             if open.contains_key(&port) || fresh.iter().any(|(p, _)| *p == port) {
                 continue;
             }
-            let sockets = crate::worker::bind_reuseport(port, self.workers)
+            let sockets = crate::listener::bind_reuseport(port, self.workers)
                 .map_err(|source| StreamListenError::Bind { port, source })?;
             fresh.push((port, sockets));
         }

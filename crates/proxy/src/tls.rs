@@ -1,4 +1,4 @@
-//! TLS termination on `:ssl` HTTP ports, and TLS towards upstreams (`sslVerifyNone`).
+//! TLS termination on `:ssl` HTTP ports (TLS towards upstreams is [`crate::upstream_tls`]).
 //!
 //! [`server_config`] builds the one rustls configuration every worker shares: certificates come
 //! from the hot [`CertStore`] through its SNI resolver, ALPN offers `h2,http/1.1` (`ENABLE_H2`)
@@ -23,20 +23,19 @@ use http::Request;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::certs::CertStore;
 use crate::connection::serve_until_stopped;
+use crate::context::Worker;
+use crate::crypto::provider;
 use crate::forward::{self, ConnInfo};
-use crate::worker::Worker;
 
 /// The TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +51,6 @@ pub enum TlsError {
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Config(String),
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// The shared server configuration of the `:ssl` ports.
@@ -91,12 +86,16 @@ pub fn server_config(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_cert_resolver(store.resolver());
+    let mut config = builder.with_cert_resolver(crate::challenge::resolver(store.resolver()));
     config.alpn_protocols = if enable_h2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
         vec![b"http/1.1".to_vec()]
     };
+    // TLS-ALPN-01 (only chosen when the client offers nothing else; see `challenge`).
+    config
+        .alpn_protocols
+        .push(crate::challenge::ACME_TLS_ALPN.to_vec());
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
     config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(config_error)?;
     Ok(Arc::new(config))
@@ -141,6 +140,9 @@ pub(crate) async fn serve(
         }
     };
     let (_, session) = tls.get_ref();
+    if session.alpn_protocol() == Some(crate::challenge::ACME_TLS_ALPN) {
+        return; // A TLS-ALPN-01 validation ends with the handshake (RFC 8737).
+    }
     let h2 = session.alpn_protocol() == Some(b"h2");
     let client_cert_verified = session
         .peer_certificates()
@@ -164,7 +166,7 @@ pub(crate) async fn serve(
         let connection = builder.serve_connection(io, service);
         serve_until_stopped(connection, stop).await
     } else {
-        let builder = crate::worker::http1_builder(&worker.timeouts);
+        let builder = crate::connection::http1_builder(&worker.timeouts);
         let connection = builder.serve_connection(io, service).with_upgrades();
         serve_until_stopped(connection, stop).await
     };
@@ -194,74 +196,6 @@ pub(crate) fn to_http1<B>(req: &mut Request<B>) {
         .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
     if let Ok(uri) = pq.parse() {
         *req.uri_mut() = uri;
-    }
-}
-
-/// The client configuration for `sslVerifyNone` upstreams: TLS without certificate
-/// verification (handshake signatures are still checked).
-pub(crate) fn insecure_client_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let provider = provider();
-    let verifier = Arc::new(NoVerify(provider.clone()));
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// The server name sent to an upstream: its host name, or its address.
-pub(crate) fn upstream_name(host: &str, addr: SocketAddr) -> ServerName<'static> {
-    ServerName::try_from(host.to_string()).unwrap_or_else(|_| ServerName::from(addr.ip()))
-}
-
-/// `ssl verify none`: any certificate is accepted.
-#[derive(Debug)]
-struct NoVerify(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -302,18 +236,5 @@ mod tests {
         assert!(e.to_string().contains("missing.pem"), "{e}");
         assert!(server_config(&store, false, None).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn upstream_names_fall_back_to_the_address() {
-        let addr: SocketAddr = "10.0.0.1:443".parse().unwrap();
-        assert!(matches!(
-            upstream_name("go-demo", addr),
-            ServerName::DnsName(_)
-        ));
-        assert!(matches!(
-            upstream_name("bad name", addr),
-            ServerName::IpAddress(_)
-        ));
     }
 }

@@ -23,11 +23,9 @@ use std::time::Duration;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Uri, Version};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use http::Request;
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::Response;
 use hyper_util::rt::TokioIo;
@@ -35,6 +33,11 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+
+mod retry;
+
+pub(crate) use retry::Outgoing;
+use retry::{exchange, may_retry, Failed, Outcome, Replay};
 
 use crate::body::{Release, RequestBody as ReqBody};
 use crate::health::{Admit, Fault, Health, ServiceHealth};
@@ -75,125 +78,11 @@ type Literal = Option<Arc<[IpAddr]>>;
 /// Idle connections are pooled per address and transport (plain or TLS).
 type PoolKey = (SocketAddr, bool);
 
-/// A request body on its way upstream: the client's, or an empty one for a retry.
-pub(crate) enum Outgoing {
-    /// The client's body.
-    Client(ReqBody),
-    /// No body (a rebuilt request, see [`Replay`]).
-    Empty,
-}
-
-impl Body for Outgoing {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            Outgoing::Client(body) => Pin::new(body).poll_frame(cx),
-            Outgoing::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Outgoing::Client(body) => body.is_end_stream(),
-            Outgoing::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Outgoing::Client(body) => body.size_hint(),
-            Outgoing::Empty => SizeHint::with_exact(0),
-        }
-    }
-}
-
-/// What is kept of a request so it can be sent again after its connection broke: only for
-/// idempotent methods (RFC 9110 §9.2.2) and an empty body.
-pub(crate) struct Replay {
-    method: Method,
-    uri: Uri,
-    version: Version,
-    headers: HeaderMap,
-}
-
-impl Replay {
-    /// The parts of `req` when it may be sent again.
-    fn of<B: Body>(req: &Request<B>) -> Option<Replay> {
-        (idempotent(req.method()) && req.body().is_end_stream()).then(|| Replay {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            headers: req.headers().clone(),
-        })
-    }
-
-    fn rebuild(&self) -> Request<Outgoing> {
-        let mut req = Request::new(Outgoing::Empty);
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
-        req
-    }
-}
-
-/// Methods that may be repeated without changing the outcome (RFC 9110 §9.2.2).
-pub(crate) fn idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
-
-/// How far a failed attempt went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// No connection could be made: nothing was sent.
-    NotConnected,
-    /// The connection closed before the request went out (hyper gave it back).
-    NotSent,
-    /// The connection was reset or closed before any response byte; the request may have
-    /// been (partly) sent.
-    Reset,
-    /// No response within the server timeout: the upstream may be working on it.
-    TimedOut,
-    /// The upstream answered something that is not HTTP, or the client's body broke.
-    Invalid,
-}
-
-/// Whether a failed attempt may be retried on another address: always when nothing was
-/// sent; after a reset only when the request can be rebuilt (`replayable`: an idempotent
-/// method with an empty body); never after a timeout or an invalid response.
-pub(crate) fn may_retry(outcome: Outcome, replayable: bool) -> bool {
-    match outcome {
-        Outcome::NotConnected | Outcome::NotSent => true,
-        Outcome::Reset => replayable,
-        Outcome::TimedOut | Outcome::Invalid => false,
-    }
-}
-
 /// Which addresses a request tries, and which ejected ones are due for a probe.
 #[derive(Debug, PartialEq, Eq)]
 struct Plan {
     tries: Vec<SocketAddr>,
     probes: Vec<SocketAddr>,
-}
-
-/// A failed attempt.
-pub(crate) struct Failed {
-    error: SendError,
-    /// The address it failed on.
-    addr: SocketAddr,
-    outcome: Outcome,
-    /// What it says about the address's health.
-    fault: Option<Fault>,
-    /// The request, when it was not sent.
-    back: Option<Request<Outgoing>>,
 }
 
 /// The token a sticky-session cookie names a task by: a short hash of its address, the same
@@ -209,68 +98,6 @@ pub(crate) fn sticky_token(ip: IpAddr) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Sends `req` on `sender` within `server_timeout`.
-async fn exchange(
-    addr: SocketAddr,
-    mut sender: SendRequest<Outgoing>,
-    req: Request<Outgoing>,
-    server_timeout: Duration,
-) -> Result<(Response<Incoming>, SendRequest<Outgoing>), Failed> {
-    match tokio::time::timeout(server_timeout, sender.try_send_request(req)).await {
-        Ok(Ok(response)) => Ok((response, sender)),
-        Err(_) => Err(Failed {
-            error: SendError::Timeout { addr },
-            addr,
-            outcome: Outcome::TimedOut,
-            fault: None,
-            back: None,
-        }),
-        Ok(Err(mut e)) => {
-            let back = e.take_message();
-            let source = e.into_error();
-            let outcome = if back.is_some() {
-                Outcome::NotSent
-            } else if broke_before_response(&source) {
-                Outcome::Reset
-            } else {
-                Outcome::Invalid
-            };
-            Err(Failed {
-                error: SendError::Broken { addr, source },
-                addr,
-                outcome,
-                fault: (outcome == Outcome::Reset).then_some(Fault::Reset),
-                back,
-            })
-        }
-    }
-}
-
-/// True when the upstream connection closed or was reset before a response came: not a
-/// parse error, not the client's body failing.
-fn broke_before_response(error: &hyper::Error) -> bool {
-    if error.is_parse() || error.is_user() || error.is_timeout() {
-        return false;
-    }
-    if error.is_incomplete_message() || error.is_canceled() {
-        return true;
-    }
-    let mut cause = std::error::Error::source(error);
-    while let Some(inner) = cause {
-        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            );
-        }
-        cause = inner.source();
-    }
-    false
 }
 
 /// The per-worker upstream state.
@@ -829,7 +656,7 @@ impl Upstreams {
 
     fn tls_connector(&self) -> Option<tokio_rustls::TlsConnector> {
         self.tls_connector
-            .get_or_init(|| match crate::tls::insecure_client_config() {
+            .get_or_init(|| match crate::upstream_tls::insecure_client_config() {
                 Ok(config) => Some(tokio_rustls::TlsConnector::from(config)),
                 Err(error) => {
                     tracing::error!(%error, "cannot build the upstream TLS configuration");
@@ -849,7 +676,7 @@ impl Upstreams {
     ) -> Result<SendRequest<Outgoing>, ConnectError> {
         let (sender, conn) = if target.tls {
             let connector = self.tls_connector().ok_or(ConnectError::TlsUnavailable)?;
-            let name = crate::tls::upstream_name(target.host, addr);
+            let name = crate::upstream_tls::upstream_name(target.host, addr);
             let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name, stream))
                 .await
                 .map_err(|_| ConnectError::Timeout(self.connect_timeout))?
@@ -949,196 +776,4 @@ enum ConnectError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::names::SystemLookup;
-
-    fn upstreams() -> Rc<Upstreams> {
-        let names = Names::on(
-            Arc::new(SystemLookup::default()),
-            tokio::runtime::Handle::current(),
-        );
-        let shared = SharedUpstreams {
-            names,
-            membership: crate::membership::MembershipCell::new(),
-            limits: Arc::default(),
-            health: Arc::default(),
-            queue_timeout: Duration::from_secs(1),
-        };
-        Upstreams::new(Duration::from_secs(1), shared)
-    }
-
-    fn target(host: &str) -> Target<'_> {
-        Target {
-            host,
-            tasks_first: true,
-            tls: false,
-            max_conn: None,
-        }
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn ip_literals_are_not_looked_up() {
-        let up = upstreams();
-        let (addrs, _) = up.addresses(target("127.0.0.1")).await.unwrap();
-        assert_eq!(&*addrs, &["127.0.0.1".parse::<IpAddr>().unwrap()]);
-        assert!(up.names.is_empty());
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn localhost_resolves_through_the_system_resolver() {
-        let up = upstreams();
-        let (addrs, _) = up.addresses(target("localhost")).await.unwrap();
-        assert!(addrs.iter().any(|a| a.is_loopback()));
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn unknown_names_are_a_resolve_error() {
-        let up = upstreams();
-        let err = up
-            .addresses(target("no-such-service.invalid"))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, SendError::Resolve { .. }));
-    }
-
-    #[test]
-    fn idempotent_methods_are_those_of_rfc_9110() {
-        for m in ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"] {
-            assert!(idempotent(&m.parse().unwrap()), "{m}");
-        }
-        for m in ["POST", "PATCH", "CONNECT", "PURGE"] {
-            assert!(!idempotent(&m.parse().unwrap()), "{m}");
-        }
-    }
-
-    #[test]
-    fn retry_rules() {
-        // Nothing was sent: any request may go to another address.
-        assert!(may_retry(Outcome::NotConnected, false));
-        assert!(may_retry(Outcome::NotSent, false));
-        // Reset after sending: only a request that can be rebuilt.
-        assert!(may_retry(Outcome::Reset, true));
-        assert!(!may_retry(Outcome::Reset, false));
-        // The upstream may be working on it, or answered garbage: never.
-        assert!(!may_retry(Outcome::TimedOut, true));
-        assert!(!may_retry(Outcome::Invalid, true));
-    }
-
-    #[test]
-    fn only_idempotent_requests_without_a_body_are_kept_for_a_replay() {
-        let get = Request::get("/a?b")
-            .header("x-a", "1")
-            .body(Outgoing::Empty)
-            .unwrap();
-        let replay = Replay::of(&get).expect("a GET without a body is replayable");
-        let again = replay.rebuild();
-        assert_eq!(again.method(), Method::GET);
-        assert_eq!(again.uri(), "/a?b");
-        assert_eq!(again.headers()["x-a"], "1");
-        assert!(again.body().is_end_stream());
-        let post = Request::post("/a").body(Outgoing::Empty).unwrap();
-        assert!(Replay::of(&post).is_none());
-        let put_with_body = Request::put("/a")
-            .body(http_body_util::Full::new(Bytes::from_static(b"x")))
-            .unwrap();
-        assert!(Replay::of(&put_with_body).is_none());
-    }
-
-    #[test]
-    fn sticky_tokens_are_stable_and_hide_the_address() {
-        let a: IpAddr = "10.0.1.7".parse().unwrap();
-        let b: IpAddr = "10.0.1.8".parse().unwrap();
-        assert_eq!(sticky_token(a), sticky_token(a));
-        assert_ne!(sticky_token(a), sticky_token(b));
-        assert_eq!(sticky_token(a).len(), 12);
-        assert!(!sticky_token(a).contains("10"));
-    }
-
-    fn ips(n: u8) -> Vec<IpAddr> {
-        (1..=n).map(|i| IpAddr::from([127, 0, 0, i])).collect()
-    }
-
-    fn tries(plan: Plan) -> Vec<SocketAddr> {
-        plan.tries
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn plans_skip_ejected_addresses_and_put_the_sticky_task_first() {
-        let up = upstreams();
-        let addrs = ips(4);
-        let at = |i: usize| SocketAddr::new(addrs[i], 80);
-        assert_eq!(
-            tries(up.plan(&addrs, 1, 80, None)),
-            vec![at(1), at(2), at(3)]
-        );
-        for _ in 0..crate::health::EJECT_AFTER {
-            up.health.failed(at(2), Fault::Refused);
-        }
-        assert_eq!(
-            tries(up.plan(&addrs, 1, 80, None)),
-            vec![at(1), at(3), at(0)]
-        );
-        let token = sticky_token(addrs[3]);
-        assert_eq!(
-            tries(up.plan(&addrs, 0, 80, Some(&token))),
-            vec![at(3), at(0), at(1)]
-        );
-        // A sticky task that is ejected is not chosen; nor is an unknown token.
-        let token = sticky_token(addrs[2]);
-        assert_eq!(
-            tries(up.plan(&addrs, 0, 80, Some(&token))),
-            vec![at(0), at(1), at(3)]
-        );
-        assert_eq!(
-            tries(up.plan(&addrs, 0, 80, Some("nope"))),
-            vec![at(0), at(1), at(3)]
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn when_every_address_is_ejected_the_oldest_ejection_goes_first() {
-        let up = upstreams();
-        let addrs = ips(3);
-        let at = |i: usize| SocketAddr::new(addrs[i], 80);
-        for i in [2, 0, 1] {
-            for _ in 0..crate::health::EJECT_AFTER {
-                up.health.failed(at(i), Fault::Refused);
-            }
-            tokio::time::advance(Duration::from_millis(10)).await;
-        }
-        let plan = up.plan(&addrs, 0, 80, None);
-        assert_eq!(plan.tries, vec![at(2), at(0), at(1)]);
-        assert!(plan.probes.is_empty());
-        // Once a backoff is over, the address is probed, by one request only.
-        tokio::time::advance(crate::health::FIRST_BACKOFF - Duration::from_millis(25)).await;
-        let plan = up.plan(&addrs, 0, 80, None);
-        assert_eq!(plan.probes, vec![at(2)]);
-        assert_eq!(plan.tries, vec![at(2), at(0), at(1)]);
-        assert!(up.plan(&addrs, 0, 80, None).probes.is_empty());
-    }
-
-    /// Waits (bounded) until `addr`'s ejection is `ejected`.
-    async fn ejection_becomes(up: &Upstreams, addr: SocketAddr, ejected: bool) {
-        for _ in 0..300 {
-            if up.health.report(addr).ejected == ejected {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("{addr} did not become ejected={ejected}");
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_probe_that_connects_readmits_the_address() {
-        let up = upstreams();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let live = listener.local_addr().unwrap();
-        for _ in 0..crate::health::EJECT_AFTER {
-            up.health.failed(live, Fault::Refused);
-        }
-        assert!(up.health.report(live).ejected);
-        up.probe(live);
-        ejection_becomes(&up, live, false).await;
-    }
-}
+mod tests;

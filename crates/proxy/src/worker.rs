@@ -4,7 +4,7 @@
 //! and the layer-4 listener set ([`crate::stream`]).
 
 use std::convert::Infallible;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -12,18 +12,19 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use sluice_core::service::ConnectionMode;
 use sluice_core::settings::{PortSpec, Timeouts};
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::connection::serve_until_stopped;
+use crate::connection::{http1_builder, idle_limit, serve_until_stopped};
+use crate::context::Worker;
 use crate::forward::{self, ConnInfo};
 use crate::limits::Limits;
+use crate::listener::bind_reuseport;
 use crate::names::{Lookup, Names, SystemLookup};
-use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::snapshot::SnapshotCell;
 use crate::stream::StreamListeners;
 use crate::upstream::{SharedUpstreams, Upstreams};
 
@@ -59,10 +60,6 @@ pub struct DataPlaneConfig {
     pub membership: Arc<crate::membership::MembershipCell>,
 }
 
-/// The largest request header section (request line and headers) a client may send; a larger
-/// one is answered 431. The same bound as HAProxy's default buffer.
-pub const MAX_HEADER_SIZE: usize = 64 * 1024;
-
 /// A data plane could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DataPlaneError {
@@ -84,79 +81,6 @@ pub enum DataPlaneError {
         /// The port.
         port: u16,
     },
-}
-
-/// The per-thread state every request of a worker sees.
-pub(crate) struct Worker {
-    pub(crate) snapshot: SnapshotCell,
-    /// This worker's handle on the current snapshot: requests clone the `Rc` (no atomic
-    /// operation shared with other workers) and it is refreshed when the writer publishes.
-    /// The extra allocation happens once per publication, not per request.
-    #[allow(clippy::redundant_allocation)]
-    current: std::cell::RefCell<Rc<Arc<Snapshot>>>,
-    pub(crate) upstreams: Rc<Upstreams>,
-    pub(crate) timeouts: Timeouts,
-    pub(crate) connection_mode: ConnectionMode,
-    /// The first TLS port, for `httpsOnly` redirects.
-    pub(crate) https_port: Option<u16>,
-    /// Traffic counters and the statistics page.
-    pub(crate) stats: crate::stats_page::StatsConfig,
-    /// The global compression default.
-    pub(crate) compression: Option<sluice_core::service::Compression>,
-    /// The request log, when on (this worker's copy).
-    pub(crate) access_log: Option<Rc<crate::access_log::AccessLog>>,
-    /// The Swarm tasks the listener reports.
-    pub(crate) membership: Arc<crate::membership::MembershipCell>,
-}
-
-impl Worker {
-    /// The drain deadline of the task behind `addr`, for a tunnel to it: `None` unless the
-    /// route's service is one whose tasks the listener reports.
-    pub(crate) fn drain_of(
-        &self,
-        service: &sluice_core::service::Service,
-        target: crate::upstream::Target<'_>,
-        addr: SocketAddr,
-    ) -> Option<crate::membership::Drain> {
-        if !target.tasks_first || !self.membership.load().services.contains_key(target.host) {
-            return None;
-        }
-        let timeout = sluice_core::membership::drain_timeout(service);
-        Some(self.membership.drain(target.host, addr.ip(), timeout))
-    }
-
-    /// The current snapshot, as of this request.
-    #[allow(clippy::redundant_allocation)]
-    pub(crate) fn current_snapshot(&self) -> Rc<Arc<Snapshot>> {
-        let published = self.snapshot.load();
-        let mut current = self.current.borrow_mut();
-        if !Arc::ptr_eq(&**current, &*published) {
-            *current = Rc::new(arc_swap::Guard::into_inner(published));
-        }
-        current.clone()
-    }
-}
-
-/// The HTTP/1 server settings every client connection uses, plain or TLS.
-pub(crate) fn http1_builder(timeouts: &Timeouts) -> http1::Builder {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        // A client that sends its request and then shuts down its sending side still gets
-        // the answer (as HAProxy and most servers give it).
-        .half_close(true)
-        // hyper answers 431 past this, and stops reading the header section there.
-        .max_header_size(MAX_HEADER_SIZE)
-        // hyper's header timer runs while a connection waits for its next request, so it
-        // bounds both the idle keep-alive time and the time to send request headers.
-        .header_read_timeout(idle_limit(timeouts));
-    builder
-}
-
-/// How long a client connection may stay without a complete request header section.
-fn idle_limit(timeouts: &Timeouts) -> Duration {
-    timeouts.http_keep_alive.max(timeouts.http_request)
 }
 
 /// The running data plane.
@@ -275,36 +199,6 @@ impl DataPlane {
     }
 }
 
-/// `count` (at least one) non-blocking listening sockets on `0.0.0.0:port`, one per worker,
-/// sharing the port through `SO_REUSEPORT` so the kernel spreads connections across them.
-///
-/// The port is first claimed with a socket *without* `SO_REUSEPORT`: that bind fails with
-/// "address in use" when anything already listens there — another Sluice process included,
-/// which `SO_REUSEPORT` alone would let in silently to take a share of the connections. Port
-/// `0` resolves to one free port here.
-pub(crate) fn bind_reuseport(port: u16, count: usize) -> std::io::Result<Vec<StdListener>> {
-    let claim = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    claim.set_reuse_address(true)?;
-    claim.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
-    let port = claim
-        .local_addr()?
-        .as_socket()
-        .map_or(port, |addr| addr.port());
-    drop(claim);
-    (0..count.max(1))
-        .map(|_| {
-            let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-            socket.set_reuse_address(true)?;
-            socket.set_reuse_port(true)?;
-            socket.set_tcp_nodelay(true)?;
-            socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
-            socket.listen(4096)?;
-            socket.set_nonblocking(true)?;
-            Ok(socket.into())
-        })
-        .collect()
-}
-
 /// What every worker shares with the others.
 struct Shared {
     snapshot: SnapshotCell,
@@ -355,6 +249,7 @@ fn run_worker(
                     queue_timeout: config.timeouts.queue,
                 },
             ),
+            idle_limit: idle_limit(&config.timeouts),
             timeouts: config.timeouts,
             connection_mode: config.connection_mode,
             https_port,
@@ -436,7 +331,6 @@ async fn accept_loop(
     let Guards { drain, connections } = guards;
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let builder = Rc::new(http1_builder(&worker.timeouts));
-    let idle_limit = idle_limit(&worker.timeouts);
     loop {
         // At MAX_CONNECTIONS, wait for a connection to end before accepting another: the
         // kernel's listen backlog holds the rest.
@@ -476,28 +370,40 @@ async fn accept_loop(
             });
             continue;
         }
-        let drain = drain.clone();
-        let mut stop = stop.clone();
+        // The task of an idle connection holds only what it needs to wait for its first
+        // bytes (the client's address is asked for later): see `first_bytes`. It does not
+        // hold the drain either: a connection that has sent nothing has nothing to finish,
+        // so a stopping worker does not wait for it (its task is dropped with the worker).
+        let drain = drain.downgrade();
+        let stop = stop.clone();
         let worker = worker.clone();
         let builder = builder.clone();
         tokio::task::spawn_local(async move {
-            // Until its first bytes arrive, a connection costs only this task: no buffers.
-            let first_bytes = tokio::time::timeout(idle_limit, stream.readable());
-            let readable = tokio::select! {
-                readable = first_bytes => matches!(readable, Ok(Ok(()))),
-                _ = stop.wait_for(Option::is_some) => false,
-            };
-            if readable {
-                // Boxed: the (large) connection state is allocated only now, so the task of
-                // an idle connection stays small.
-                Box::pin(serve_plain(
-                    worker, &builder, stream, client, local_port, stop,
-                ))
-                .await;
+            if !first_bytes(&stream, worker.idle_limit).await || stop.borrow().is_some() {
+                return;
             }
+            let Some(drain) = drain.upgrade() else { return };
+            // Boxed: the (large) connection state is allocated only now, so the task of an
+            // idle connection stays small.
+            Box::pin(serve_plain(worker, &builder, stream, local_port, stop)).await;
             drop((drain, permit));
         });
     }
+}
+
+/// Waits for a new connection's first bytes, allocating nothing for it: false when it closes
+/// or stays silent for `limit`. Until then a connection costs its task (about 500 bytes) and
+/// its socket registration (256), not hyper's buffers (about 24 KB).
+///
+/// A peek, not `TcpStream::readable()`: readiness may be reported before any byte is there
+/// (a fresh socket is ready at once), and a poll function, so the wait keeps no waiter state
+/// in the task.
+async fn first_bytes(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+    let peek = std::future::poll_fn(|cx| {
+        let mut byte = [0u8; 1];
+        stream.poll_peek(cx, &mut tokio::io::ReadBuf::new(&mut byte))
+    });
+    matches!(tokio::time::timeout(limit, peek).await, Ok(Ok(n)) if n > 0)
 }
 
 /// Serves one plain HTTP/1 client connection until it ends or the data plane stops.
@@ -505,10 +411,13 @@ async fn serve_plain(
     worker: Rc<Worker>,
     builder: &http1::Builder,
     stream: tokio::net::TcpStream,
-    client: SocketAddr,
     local_port: u16,
     stop: watch::Receiver<Option<Duration>>,
 ) {
+    // A connection whose peer is already gone has nothing to serve.
+    let Ok(client) = stream.peer_addr() else {
+        return;
+    };
     let conn = Rc::new(ConnInfo::new(client, local_port, false, false));
     let service = service_fn(move |req| {
         let worker = worker.clone();

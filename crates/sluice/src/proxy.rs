@@ -47,11 +47,6 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
         secrets_dir: settings.secrets_dir.clone(),
         preferred: settings.preferred_certificates.clone(),
     });
-    let listener_ports = settings.listener_ports(!certs.is_empty());
-    let http_ports: Vec<u16> = listener_ports.iter().map(|p| p.port).collect();
-    let streams = StreamListeners::new(settings.worker_threads, &http_ports);
-    registry.attach_stream_listeners(streams.clone());
-
     // State first, then DFP_SERVICE_* services: nothing is served before both are live.
     let mut initial =
         sluice_api::recovery::saved_services(&store, &settings.parse, registry.counters())?;
@@ -63,6 +58,16 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
         initial.push(service);
     }
     let from_env = initial.len() - from_state;
+    // A service asking for an ACME certificate opens the default TLS port like a certificate.
+    let wants_acme = initial.iter().any(|s| {
+        sluice_core::params::acme_request(&s.params, &settings.parse.separator)
+            .is_ok_and(|r| r.is_some())
+    });
+    let listener_ports = settings.listener_ports(!certs.is_empty() || wants_acme);
+    let http_ports: Vec<u16> = listener_ports.iter().map(|p| p.port).collect();
+    let streams = StreamListeners::new(settings.worker_threads, &http_ports);
+    registry.attach_stream_listeners(streams.clone());
+
     if !initial.is_empty() {
         registry.apply_all(initial).await;
     }
@@ -132,7 +137,10 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
         names: dataplane.names(),
         https_port: dataplane.tls_addrs().first().map(|a| a.port()),
     });
+    let acme = sluice_api::acme::Acme::new();
+    let _ = state.acme.set(acme.clone());
     sluice_api::certs::sync_from_peers(&state).await;
+    tokio::spawn(sluice_api::acme::run(state.clone(), acme));
     tokio::spawn(sluice_api::sync::run(state.clone()));
     let app = sluice_api::router(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

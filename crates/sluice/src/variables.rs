@@ -211,6 +211,31 @@ pub(crate) const PROXY: &[Variable] = &[
         "Globs ordering the certificates; the first one is the default.",
     ),
     var(
+        "ACME_DIRECTORY",
+        "Let's Encrypt production",
+        "ACME directory URL for acmeDomain services (Sluice).",
+    ),
+    var(
+        "ACME_EMAIL",
+        "-",
+        "Contact address of the ACME account (Sluice).",
+    ),
+    var(
+        "ACME_CA_FILE",
+        "-",
+        "PEM root the ACME directory's TLS certificate is verified against (a test CA; Sluice).",
+    ),
+    var(
+        "ACME_CHALLENGE",
+        "http-01",
+        "ACME challenge answered: http-01 or tls-alpn-01 (Sluice).",
+    ),
+    var(
+        "ACME_LEASE_TIMEOUT",
+        "30",
+        "Seconds of silence before another replica takes over ACME orders (Sluice).",
+    ),
+    var(
         "WORKER_THREADS",
         "number of CPUs",
         "Data-plane threads (Sluice).",

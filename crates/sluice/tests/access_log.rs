@@ -298,12 +298,19 @@ fn wait_connect_and_bytes_are_measured_not_declared() {
     let b = Backend::start("web");
     web(&p, &b);
 
-    // t_wait: the client waited 300 ms before sending its request head.
-    let answer = delayed_request(
-        &p,
-        Duration::from_millis(300),
-        "GET /web/waited HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-    );
+    // t_wait: the client sent half its request head, then the rest 300 ms later.
+    let mut stream = TcpStream::connect(p.http[0]).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /web/waited HTTP/1.1\r\nHost: a\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(b"Connection: close\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let line = wait_line(&p, &["kind=http", "path=/web/waited"]);
     let wait: f64 = text_field(&line, "t_wait_ms").parse().unwrap();

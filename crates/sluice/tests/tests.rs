@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 mod access_log;
+mod acme;
 mod api;
 mod auth;
 mod compression;

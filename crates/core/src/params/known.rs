@@ -91,6 +91,8 @@ pub const KNOWN_PARAMS: &[KnownParam] = &[
     known("redirectUnlessHttpsProto", Svc, Parsed, None),
     known("replicas", Svc, Parsed, None),
     known("serviceCert", Svc, Parsed, None),
+    known("acmeDomain", Svc, Parsed, None),
+    known("acmeEmail", Svc, Parsed, None),
     known("serviceDomainAlgo", Svc, Parsed, Some("SERVICEDOMAINALGO")),
     known("sessionType", Svc, Parsed, None),
     known("users", Svc, Parsed, None),

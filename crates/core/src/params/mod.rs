@@ -24,6 +24,7 @@
 //! | `proxyInstanceName` | service | Text |
 //! | `replicas` | service | Unsigned integer; absent = global service. `0` is valid (the API then removes the service) |
 //! | `reqPathSearch` / `reqPathReplace` | service | Deprecated; one rewrite put first in every destination |
+//! | `acmeDomain`, `acmeEmail` | service | DNS names of an ACME certificate and a contact address (Sluice; see [`acme_request`] and `docs/acme.md`) |
 //! | `serviceCert` | service | PEM text; literal `\n` sequences become newlines (label-friendly, as DFP) |
 //! | `serviceDomainAlgo` | service | `hdr(host)`, `hdr_beg(host)`, `hdr_end(host)`, `hdr_dom(host)`, `hdr_reg(host)`, `req.ssl_sni`/`req_ssl_sni` |
 //! | `serviceDomainMatchAll` | service | Deprecated boolean; `true` means `serviceDomainAlgo=hdr_dom(host)` |
@@ -125,6 +126,7 @@
 //! [`Service`]: crate::service::Service
 //! [`Service::warnings`]: crate::service::Service::warnings
 
+mod acme;
 mod destination;
 mod domains;
 mod error;
@@ -139,6 +141,7 @@ mod value;
 
 pub use crate::env::parse_go_bool;
 pub use crate::service::Params;
+pub use acme::{acme_request, AcmeRequest};
 pub use error::ParamError;
 pub use known::{
     env_to_param_key, known_param, param_key_to_env, KnownParam, ParamHandling, ParamScope,

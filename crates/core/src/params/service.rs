@@ -156,6 +156,7 @@ pub fn parse_service(params: &Params, ctx: &ParseContext) -> Result<Service, Par
         .service("usersSecret")
         .map(|v| parse_users_secret(&v))
         .transpose()?;
+    super::acme::acme_request(params, sep)?;
     let service_cert = src
         .service("serviceCert")
         .map(|v| v.value.replace("\\n", "\n"));
