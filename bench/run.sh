@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Sluice vs HAProxy vs nginx on loopback, in one run. See bench/README.md.
 #
-#   bench/run.sh [a] [b] [c] [d] [e] [m]   (default: a b c d e m)
+#   bench/run.sh [a] [b] [c] [d] [e] [m] [l]   (default: a b c d e m)
 #
 # Scenarios: a) one service; b) a large table; c) reconfigure churn under load; d) memory with a
 # large table; e) the data-plane matrix: Sluice vs HAProxy alternating, nginx and sluice-demo
 # backends, 1 and 2 threads, 50 and 500 connections, keep-alive and `Connection: close`, 1 KiB and
-# 100 KiB responses; m) memory per idle client connection.
+# 100 KiB responses; m) memory per idle client connection; l) the request log's cost: Sluice
+# with and without DEBUG=true on scenario a's request, alternating, as a ratio (only when named).
 # Every wrk run counts requests slower than 1 s (wrk --timeout 1s) in the column "timeouts".
 #
 # QUICK=1 is for iteration: 3 s runs, 1 s warm-up, and a reduced matrix (1 thread, 50
@@ -64,9 +65,9 @@ CHURN_WRK_LIMIT=900    # seconds wrk may run in scenario c before it stops by it
 SCENARIOS=()
 for arg in "$@"; do
   case "$arg" in
-    a | b | c | d | e | m) SCENARIOS+=("$arg") ;;
+    a | b | c | d | e | m | l) SCENARIOS+=("$arg") ;;
     -h | --help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown scenario '$arg' (expected a, b, c, d, e or m)" ;;
+    *) die "unknown scenario '$arg' (expected a, b, c, d, e, m or l)" ;;
   esac
 done
 [[ ${#SCENARIOS[@]} -gt 0 ]] || SCENARIOS=(a b c d e m)
@@ -267,8 +268,9 @@ start_proxy() {
     sluice)
       rm -rf "$WORK/sluice-data"
       mkdir -p "$WORK/sluice-data"
+      # shellcheck disable=SC2086 # SLUICE_EXTRA_ENV: VAR=value words (scenario l)
       spawn "$WORK/sluice.log" "$PROXY_CPUS" env PORT="$API_PORT" DEFAULT_PORTS="$DATA_PORT" \
-        DATA_DIR="$WORK/sluice-data" WORKER_THREADS="$THREADS" "$SLUICE_BIN" proxy
+        DATA_DIR="$WORK/sluice-data" WORKER_THREADS="$THREADS" ${SLUICE_EXTRA_ENV:-} "$SLUICE_BIN" proxy
       PROXY_PID=$SPAWNED
       local i ok=0
       for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
@@ -725,6 +727,55 @@ scenario_e() {
     done
     stop_pair
   done
+}
+
+# l) The request log's cost: Sluice alone on scenario a's request, DEBUG off and DEBUG=true in
+# the order off, on, on, off per round (so drift over time hits both alike). Reports the mean
+# rps of each, and the proxy's CPU time per request (utime+stime of the process over the
+# measured run, divided by the requests wrk completed; the median run): on a shared machine
+# the CPU cost per request is steadier than rps. The log goes to a file, as a container's stdout would.
+proc_cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+scenario_l() {
+  if ! want_proxy sluice; then
+    log "=== l: skipped (sluice is not in PROXIES)"
+    return 0
+  fi
+  log "=== l: request log cost, DEBUG=true against DEBUG off"
+  local round mode lines=0 before after requests tick_us
+  tick_us=$((1000000 / $(getconf CLK_TCK)))
+  for ((round = 0; round < ROUNDS; round++)); do
+    for mode in off on on off; do
+      if [[ $mode == on ]]; then SLUICE_EXTRA_ENV="DEBUG=true"; else SLUICE_EXTRA_ENV=""; fi
+      if ! start_proxy sluice "$ONE"; then
+        log "[l-$mode] sluice failed to start"
+        stop_proxy
+        continue
+      fi
+      if [[ $WARMUP_S -gt 0 ]]; then wrk_path "$WARMUP_S" /svc1/x || true; fi
+      before=$(proc_cpu_ticks "$PROXY_PID")
+      if wrk_path "$DURATION_S" /svc1/x; then
+        after=$(proc_cpu_ticks "$PROXY_PID")
+        requests=$(awk '/requests in/ {print $1}' <<<"$WRK_OUT")
+        log "[l-$mode] rps=$(wrk_rps) errors=$(wrk_errors) cpu_us/request=$(awk -v t=$((after - before)) -v u="$tick_us" -v r="$requests" 'BEGIN {printf "%.2f", r ? t * u / r : 0}')"
+        printf '%s %s %s %s\n' "$(wrk_rps)" "$((after - before))" "$requests" "$(wrk_errors)" >>"$WORK/l-$mode"
+      fi
+      if [[ $mode == on ]]; then lines=$(grep -c 'kind=http' "$WORK/sluice.log" || true); fi
+      stop_proxy
+    done
+  done
+  SLUICE_EXTRA_ENV=""
+  local off_rps on_rps off_cpu on_cpu
+  off_rps=$(awk '{s += $1} END {if (NR) printf "%.0f", s / NR}' "$WORK/l-off" 2>/dev/null || true)
+  on_rps=$(awk '{s += $1} END {if (NR) printf "%.0f", s / NR}' "$WORK/l-on" 2>/dev/null || true)
+  # CPU per request: the median run (a run slowed by a neighbour inflates its own figure).
+  local median='{if ($3) print $2 * u / $3}'
+  off_cpu=$(awk -v u="$tick_us" "$median" "$WORK/l-off" 2>/dev/null | sort -n | awk '{v[NR] = $1} END {if (NR) printf "%.2f", v[int((NR + 1) / 2)]}')
+  on_cpu=$(awk -v u="$tick_us" "$median" "$WORK/l-on" 2>/dev/null | sort -n | awk '{v[NR] = $1} END {if (NR) printf "%.2f", v[int((NR + 1) / 2)]}')
+  add_summary ""
+  add_summary "l) request log cost: sluice, 1 service, GET /svc1/x (wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION), $((ROUNDS * 2)) runs each"
+  add_summary "  DEBUG off: ${off_rps:-n/a} rps (mean), ${off_cpu:-n/a} us CPU/request (median run); DEBUG=true: ${on_rps:-n/a} rps, ${on_cpu:-n/a} us CPU/request"
+  add_summary "  on/off: rps $(ratio "${on_rps:-}" "${off_rps:-}"), CPU per request $(ratio "${on_cpu:-}" "${off_cpu:-}") (last DEBUG run wrote $lines lines)"
 }
 
 scenario_m() {

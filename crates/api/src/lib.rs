@@ -8,6 +8,7 @@
 //! - `/v1/docker-flow-proxy/config` — the live routing table as text, or the services as JSON
 //!   (`type=json`); the generation and digest of the routing state are in response headers.
 //! - `/v1/docker-flow-proxy/ping` — liveness.
+//! - `/v1/sluice/explain` — what the data plane would do with a request, and why ([`explain`]).
 //! - `/v1/sluice/tasks` — the Swarm task sets the listener pushes ([`membership`]).
 //! - `/v1/docker-flow-proxy/acme` (and `…/acme/challenge`, `…/acme/account` between
 //!   replicas) — ACME certificates ([`acme`]).
@@ -28,6 +29,7 @@ pub mod admission;
 pub mod certs;
 pub mod dry_run;
 pub mod error;
+pub mod explain;
 pub mod membership;
 pub mod metrics;
 pub mod peers;
@@ -72,6 +74,8 @@ pub struct ApiState {
     pub synced: AtomicBool,
     /// The certificate store behind `/cert`, `/certs` and `serviceCert` (set once at startup).
     pub certs: std::sync::OnceLock<Arc<sluice_proxy::certs::CertStore>>,
+    /// What explain reads of the running data plane (set once at startup).
+    pub plane: std::sync::OnceLock<explain::PlaneView>,
     /// The Swarm task sets behind `/v1/sluice/tasks` ([`membership`]).
     pub tasks: membership::TaskBook,
     /// ACME certificates for `acmeDomain` services (set once at startup).
@@ -101,6 +105,7 @@ impl ApiState {
             ready: AtomicBool::new(false),
             synced: AtomicBool::new(false),
             certs: std::sync::OnceLock::new(),
+            plane: std::sync::OnceLock::new(),
             tasks: membership::TaskBook::default(),
             acme: std::sync::OnceLock::new(),
         }
@@ -122,6 +127,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(membership::PATH, any(membership::tasks))
         .route(&format!("{BASE}/cert"), any(certs::cert))
         .route(&format!("{BASE}/certs"), any(certs::list))
+        .route("/v1/sluice/explain", any(explain::explain))
         .route(&format!("{BASE}/acme"), any(acme::status))
         .route(acme::CHALLENGE_PATH, any(acme::challenge))
         .route(acme::account::ACCOUNT_PATH, any(acme::account_endpoint))
@@ -156,11 +162,13 @@ pub(crate) fn is_true(params: &Params, key: &str) -> bool {
 async fn reconfigure(
     State(state): State<Arc<ApiState>>,
     RawQuery(raw): RawQuery,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let mut params = query_params(raw);
     let name = params.get("serviceName").cloned().unwrap_or_default();
     tracing::info!(service = %name, "Processing reconfigure request");
     let outcome = match dry_run::take(&mut params, &name) {
+        Ok(true) if !body.is_empty() => dry_run::batch(&state, &body).await,
         Ok(true) => dry_run::reconfigure(&state, &params, name.clone()).await,
         Ok(false) => reconfigure_service(&state, &params, name.clone()).await,
         Err(error) => Err(error),

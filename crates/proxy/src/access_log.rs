@@ -15,9 +15,15 @@
 //! client's when it sent a sane one, otherwise a per-worker random prefix and a counter; it is
 //! passed upstream.
 //!
-//! An HTTP line is written when the response head is ready, so `bytes_out` is the length the
-//! response declares (`-` for a streamed body without `Content-Length`) and `bytes_in` the
-//! request's declared length; a layer-4 line counts the bytes actually copied.
+//! An HTTP line is written when the response body has been sent (or dropped): the trace rides
+//! in the response body ([`Trace::into_body`]), so `bytes_out` counts the body bytes actually
+//! sent and `bytes_in` the request body bytes actually passed upstream (0 for a request that
+//! was not forwarded); a response body that ends short of its `Content-Length` is logged as
+//! `body_incomplete`. `t_wait_ms` runs from the connection's start (its first byte on plain
+//! HTTP, the end of the TLS handshake on TLS), or from the end of the previous response on a
+//! kept-alive connection, to the
+//! moment the request head was read; `t_connect_ms` is the time spent opening upstream
+//! connections (0 when a pooled one was reused). A layer-4 line counts the bytes copied.
 
 use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
@@ -26,6 +32,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -37,6 +44,7 @@ use serde::ser::{SerializeMap, Serializer};
 use sluice_core::access_log::{AccessLogSettings, LogFormat};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::body::{Meter, MeteredBody, ProxyBody};
 use crate::upstream::SendError;
 
 /// The request-id header.
@@ -103,6 +111,7 @@ impl AccessLog {
         self: &Rc<Self>,
         client: SocketAddr,
         port: u16,
+        idle_since: &Rc<Cell<Instant>>,
         req: &mut Request<B>,
     ) -> Trace {
         let request_id = match req.headers().get(&X_REQUEST_ID) {
@@ -113,11 +122,7 @@ impl AccessLog {
                 id
             }
         };
-        let uri = req.uri();
-        let path = match uri.query() {
-            Some(query) => format!("{}?{}", uri.path(), redact_query(query)),
-            None => uri.path().to_string(),
-        };
+        let uri = req.uri().clone();
         let captured = self
             .capture
             .iter()
@@ -129,10 +134,12 @@ impl AccessLog {
             .collect();
         let mut trace = Trace::new(self.clone(), Kind::Http, client, port);
         trace.method = Some(req.method().clone());
-        trace.path = Some(path);
+        trace.uri = Some(uri);
         trace.request_id = Some(request_id);
         trace.captured = captured;
-        trace.bytes_in = req.body().size_hint().exact();
+        trace.bytes_in = Some(0);
+        trace.wait = Some(trace.started.saturating_duration_since(idle_since.get()));
+        trace.idle_since = Some(idle_since.clone());
         trace.termination = "client_aborted";
         trace
     }
@@ -187,9 +194,18 @@ fn new_request_id() -> HeaderValue {
         ids.set((prefix, n.wrapping_add(1)));
         (prefix, n)
     });
-    let mut text = String::with_capacity(32);
-    let _ = write!(text, "{prefix:016x}-{n:x}");
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    // `{prefix:016x}-{n:x}` written by hand into a stack buffer: one allocation (the value).
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 33];
+    for (i, byte) in text[..16].iter_mut().enumerate() {
+        *byte = HEX[((prefix >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    text[16] = b'-';
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+    for i in 0..digits {
+        text[17 + i] = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text[..17 + digits]).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// `text` cut to at most `max` bytes, on a character boundary.
@@ -221,7 +237,8 @@ pub(crate) struct Trace {
     service: Option<String>,
     upstream: Option<SocketAddr>,
     method: Option<http::Method>,
-    path: Option<String>,
+    /// The request target as received (a cheap clone: it shares the request's bytes).
+    uri: Option<http::Uri>,
     status: Option<u16>,
     bytes_in: Option<u64>,
     bytes_out: Option<u64>,
@@ -233,6 +250,12 @@ pub(crate) struct Trace {
     request_id: Option<HeaderValue>,
     captured: Vec<Option<String>>,
     counters: Option<Counters>,
+    /// The request body bytes passed upstream ([`Trace::request_meter`]).
+    sent_upstream: Option<Arc<RequestMeter>>,
+    /// The response body's declared length.
+    declared_out: Option<u64>,
+    /// The connection's "waiting since": set to the end of this response when written.
+    idle_since: Option<Rc<Cell<Instant>>>,
 }
 
 impl Trace {
@@ -247,7 +270,7 @@ impl Trace {
             service: None,
             upstream: None,
             method: None,
-            path: None,
+            uri: None,
             status: None,
             bytes_in: None,
             bytes_out: None,
@@ -259,6 +282,9 @@ impl Trace {
             request_id: None,
             captured: Vec::new(),
             counters: None,
+            sent_upstream: None,
+            declared_out: None,
+            idle_since: None,
         }
     }
 
@@ -272,11 +298,45 @@ impl Trace {
         self.termination = termination;
     }
 
-    /// An upstream answered the request sent at `sent`, after `retries` failed connects.
-    pub(crate) fn answered(&mut self, addr: SocketAddr, retries: usize, sent: Option<Instant>) {
+    /// An upstream answered the request sent at `sent`, after `retries` failed connects;
+    /// opening connections took `connect`.
+    pub(crate) fn answered(
+        &mut self,
+        addr: SocketAddr,
+        retries: usize,
+        sent: Option<Instant>,
+        connect: Duration,
+    ) {
         self.upstream = Some(addr);
         self.retries = retries;
-        self.response = sent.map(|s| s.elapsed());
+        self.connect = Some(connect);
+        self.response = sent.map(|s| s.elapsed().saturating_sub(connect));
+    }
+
+    /// The meter of the request body on its way upstream: counts for this line and, when
+    /// given, for the destination's statistics.
+    pub(crate) fn request_meter(
+        &mut self,
+        stats: Option<&Arc<crate::stats::DestStats>>,
+    ) -> Arc<RequestMeter> {
+        let meter = Arc::new(RequestMeter {
+            stats: stats.cloned(),
+            bytes: AtomicU64::new(0),
+        });
+        self.sent_upstream = Some(meter.clone());
+        meter
+    }
+
+    /// `body` carrying this trace: the bytes it sends are counted, and the line is written
+    /// when it is dropped (sent to the end, or abandoned).
+    pub(crate) fn into_body(self, body: ProxyBody) -> ProxyBody {
+        ProxyBody::Metered(MeteredBody::new(
+            body,
+            ResponseMeter {
+                trace: self,
+                sent: Cell::new(0),
+            },
+        ))
     }
 
     /// The upstream phase failed.
@@ -306,7 +366,7 @@ impl Trace {
     pub(crate) fn responded<B: Body>(&mut self, resp: &Response<B>) {
         let status = resp.status().as_u16();
         self.status = Some(status);
-        self.bytes_out = resp.body().size_hint().exact();
+        self.declared_out = resp.body().size_hint().exact();
         if self.termination == "client_aborted" {
             self.termination = match status {
                 _ if self.response.is_some() => "ok",
@@ -344,7 +404,9 @@ impl Trace {
     /// a layer-4 connection that did not end normally.
     fn failed(&self) -> bool {
         match self.kind {
-            Kind::Http => self.status.is_none_or(|s| s >= 500),
+            Kind::Http => {
+                self.status.is_none_or(|s| s >= 500) || self.termination == "body_incomplete"
+            }
             Kind::Tcp => self.termination != "closed",
         }
     }
@@ -353,6 +415,12 @@ impl Trace {
         if let Some(counters) = &self.counters {
             self.bytes_in = Some(counters.read.get());
             self.bytes_out = Some(counters.written.get());
+        }
+        if let Some(meter) = &self.sent_upstream {
+            self.bytes_in = Some(meter.bytes.load(Ordering::Relaxed));
+        }
+        if let Some(idle_since) = &self.idle_since {
+            idle_since.set(Instant::now());
         }
         if self.log.errors_only && !self.failed() {
             return;
@@ -482,6 +550,10 @@ enum Value<'a> {
     Text(&'a str),
     Number(u64),
     Millis(Duration),
+    Addr(SocketAddr),
+    Time(SystemTime),
+    /// A path with its query, whose secret values are redacted as it is written.
+    Path(&'a str, Option<&'a str>),
     None,
 }
 
@@ -489,12 +561,9 @@ impl Entry<'_> {
     /// Every field, in [`FIELDS`] order, then the captured headers.
     fn fields(&self, mut each: impl FnMut(&str, Value<'_>)) {
         let t = self.trace;
-        let time = rfc3339(t.time);
-        let client = t.client.to_string();
-        let upstream = t.upstream.map(|a| a.to_string());
         let number = |v: Option<u64>| v.map_or(Value::None, Value::Number);
         let millis = |v: Option<Duration>| v.map_or(Value::None, Value::Millis);
-        each("time", Value::Text(&time));
+        each("time", Value::Time(t.time));
         each(
             "kind",
             Value::Text(match t.kind {
@@ -502,12 +571,18 @@ impl Entry<'_> {
                 Kind::Tcp => "tcp",
             }),
         );
-        each("client", Value::Text(&client));
+        each("client", Value::Addr(t.client));
         each("port", Value::Number(u64::from(t.port)));
         each("service", text(t.service.as_deref()));
-        each("upstream", text(upstream.as_deref()));
+        each("upstream", t.upstream.map_or(Value::None, Value::Addr));
         each("method", text(t.method.as_ref().map(http::Method::as_str)));
-        each("path", text(t.path.as_deref()));
+        each(
+            "path",
+            match &t.uri {
+                Some(uri) => Value::Path(uri.path(), uri.query()),
+                None => Value::None,
+            },
+        );
         each("status", number(t.status.map(u64::from)));
         each("bytes_in", number(t.bytes_in));
         each("bytes_out", number(t.bytes_out));
@@ -521,14 +596,20 @@ impl Entry<'_> {
             "request_id",
             text(t.request_id.as_ref().and_then(|v| v.to_str().ok())),
         );
-        for ((name, _), value) in t.log.capture.iter().zip(&t.captured) {
-            let key = format!("header.{name}");
-            each(&key, text(value.as_deref()));
+        if !t.log.capture.is_empty() {
+            let mut key = String::with_capacity(32);
+            for ((name, _), value) in t.log.capture.iter().zip(&t.captured) {
+                key.clear();
+                key.push_str("header.");
+                key.push_str(name.as_str());
+                each(&key, text(value.as_deref()));
+            }
         }
     }
 
     /// `key=value` pairs separated by spaces; values with spaces, quotes, `=` or control
     /// characters are quoted with `\"`, `\\` and `\u{..}` escapes; a missing value is `-`.
+    /// Numbers, times and IPv4 addresses are written digit by digit (no formatting machinery).
     fn text(&self, out: &mut String) {
         self.fields(|key, value| {
             if !out.is_empty() {
@@ -538,12 +619,20 @@ impl Entry<'_> {
             out.push('=');
             match value {
                 Value::Text(v) => quote(out, v),
-                Value::Number(n) => {
-                    let _ = write!(out, "{n}");
-                }
-                Value::Millis(d) => {
-                    let _ = write!(out, "{:.3}", d.as_secs_f64() * 1000.0);
-                }
+                Value::Number(n) => push_u64(out, n),
+                Value::Millis(d) => push_millis(out, d),
+                Value::Addr(addr) => push_addr(out, addr),
+                Value::Time(time) => push_time(out, time),
+                Value::Path(path, query) => match query {
+                    None => quote(out, path),
+                    Some(query) => {
+                        let mut full = String::with_capacity(path.len() + query.len() + 1);
+                        full.push_str(path);
+                        full.push('?');
+                        full.push_str(&redact_query(query));
+                        quote(out, &full);
+                    }
+                },
                 Value::None => out.push('-'),
             }
         });
@@ -554,6 +643,7 @@ impl Entry<'_> {
         let mut serializer = serde_json::Serializer::new(out);
         let mut map = serializer.serialize_map(None)?;
         let mut result = Ok(());
+        let mut scratch = String::new();
         self.fields(|key, value| {
             if result.is_err() {
                 return;
@@ -565,12 +655,121 @@ impl Entry<'_> {
                     let ms = (d.as_secs_f64() * 1_000_000.0).round() / 1000.0;
                     map.serialize_entry(key, &ms)
                 }
+                Value::Addr(_) | Value::Time(_) | Value::Path(..) => {
+                    scratch.clear();
+                    match value {
+                        Value::Addr(addr) => push_addr(&mut scratch, addr),
+                        Value::Time(time) => push_time(&mut scratch, time),
+                        Value::Path(path, query) => {
+                            scratch.push_str(path);
+                            if let Some(query) = query {
+                                scratch.push('?');
+                                scratch.push_str(&redact_query(query));
+                            }
+                        }
+                        _ => {}
+                    }
+                    map.serialize_entry(key, scratch.as_str())
+                }
                 Value::None => map.serialize_entry(key, &()),
             };
         });
         result?;
         map.end()
     }
+}
+
+/// Appends `n` in decimal.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+}
+
+/// Appends `n` in decimal, zero-padded to `width` digits.
+fn push_padded(out: &mut String, n: u64, width: usize) {
+    let mut digits = 1;
+    let mut rest = n / 10;
+    while rest > 0 {
+        digits += 1;
+        rest /= 10;
+    }
+    for _ in digits..width {
+        out.push('0');
+    }
+    push_u64(out, n);
+}
+
+/// Appends a duration as milliseconds with three decimals (`1.391`).
+fn push_millis(out: &mut String, d: Duration) {
+    let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    push_u64(out, micros / 1000);
+    out.push('.');
+    push_padded(out, micros % 1000, 3);
+}
+
+/// Appends an address (`10.0.0.7:51234`, `[::1]:5000`).
+fn push_addr(out: &mut String, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u64(out, u64::from(octet));
+            }
+            out.push(':');
+            push_u64(out, u64::from(v4.port()));
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(out, "{addr}");
+        }
+    }
+}
+
+thread_local! {
+    /// The last second rendered by [`push_time`] and its text up to the seconds.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Appends `2026-11-28T09:30:00.123Z`; the calendar part is computed once per second per thread.
+fn push_time(out: &mut String, time: SystemTime) {
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != secs {
+            let t = time::OffsetDateTime::from(time);
+            let mut text = String::with_capacity(19);
+            let _ = write!(
+                text,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            );
+            *cache = (secs, text);
+        }
+        out.push_str(&cache.1);
+    });
+    out.push('.');
+    push_padded(out, u64::from(since.subsec_millis()), 3);
+    out.push('Z');
 }
 
 fn quote(out: &mut String, value: &str) {
@@ -596,26 +795,53 @@ fn quote(out: &mut String, value: &str) {
     out.push('"');
 }
 
-/// `2026-11-28T09:30:00.123Z`.
-fn rfc3339(time: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(time);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
-}
-
 /// Byte counts of a layer-4 client connection.
 #[derive(Clone, Default)]
 struct Counters {
     read: Rc<Cell<u64>>,
     written: Rc<Cell<u64>>,
+}
+
+/// Counts a request body's bytes for the line (and the destination's statistics).
+pub(crate) struct RequestMeter {
+    stats: Option<Arc<crate::stats::DestStats>>,
+    bytes: AtomicU64,
+}
+
+impl Meter for RequestMeter {
+    fn count(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(stats) = &self.stats {
+            stats.count(bytes);
+        }
+    }
+}
+
+/// Rides in a response body: counts what it sends, then lets the trace write its line.
+struct ResponseMeter {
+    trace: Trace,
+    sent: Cell<u64>,
+}
+
+impl Meter for ResponseMeter {
+    fn count(&self, bytes: u64) {
+        bump(&self.sent, bytes as usize);
+    }
+}
+
+impl Drop for ResponseMeter {
+    fn drop(&mut self) {
+        let sent = self.sent.get();
+        self.trace.bytes_out = Some(sent);
+        if self
+            .trace
+            .declared_out
+            .is_some_and(|declared| sent < declared)
+        {
+            self.trace.termination = "body_incomplete";
+        }
+        // The trace drops next and writes the line.
+    }
 }
 
 /// A stream whose bytes read and written are counted ([`Trace::count`]).
@@ -696,6 +922,10 @@ mod tests {
         }
     }
 
+    fn idle() -> Rc<Cell<Instant>> {
+        Rc::new(Cell::new(Instant::now()))
+    }
+
     fn request(uri: &str) -> Request<String> {
         Request::builder()
             .uri(uri)
@@ -707,9 +937,15 @@ mod tests {
     #[test]
     fn text_lines_have_every_field_and_quote_what_needs_it() {
         let mut req = request("/a%20b?password=hunter2&x=1");
-        let mut trace = log(LogFormat::Text).http("127.0.0.1:5000".parse().unwrap(), 80, &mut req);
+        let mut trace =
+            log(LogFormat::Text).http("127.0.0.1:5000".parse().unwrap(), 80, &idle(), &mut req);
         trace.routed("web");
-        trace.answered("10.0.0.1:8080".parse().unwrap(), 1, Some(Instant::now()));
+        trace.answered(
+            "10.0.0.1:8080".parse().unwrap(),
+            1,
+            Some(Instant::now()),
+            Duration::from_millis(2),
+        );
         trace.responded(&Response::new(String::from("hello")));
         let line = rendered(&trace);
         for field in FIELDS {
@@ -721,12 +957,13 @@ mod tests {
         assert!(line.contains(" service=web "), "{line}");
         assert!(line.contains(" upstream=10.0.0.1:8080 "), "{line}");
         assert!(
-            line.contains(" status=200 bytes_in=0 bytes_out=5 "),
+            line.contains(" status=200 bytes_in=0 bytes_out=- "),
             "{line}"
         );
         assert!(line.contains(" retries=1 termination=ok "), "{line}");
         assert!(line.contains(" t_total_ms=1.500 "), "{line}");
-        assert!(line.contains(" t_wait_ms=- t_connect_ms=- "), "{line}");
+        assert!(line.contains(" t_connect_ms=2.000 "), "{line}");
+        assert!(!line.contains(" t_wait_ms=- "), "{line}");
         assert!(line.contains(" header.host=exam"), "{line}");
         assert!(!line.contains("hunter2"), "{line}");
         assert!(
@@ -739,7 +976,8 @@ mod tests {
     #[test]
     fn json_lines_have_every_field() {
         let mut req = request("/x");
-        let mut trace = log(LogFormat::Json).http("[::1]:5000".parse().unwrap(), 81, &mut req);
+        let mut trace =
+            log(LogFormat::Json).http("[::1]:5000".parse().unwrap(), 81, &idle(), &mut req);
         trace.end("no_route");
         trace.responded(&Response::new(String::new()));
         let value: serde_json::Value = serde_json::from_str(&rendered(&trace)).unwrap();
@@ -762,7 +1000,7 @@ mod tests {
         let mut req = request("/");
         req.headers_mut()
             .insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
-        let trace = log.http(client, 80, &mut req);
+        let trace = log.http(client, 80, &idle(), &mut req);
         assert_eq!(req.headers()[&X_REQUEST_ID], "abc-123");
         std::mem::forget(trace);
         let mut ids = Vec::new();
@@ -772,7 +1010,7 @@ mod tests {
                 req.headers_mut()
                     .insert(&X_REQUEST_ID, HeaderValue::from_str(sent).unwrap());
             }
-            let trace = log.http(client, 80, &mut req);
+            let trace = log.http(client, 80, &idle(), &mut req);
             let id = req.headers()[&X_REQUEST_ID].to_str().unwrap().to_string();
             assert!(sane_request_id(id.as_bytes()) && id != sent, "{id}");
             ids.push(id);
@@ -787,7 +1025,7 @@ mod tests {
         let log = log(LogFormat::Text);
         let client = "127.0.0.1:1".parse().unwrap();
         let outcome = |status: Option<u16>| {
-            let mut trace = log.http(client, 80, &mut request("/"));
+            let mut trace = log.http(client, 80, &idle(), &mut request("/"));
             if let Some(status) = status {
                 trace.responded(
                     &Response::builder()
@@ -837,8 +1075,32 @@ mod tests {
     }
 
     #[test]
+    fn generated_ids_are_the_prefix_and_the_counter_in_hex() {
+        for n in [0u64, 9, 10, 255, 0x1234_5678_9abc, u64::MAX] {
+            let prefix = REQUEST_IDS.with(|ids| {
+                let (prefix, _) = ids.get();
+                ids.set((prefix, n));
+                prefix
+            });
+            assert_eq!(new_request_id(), format!("{prefix:016x}-{n:x}").as_str());
+        }
+    }
+
+    #[test]
     fn times_are_rfc3339_utc() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_322_200_123);
-        assert_eq!(rfc3339(t), "2025-11-28T09:30:00.123Z");
+        let mut out = String::new();
+        push_time(&mut out, t);
+        push_time(&mut out, t + Duration::from_millis(5));
+        assert_eq!(out, "2025-11-28T09:30:00.123Z2025-11-28T09:30:00.128Z");
+        let mut out = String::new();
+        push_millis(&mut out, Duration::from_micros(1_391));
+        out.push(' ');
+        push_millis(&mut out, Duration::from_micros(7));
+        out.push(' ');
+        push_addr(&mut out, "10.0.0.7:51234".parse().unwrap());
+        out.push(' ');
+        push_u64(&mut out, 0);
+        assert_eq!(out, "1.391 0.007 10.0.0.7:51234 0");
     }
 }

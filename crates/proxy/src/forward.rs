@@ -32,7 +32,7 @@ use http::header::{
 };
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use sluice_core::route::{Decision, RequestFacts, Route};
+use sluice_core::route::{self, Arrival, Decision, Refusal, RequestFacts, Route};
 use sluice_core::service::{ConnectionMode, HeaderOp, ReqMode};
 use sluice_core::uri_path::{self, PathError};
 
@@ -63,6 +63,9 @@ pub(crate) struct ConnInfo {
     client_ip: String,
     /// `local_port` as a header value, rendered once per connection.
     port_header: HeaderValue,
+    /// Since when the connection waits for a request: its start, then the end of the last
+    /// response (the request log's `t_wait`).
+    pub(crate) idle_since: Rc<std::cell::Cell<Instant>>,
 }
 
 impl ConnInfo {
@@ -79,6 +82,7 @@ impl ConnInfo {
             client,
             client_ip: client.ip().to_string(),
             port_header: HeaderValue::from(local_port),
+            idle_since: Rc::new(std::cell::Cell::new(Instant::now())),
         }
     }
 }
@@ -93,10 +97,11 @@ pub(crate) async fn handle(
     let Some(log) = &worker.access_log else {
         return respond(worker, conn, req, None).await;
     };
-    let mut trace = log.http(conn.client, conn.local_port, &mut req);
+    let mut trace = log.http(conn.client, conn.local_port, &conn.idle_since, &mut req);
     let resp = respond(worker, conn, req, Some(&mut trace)).await;
     trace.responded(&resp);
-    resp
+    // The line is written once the body is sent.
+    resp.map(|body| trace.into_body(body))
 }
 
 async fn respond(
@@ -262,29 +267,31 @@ async fn forward(
     stats: Option<&Arc<DestStats>>,
     host: Option<&str>,
     mut req: Request<Incoming>,
-    trace: Option<&mut Trace>,
+    mut trace: Option<&mut Trace>,
 ) -> Response<ProxyBody> {
     let dest = route.destination();
     let service = &route.service;
     debug_assert_eq!(dest.req_mode, ReqMode::Http);
 
-    // Phase: redirect.
-    if dest.https_only && !conn.tls {
-        let location = https_location(host, req.uri(), worker.https_port);
-        return error_page::redirect(dest.https_redirect_code.get(), &location);
-    }
-
-    // Phase: deny.
-    let method = req.method().as_str();
-    let denied = (dest.verify_client_ssl && !conn.client_cert_verified)
-        || (!dest.allowed_methods.is_empty() && !dest.allowed_methods.iter().any(|m| m == method))
-        || dest.denied_methods.iter().any(|m| m == method)
-        || (dest.deny_http && !conn.tls);
-    if denied {
-        if let Some(stats) = stats {
-            stats.denied();
+    // Phases: redirect and deny (one rule set, shared with explain).
+    let arrival = Arrival {
+        method: req.method().as_str(),
+        tls: conn.tls,
+        client_cert_verified: conn.client_cert_verified,
+    };
+    match route::refusal(dest, arrival) {
+        None => {}
+        Some(Refusal::HttpsOnly { status }) => {
+            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let location = route::https_location(host, pq, worker.https_port);
+            return error_page::redirect(status, &location);
         }
-        return error_page::page(Failure::Forbidden);
+        Some(_) => {
+            if let Some(stats) = stats {
+                stats.denied();
+            }
+            return error_page::page(Failure::Forbidden);
+        }
     }
 
     // Phase: auth.
@@ -345,7 +352,13 @@ async fn forward(
         .timeout_server
         .map(|s| Duration::from_secs(u64::from(s)))
         .unwrap_or(worker.timeouts.server);
-    let req = req.map(|body| RequestBody::new(body, stats.cloned()));
+    let req = match trace.as_deref_mut() {
+        Some(trace) => {
+            let meter = trace.request_meter(stats);
+            req.map(|body| RequestBody::new(body, Some(meter)))
+        }
+        None => req.map(|body| RequestBody::new(body, stats.cloned())),
+    };
     let sent = trace.is_some().then(Instant::now);
     let exchange = match worker
         .upstreams
@@ -364,7 +377,7 @@ async fn forward(
                 stats.upstream_answered(exchange.addr, &exchange.failed);
             }
             if let Some(trace) = trace {
-                trace.answered(exchange.addr, exchange.failed.len(), sent);
+                trace.answered(exchange.addr, exchange.failed.len(), sent, exchange.connect);
             }
             exchange
         }
@@ -455,32 +468,9 @@ async fn forward(
     Response::from_parts(parts, body)
 }
 
-/// `https://<host without port>[:<https port>]<path?query>` for https redirects; the port is
-/// the proxy's first TLS port, left out when it is 443 (or there is none).
-fn https_location(host: Option<&str>, uri: &Uri, https_port: Option<u16>) -> String {
-    let host = host.unwrap_or("");
-    let bare = match host.rfind(':') {
-        Some(at) if !host.ends_with(']') && host[at + 1..].bytes().all(|b| b.is_ascii_digit()) => {
-            &host[..at]
-        }
-        _ => host,
-    };
-    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    match https_port {
-        Some(port) if port != 443 => format!("https://{bare}:{port}{pq}"),
-        _ => format!("https://{bare}{pq}"),
-    }
-}
-
 /// Applies the destination's rewrites to the path, keeping the query.
 fn rewrite_uri(uri: &Uri, route: &Route) -> Option<Uri> {
-    let mut path = uri.path().to_string();
-    for rewrite in &route.destination().rewrites {
-        path = rewrite.apply(&path);
-    }
-    if !path.starts_with('/') {
-        path.insert(0, '/');
-    }
+    let path = route.rewritten_path(uri.path());
     let pq = match uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path,
@@ -623,23 +613,6 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
         append_forwarded_for(&mut h, "10.0.0.2");
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
-    }
-
-    #[test]
-    fn https_location_drops_the_plain_port() {
-        let uri: Uri = "/a?b=1".parse().unwrap();
-        assert_eq!(
-            https_location(Some("example.com:8080"), &uri, None),
-            "https://example.com/a?b=1"
-        );
-        assert_eq!(
-            https_location(Some("example.com"), &uri, Some(443)),
-            "https://example.com/a?b=1"
-        );
-        assert_eq!(
-            https_location(Some("example.com:8080"), &uri, Some(8443)),
-            "https://example.com:8443/a?b=1"
-        );
     }
 
     fn canonical(target: &str, hosts: &[&str]) -> Result<(String, Option<String>), String> {

@@ -119,6 +119,19 @@ struct Answer {
     next: AtomicUsize,
 }
 
+/// A name's cached answer as [`Names::peek`] shows it.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    /// The addresses requests are given (empty after a failure).
+    pub addresses: Vec<IpAddr>,
+    /// Why the last lookup failed, when it did.
+    pub error: Option<String>,
+    /// What the answer is: task addresses, the service address, a failure, or expired.
+    pub state: &'static str,
+    /// How long ago it was fetched.
+    pub age: Duration,
+}
+
 /// A name's addresses, or why it has none.
 pub type Resolved = Result<(Arc<[IpAddr]>, usize), Arc<str>>;
 
@@ -264,6 +277,32 @@ impl Names {
             }
         };
         wait(pending).await
+    }
+
+    /// What the cache holds for `host` now, without looking it up or marking it used (for
+    /// explain); `None` when no request asked for it yet or its first lookup is pending.
+    pub fn peek(&self, host: &str, tasks_first: bool) -> Option<Cached> {
+        let now = Instant::now();
+        let table = self.table();
+        let entry = table[usize::from(tasks_first)].get(host)?;
+        let answer = entry.answer.as_ref()?;
+        let (addresses, error) = match &answer.result {
+            Ok(addrs) => (addrs.to_vec(), None),
+            Err(error) => (Vec::new(), Some(error.to_string())),
+        };
+        let state = match (entry.servable(now).is_some(), answer.kind) {
+            (false, _) => "expired",
+            (true, Kind::Found) if tasks_first => "task addresses",
+            (true, Kind::Found) => "resolved",
+            (true, Kind::Fallback) => "service address (no task records)",
+            (true, Kind::Failure) => "lookup failed",
+        };
+        Some(Cached {
+            addresses,
+            error,
+            state,
+            age: now.duration_since(answer.fetched),
+        })
     }
 
     /// Marks `host` for a refresh now (one of its addresses failed); its answer is still

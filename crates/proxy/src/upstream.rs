@@ -207,6 +207,8 @@ pub(crate) struct Exchange {
     pub(crate) failed: Vec<SocketAddr>,
     pub(crate) lease: Option<Lease>,
     pub(crate) addr: SocketAddr,
+    /// Time spent opening connections for it (zero when a pooled one was reused).
+    pub(crate) connect: Duration,
 }
 
 impl Upstreams {
@@ -314,6 +316,7 @@ impl Upstreams {
         let replay = Replay::of(&req);
         let mut req = Some(req.map(Outgoing::Client));
         let mut failed = Vec::new();
+        let mut connect = Duration::ZERO;
         let mut last = None;
         let plan = self.plan(&addrs, start, port, sticky);
         for addr in plan.probes {
@@ -347,6 +350,7 @@ impl Upstreams {
                     target,
                     server_timeout,
                     &mut failed,
+                    &mut connect,
                 )
                 .await;
             spent.extend_from_slice(&failed[before..]);
@@ -359,6 +363,7 @@ impl Upstreams {
                             .then(|| self.lease(sender, (used, target.tls), slot.take())),
                         addr: used,
                         failed,
+                        connect,
                     });
                 }
                 Err(failure) => {
@@ -478,7 +483,8 @@ impl Upstreams {
 
     /// One attempt on `addr`: a pooled connection when one is idle, else a new one, raced to
     /// `next` when `addr` is slow to connect ([`Upstreams::connect_racing`]). Addresses whose
-    /// connect failed on the way go to `also_failed`.
+    /// connect failed on the way go to `also_failed`; the time spent connecting is added to
+    /// `connect_time` (the request log's `t_connect`).
     #[allow(clippy::too_many_arguments)] // the request's context, as `send` has it
     async fn attempt(
         &self,
@@ -489,6 +495,7 @@ impl Upstreams {
         target: Target<'_>,
         server_timeout: Duration,
         also_failed: &mut Vec<SocketAddr>,
+        connect_time: &mut Duration,
     ) -> Result<(Response<Incoming>, SendRequest<Outgoing>, SocketAddr), Failed> {
         if !upgrade {
             while let Some(sender) = self.take_idle((addr, target.tls)) {
@@ -503,11 +510,13 @@ impl Upstreams {
                 }
             }
         }
+        let connecting = std::time::Instant::now();
         let (addr, stream) = self.connect_racing(addr, next, also_failed).await;
         let connected = match stream {
             Ok(stream) => self.handshake(stream, addr, upgrade, target).await,
             Err(error) => Err(ConnectError::Io(error)),
         };
+        *connect_time += connecting.elapsed();
         let sender = match connected {
             Ok(sender) => sender,
             Err(error) => {

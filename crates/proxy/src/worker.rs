@@ -85,6 +85,8 @@ pub enum DataPlaneError {
 
 /// The running data plane.
 pub struct DataPlane {
+    /// The upstream name cache (read by explain).
+    names: Arc<Names>,
     addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
     threads: Vec<JoinHandle<()>>,
@@ -165,6 +167,7 @@ impl DataPlane {
             threads.push(handle);
         }
         Ok(DataPlane {
+            names,
             addrs,
             tls_addrs,
             threads,
@@ -180,6 +183,11 @@ impl DataPlane {
     /// The bound TLS (`:ssl`) addresses, in the order of the configured ports.
     pub fn tls_addrs(&self) -> &[SocketAddr] {
         &self.tls_addrs
+    }
+
+    /// The upstream name cache the workers share (explain reads it, never adds to it).
+    pub fn names(&self) -> Arc<Names> {
+        self.names.clone()
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `grace`, then closes the rest.

@@ -133,6 +133,10 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
     state.tasks = sluice_api::membership::TaskBook::new(membership);
     let state = Arc::new(state);
     let _ = state.certs.set(certs);
+    let _ = state.plane.set(sluice_api::explain::PlaneView {
+        names: dataplane.names(),
+        https_port: dataplane.tls_addrs().first().map(|a| a.port()),
+    });
     let acme = sluice_api::acme::Acme::new();
     let _ = state.acme.set(acme.clone());
     sluice_api::certs::sync_from_peers(&state).await;

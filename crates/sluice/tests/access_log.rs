@@ -108,7 +108,9 @@ fn text_lines_carry_every_field_captured_headers_and_a_generated_request_id() {
     assert_eq!(text_field(&line, "bytes_out"), r.body.len().to_string());
     assert_eq!(text_field(&line, "retries"), "0");
     assert_eq!(text_field(&line, "termination"), "ok");
-    assert_eq!(text_field(&line, "t_connect_ms"), "-");
+    // The first request opened the upstream connection.
+    let connect: f64 = text_field(&line, "t_connect_ms").parse().unwrap();
+    assert!(connect >= 0.0, "{line}");
     let total: f64 = text_field(&line, "t_total_ms").parse().unwrap();
     let response: f64 = text_field(&line, "t_response_ms").parse().unwrap();
     assert!(total >= response && response > 0.0, "{line}");
@@ -149,7 +151,8 @@ fn json_lines_carry_every_field_and_keep_the_clients_request_id() {
     assert_eq!(value["service"], "web");
     assert_eq!(value["path"], "/web/json");
     assert_eq!(value["header.user-agent"], "cur");
-    assert_eq!(value["t_wait_ms"], serde_json::Value::Null);
+    assert!(value["t_wait_ms"].as_f64().unwrap() >= 0.0, "{line}");
+    assert!(value["t_connect_ms"].as_f64().unwrap() >= 0.0, "{line}");
     assert!(value["t_total_ms"].as_f64().unwrap() > 0.0);
 
     // A request nothing routes is logged too, with its reason.
@@ -270,4 +273,111 @@ fn bad_values_stop_the_start_naming_the_variable() {
         };
         assert!(text.contains(var), "{var}={value}: {text}");
     }
+}
+
+/// Sends `request` on a new connection after `delay`, reads the answer until close.
+fn delayed_request(p: &Proxy, delay: Duration, request: &str) -> String {
+    let mut stream = TcpStream::connect(p.http[0]).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::thread::sleep(delay);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn wait_connect_and_bytes_are_measured_not_declared() {
+    // One worker: one upstream connection pool, so the second request reuses the first's.
+    let p = Proxy::builder()
+        .env("DEBUG", "true")
+        .env("WORKER_THREADS", "1")
+        .start();
+    let b = Backend::start("web");
+    web(&p, &b);
+
+    // t_wait: the client sent half its request head, then the rest 300 ms later.
+    let mut stream = TcpStream::connect(p.http[0]).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /web/waited HTTP/1.1\r\nHost: a\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(b"Connection: close\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let line = wait_line(&p, &["kind=http", "path=/web/waited"]);
+    let wait: f64 = text_field(&line, "t_wait_ms").parse().unwrap();
+    assert!(wait >= 300.0, "{line}");
+
+    // t_connect: 0 once a pooled upstream connection is reused.
+    assert_eq!(p.get("/web/pooled", &[]).status, 200);
+    let line = wait_line(&p, &["kind=http", "path=/web/pooled"]);
+    assert_eq!(text_field(&line, "t_connect_ms"), "0.000", "{line}");
+
+    // bytes_in: the body bytes passed upstream, also for a chunked body without a length.
+    let answer = delayed_request(
+        &p,
+        Duration::ZERO,
+        "POST /web/chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let line = wait_line(&p, &["kind=http", "path=/web/chunked"]);
+    assert_eq!(text_field(&line, "bytes_in"), "11", "{line}");
+    // A request that is not forwarded passed nothing upstream.
+    let answer = delayed_request(
+        &p,
+        Duration::ZERO,
+        "POST /nowhere HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nConnection: close\r\n\r\nabcd",
+    );
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let line = wait_line(&p, &["kind=http", "path=/nowhere"]);
+    assert_eq!(text_field(&line, "bytes_in"), "0", "{line}");
+
+    // bytes_out: a chunked response (no declared length) is counted as sent.
+    let chunked = crate::support::raw_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
+    );
+    add(
+        &p,
+        &format!(
+            "serviceName=chunky&servicePath=/chunky&port={}&outboundHostname=127.0.0.1",
+            chunked.port()
+        ),
+    );
+    let r = p.get("/chunky/x", &[]);
+    assert_eq!((r.status, r.body.as_str()), (200, "abcdefg"));
+    let line = wait_line(&p, &["kind=http", "path=/chunky/x"]);
+    assert_eq!(text_field(&line, "bytes_out"), "7", "{line}");
+    assert_eq!(text_field(&line, "termination"), "ok", "{line}");
+
+    // A body cut short of its Content-Length: the bytes sent, and the line says so.
+    let short =
+        crate::support::raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..");
+    add(
+        &p,
+        &format!(
+            "serviceName=short&servicePath=/short&port={}&outboundHostname=127.0.0.1",
+            short.port()
+        ),
+    );
+    let answer = delayed_request(
+        &p,
+        Duration::ZERO,
+        "GET /short/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let line = wait_line(&p, &["kind=http", "path=/short/x"]);
+    assert_eq!(text_field(&line, "bytes_out"), "10", "{line}");
+    assert_eq!(
+        text_field(&line, "termination"),
+        "body_incomplete",
+        "{line}"
+    );
 }

@@ -12,6 +12,7 @@ mod docs;
 mod dry_run;
 mod durability;
 mod envelope;
+mod explain;
 mod fuzz_http;
 mod limits;
 mod membership;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use http::header::HeaderName;
 
+use super::explain::Trace;
 use super::index::{IndexItem, MatchIndex, PathSpec};
 use super::redirects::{ForwardedProto, RedirectKind, RedirectRule};
 use super::regexes::{LayerRegexes, RegexHits, Subject};
@@ -260,12 +261,13 @@ impl Layer {
     }
 
     /// The first route in this layer's order that fully matches and whose service `keep`
-    /// accepts (by slot).
+    /// accepts (by slot). `trace` hears of every route checked.
     pub(super) fn best_route(
         &self,
         p: &Prepared<'_, '_>,
         hits: &RegexHits<'_>,
         keep: impl Fn(usize) -> bool,
+        trace: &mut impl Trace,
     ) -> Option<&Route> {
         if self.routes.is_empty() {
             return None;
@@ -274,7 +276,12 @@ impl Layer {
         self.index
             .best(p.host.as_deref(), req.path, req.path_and_query, |rank| {
                 let route = &self.routes[rank];
-                keep(route.slot) && route.matches_prepared(p, hits)
+                if !keep(route.slot) {
+                    return false;
+                }
+                let outcome = route.check_prepared(p, hits);
+                trace.candidate(route, outcome);
+                outcome.is_ok()
             })
             .map(|rank| &self.routes[rank])
     }

@@ -68,16 +68,29 @@
 //! * `srcPort`/`srcHttpsPort`/`httpsPort` of `0` count as unset, and a destination without
 //!   any path pattern never matches.
 //!
+//! # Explain
+//!
+//! [`RouteTable::decide_traced`] is `decide` with a [`Trace`] that hears every candidate
+//! route's check ([`Mismatch`]: the first term that failed) and the redirect rule that fired;
+//! `decide` passes [`NoTrace`], whose calls compile away. [`RouteTable::explain`] records that
+//! trace and checks the routes the index ruled out with the same [`Route::check`], giving one
+//! [`Verdict`] per route. The deny phase after routing (`httpsOnly`, `verifyClientSsl`,
+//! `allowedMethods`, `deniedMethods`, `denyHttp`) is [`refusal`], shared likewise.
+//!
 //! [`Service::sort_key`]: crate::service::Service::sort_key
 //! [`DomainPattern`]: crate::service::DomainPattern
 
+mod explain;
 mod index;
 mod layers;
 mod redirects;
+mod refusal;
 mod regexes;
 mod rendering;
 mod table;
 
+pub use explain::{Explanation, Mismatch, NoTrace, RedirectFired, Trace, Verdict};
+pub use refusal::{https_location, refusal, Arrival, Refusal};
 pub use regexes::regex_runs;
 pub use table::{
     Decision, RegexBudgetError, RequestFacts, Route, RouteTable, MAX_TABLE_REGEX_SIZE,

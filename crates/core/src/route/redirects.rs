@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
+use super::explain::RedirectFired;
 use super::regexes::{RegexHits, Subject};
-use super::table::{is_path_regex, port_allows, regex_terms_match, Prepared, RegexTerms};
+use super::table::{
+    is_path_regex, port_allows, regex_terms_match, Decision, Prepared, RegexTerms, RequestFacts,
+};
 use crate::service::{DomainPattern, Service};
 
 /// The header the `redirectWhenHttpProto` / `redirectUnlessHttpsProto` rules look at.
@@ -80,6 +83,41 @@ impl RedirectRule {
         )
     }
 
+    /// What a trace is told when this rule fires.
+    pub(super) fn fired(&self) -> RedirectFired<'_> {
+        let rule = match self.kind {
+            RedirectKind::FromDomain { .. } => "redirectFromDomain",
+            RedirectKind::Proto {
+                when_http: true, ..
+            } => "redirectWhenHttpProto",
+            RedirectKind::Proto { .. } => "redirectUnlessHttpsProto",
+        };
+        RedirectFired {
+            service: &self.service,
+            dest: self.dest,
+            rule,
+        }
+    }
+
+    /// The answer this rule gives the request.
+    pub(super) fn decision(&self, req: &RequestFacts<'_>) -> Decision<'static> {
+        let uri = if req.path_and_query.is_empty() {
+            "/"
+        } else {
+            req.path_and_query
+        };
+        match &self.kind {
+            RedirectKind::FromDomain { target } => Decision::Redirect {
+                status: 301,
+                location: format!("http://{target}{uri}"),
+            },
+            RedirectKind::Proto { status, .. } => Decision::Redirect {
+                status: *status,
+                location: format!("https://{}{uri}", req.host.unwrap_or_default().trim()),
+            },
+        }
+    }
+
     pub(super) fn applies(
         &self,
         p: &Prepared<'_, '_>,
@@ -140,6 +178,7 @@ impl RedirectRule {
                         path_needs_regex,
                         domain_needs_regex,
                     )
+                    .is_ok()
             }
         }
     }

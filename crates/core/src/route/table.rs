@@ -9,8 +9,9 @@ use std::sync::Arc;
 use http::header::{HeaderName, USER_AGENT};
 use http::HeaderMap;
 
+use super::explain::{Mismatch, NoTrace, Trace};
 use super::layers::Layer;
-use super::redirects::{ForwardedProto, RedirectKind, RedirectRule};
+use super::redirects::{ForwardedProto, RedirectRule};
 use super::regexes::{RegexHits, Subject};
 use crate::params::ParamError;
 use crate::service::{normalize_host, Destination, DomainPattern, PathPattern, Service, UserRegex};
@@ -74,9 +75,29 @@ impl Route {
     /// True when every term of the route matches the request (paths, excludes, domains,
     /// headers, User-Agent, local port). Redirects and the default backend are not involved.
     pub fn matches(&self, req: &RequestFacts<'_>) -> bool {
+        self.check(req).is_ok()
+    }
+
+    /// The route's full check outside its table: `Ok` when every term matches, otherwise the
+    /// first term that failed (see [`Mismatch`] for the order). The same evaluation as
+    /// [`RouteTable::decide`] runs, only without the table's regex sets.
+    pub fn check(&self, req: &RequestFacts<'_>) -> Result<(), Mismatch> {
         let p = Prepared::new(req);
         let hits = RegexHits::direct(req.path, p.host.as_deref());
-        self.matches_prepared(&p, &hits)
+        self.check_prepared(&p, &hits)
+    }
+
+    /// The path the upstream receives: the destination's `reqPathSearchReplace` rewrites
+    /// applied in order to `path` (without query), and a leading `/` ensured.
+    pub fn rewritten_path(&self, path: &str) -> String {
+        let mut path = path.to_string();
+        for rewrite in &self.destination().rewrites {
+            path = rewrite.apply(&path);
+        }
+        if !path.starts_with('/') {
+            path.insert(0, '/');
+        }
+        path
     }
 
     /// The route's place in evaluation order, comparable across layers: the service's sort
@@ -91,12 +112,18 @@ impl Route {
         )
     }
 
-    /// The full check. Terms that cost a comparison come first; the regular expressions of
-    /// the paths, excludes and domains run last, and through `hits` (the layer's sets).
-    pub(super) fn matches_prepared(&self, p: &Prepared<'_, '_>, hits: &RegexHits<'_>) -> bool {
+    /// The full check, the one evaluation behind [`RouteTable::decide`] and explain: `Ok`
+    /// when every term matches, else the first that failed. Terms that cost a comparison come
+    /// first; the regular expressions of the paths, excludes and domains run last, and through
+    /// `hits` (the layer's sets).
+    pub(super) fn check_prepared(
+        &self,
+        p: &Prepared<'_, '_>,
+        hits: &RegexHits<'_>,
+    ) -> Result<(), Mismatch> {
         let req = p.req;
         if !port_allows(self.src_port, req.local_port) {
-            return false;
+            return Err(Mismatch::Port);
         }
         let d = self.destination();
         let plain_paths = || d.paths.iter().filter(|pat| !is_path_regex(pat));
@@ -106,21 +133,21 @@ impl Route {
         } else if d.paths.iter().any(is_path_regex) {
             true
         } else {
-            return false;
+            return Err(Mismatch::Path);
         };
         if d.path_excludes
             .iter()
             .filter(|pat| !is_path_regex(pat))
             .any(|pat| pat.matches(req.path, req.path_and_query))
         {
-            return false;
+            return Err(Mismatch::PathExcluded);
         }
         let host = p.host.as_deref();
         let domain_needs_regex = if d.domains.is_empty() {
             false
         } else {
             let Some(host) = host else {
-                return false;
+                return Err(Mismatch::NoHost);
             };
             let plain = || {
                 d.domains
@@ -136,12 +163,12 @@ impl Route {
             {
                 true
             } else {
-                return false;
+                return Err(Mismatch::Domain);
             }
         };
-        for (name, value) in &self.headers {
+        for (at, (name, value)) in self.headers.iter().enumerate() {
             let Some(name) = name else {
-                return false;
+                return Err(Mismatch::Header(at));
             };
             if !req
                 .headers
@@ -149,7 +176,7 @@ impl Route {
                 .iter()
                 .any(|v| v.as_bytes() == value.as_bytes())
             {
-                return false;
+                return Err(Mismatch::Header(at));
             }
         }
         if !self.user_agents.is_empty() {
@@ -159,7 +186,7 @@ impl Route {
                     .iter()
                     .any(|agent| contains_bytes(agent, pat.as_bytes()))
             }) {
-                return false;
+                return Err(Mismatch::UserAgent);
             }
         }
         let terms = RegexTerms {
@@ -200,18 +227,23 @@ pub(super) fn regex_terms_match(
     hits: &RegexHits<'_>,
     path_needs_regex: bool,
     domain_needs_regex: bool,
-) -> bool {
+) -> Result<(), Mismatch> {
     if path_needs_regex && !path_regexes(d.paths).any(|r| hits.is_match(Subject::Path, r)) {
-        return false;
+        return Err(Mismatch::Path);
     }
     if path_regexes(d.path_excludes).any(|r| hits.is_match(Subject::Path, r)) {
-        return false;
+        return Err(Mismatch::PathExcluded);
     }
-    !domain_needs_regex
+    let domain_ok = !domain_needs_regex
         || d.domains.iter().any(|pat| match pat {
             DomainPattern::Regex(r) => hits.is_match(Subject::Host, r),
             _ => false,
-        })
+        });
+    if domain_ok {
+        Ok(())
+    } else {
+        Err(Mismatch::Domain)
+    }
 }
 
 /// What the router needs to know about one request.
@@ -548,30 +580,39 @@ impl RouteTable {
 
     /// Decides what to do with one request: redirect, forward, or nothing.
     pub fn decide(&self, req: &RequestFacts<'_>) -> Decision<'_> {
+        self.decide_traced(req, &mut NoTrace)
+    }
+
+    /// [`decide`](Self::decide), telling `trace` what it looks at: every candidate route the
+    /// index offers with the outcome of its check, and the redirect rule that fires. With
+    /// [`NoTrace`] this is `decide` itself (the calls compile to nothing).
+    pub fn decide_traced<T: Trace>(&self, req: &RequestFacts<'_>, trace: &mut T) -> Decision<'_> {
         let p = Prepared::new(req);
         let host = p.host.as_deref();
         let hits = [
             RegexHits::new(&self.base.regexes, req.path, host),
             RegexHits::new(&self.delta.regexes, req.path, host),
         ];
-        if let Some(decision) = self.redirect_for(&p, &hits) {
-            return decision;
+        if let Some(rule) = self.redirect_rule(&p, &hits) {
+            trace.redirect(rule.fired());
+            return rule.decision(req);
         }
         let base = self
             .base
-            .best_route(&p, &hits[0], |slot| !self.shadowed(slot));
-        let delta = self.delta.best_route(&p, &hits[1], |_| true);
+            .best_route(&p, &hits[0], |slot| !self.shadowed(slot), trace);
+        let delta = self.delta.best_route(&p, &hits[1], |_| true, trace);
         match earlier(base, delta, Route::order_key).or_else(|| self.default_route()) {
             Some(route) => Decision::Forward(route),
             None => Decision::NoRoute,
         }
     }
 
-    pub(super) fn redirect_for(
+    /// The redirect rule that fires for the request, if any.
+    pub(super) fn redirect_rule(
         &self,
         p: &Prepared<'_, '_>,
         hits: &[RegexHits<'_>; 2],
-    ) -> Option<Decision<'static>> {
+    ) -> Option<&RedirectRule> {
         if self.base_live.redirects == 0 && self.delta.redirects.is_empty() {
             return None;
         }
@@ -580,23 +621,7 @@ impl RouteTable {
             .base
             .best_redirect(p, proto, &hits[0], |slot| !self.shadowed(slot));
         let delta = self.delta.best_redirect(p, proto, &hits[1], |_| true);
-        let rule = earlier(base, delta, RedirectRule::order_key)?;
-        let req = p.req;
-        let uri = if req.path_and_query.is_empty() {
-            "/"
-        } else {
-            req.path_and_query
-        };
-        Some(match &rule.kind {
-            RedirectKind::FromDomain { target } => Decision::Redirect {
-                status: 301,
-                location: format!("http://{target}{uri}"),
-            },
-            RedirectKind::Proto { status, .. } => Decision::Redirect {
-                status: *status,
-                location: format!("https://{}{uri}", req.host.unwrap_or_default().trim()),
-            },
-        })
+        earlier(base, delta, RedirectRule::order_key)
     }
 
     /// The routes in evaluation order (both layers merged, replaced and removed services

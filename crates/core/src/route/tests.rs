@@ -1374,3 +1374,5 @@ proptest! {
         }
     }
 }
+
+mod explain;
