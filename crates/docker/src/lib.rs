@@ -40,6 +40,7 @@ mod notifier;
 mod params;
 mod pusher;
 mod query;
+mod session;
 mod settings;
 mod tasks;
 #[cfg(test)]

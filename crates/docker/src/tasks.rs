@@ -27,8 +27,8 @@ use serde::Deserialize;
 use sluice_core::membership::{Membership, Phase, Task, TaskSet, TaskState};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::session::SessionError;
 use crate::settings::DockerHost;
-use crate::watcher::SessionError;
 
 /// How often a converging service's tasks are listed.
 pub(crate) const CONVERGE_POLL: Duration = Duration::from_millis(250);

@@ -30,7 +30,6 @@ use futures_util::{Stream, StreamExt as _};
 use http_body_util::Empty;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -40,6 +39,7 @@ use crate::backoff::Backoff;
 use crate::desired::Desired;
 use crate::metrics::Metrics;
 use crate::params::{listing, ParamRules, Skip};
+use crate::session::SessionError;
 use crate::settings::DockerHost;
 use crate::tasks::{self, converging, Observed, ServiceFacts, TaskSnapshot};
 
@@ -49,33 +49,6 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 const EVENTS_LOOKBACK: Duration = Duration::from_secs(5);
 /// Timeout for ordinary Docker API calls (not the event stream body).
 const DOCKER_TIMEOUT_SECS: u64 = 30;
-
-/// Why a session with the Docker Engine ended.
-#[derive(Debug, Error)]
-pub(crate) enum SessionError {
-    #[error("cannot connect to Docker at {host}: {source}")]
-    Connect {
-        host: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("Docker at {host} did not answer /_ping: {source}")]
-    Ping {
-        host: String,
-        #[source]
-        source: hyper::Error,
-    },
-    #[error("Docker API call {call} failed: {source}")]
-    Api {
-        call: &'static str,
-        #[source]
-        source: bollard::errors::Error,
-    },
-    #[error("the Docker event stream ended")]
-    StreamEnded,
-    #[error("Docker task listing failed: {reason}")]
-    Tasks { reason: String },
-}
 
 /// A pending `notify-services` request. Requests made while a listing is running are
 /// kept (a stored permit) and served by the next one.

@@ -325,7 +325,7 @@ async fn forward(
         headers.insert(X_FORWARDED_PORT.clone(), conn.port_header.clone());
         apply_header_ops(headers, &service.request_headers, conn, client_ip);
     }
-    crate::tls::to_http1(&mut req);
+    to_http1(&mut req);
     *req.version_mut() = http::Version::HTTP_11;
     let sticky = if service.sticky {
         sticky_choice(req.headers(), &service.name)
@@ -574,9 +574,49 @@ fn sticky_choice(headers: &HeaderMap, service: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Turns an HTTP/2 request into one an HTTP/1.1 upstream understands: the target becomes
+/// origin-form (`/path?query`) and the `:authority` becomes the `Host` header.
+fn to_http1<B>(req: &mut Request<B>) {
+    if req.version() != http::Version::HTTP_2 {
+        return;
+    }
+    if !req.headers().contains_key(http::header::HOST) {
+        if let Some(value) = req
+            .uri()
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(http::header::HOST, value);
+        }
+    }
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string());
+    if let Ok(uri) = pq.parse() {
+        *req.uri_mut() = uri;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn h2_requests_become_origin_form() {
+        let mut req = Request::builder()
+            .version(http::Version::HTTP_2)
+            .uri("https://example.com:8443/a/b?c=1")
+            .body(())
+            .unwrap();
+        to_http1(&mut req);
+        assert_eq!(req.uri().to_string(), "/a/b?c=1");
+        assert_eq!(req.headers()[http::header::HOST], "example.com:8443");
+
+        let mut plain = Request::builder().uri("http://x/abs").body(()).unwrap();
+        to_http1(&mut plain);
+        assert_eq!(plain.uri().to_string(), "http://x/abs", "HTTP/1 untouched");
+    }
 
     #[test]
     fn hop_by_hop_headers_are_removed() {
