@@ -30,7 +30,7 @@ use sluice_core::params::params_from_query;
 use sluice_core::service::{DomainPattern, Service};
 use sluice_proxy::certs::{CertError, CertInfo, CertStore};
 
-use crate::error::CertRequestError;
+use crate::error::{CertRequestError, ServiceCertError};
 use crate::view::json_response;
 use crate::{ApiError, ApiState};
 
@@ -339,20 +339,6 @@ pub fn check_service_cert(service: &Service) -> Result<(), CertError> {
         }
         None => Ok(()),
     }
-}
-
-/// A `serviceCert` that could not be stored (the service is then not applied).
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceCertError {
-    /// This proxy has no certificate store.
-    #[error("serviceCert not stored: certificates are not enabled on this proxy")]
-    Disabled,
-    /// Writing the file failed.
-    #[error("serviceCert not stored: {0}")]
-    Store(#[source] CertError),
-    /// The blocking write task failed.
-    #[error("serviceCert not stored: {0}")]
-    Task(#[source] tokio::task::JoinError),
 }
 
 /// A stored `serviceCert`, and what to put back should the service not be applied after all.

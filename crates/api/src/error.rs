@@ -12,7 +12,6 @@ use sluice_core::params::ParamError;
 use sluice_core::service::Service;
 use sluice_proxy::certs::CertError;
 
-use crate::certs::ServiceCertError;
 use crate::registry::CommitError;
 use crate::sync::NotifyError;
 use crate::view;
@@ -111,7 +110,7 @@ pub enum ApiError {
     Cert(#[from] CertRequestError),
     /// An ACME endpoint request failed.
     #[error(transparent)]
-    Acme(#[from] crate::acme::AcmeRequestError),
+    Acme(#[from] AcmeRequestError),
 }
 
 /// A failed `/cert` request.
@@ -261,6 +260,57 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(realm));
         }
         resp
+    }
+}
+
+/// A `serviceCert` that could not be stored (the service is then not applied).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceCertError {
+    /// This proxy has no certificate store.
+    #[error("serviceCert not stored: certificates are not enabled on this proxy")]
+    Disabled,
+    /// Writing the file failed.
+    #[error("serviceCert not stored: {0}")]
+    Store(#[source] CertError),
+    /// The blocking write task failed.
+    #[error("serviceCert not stored: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// A failed request to the ACME endpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeRequestError {
+    /// Account credentials asked for or sent while no API credentials are configured: 403.
+    #[error("the ACME account is only exchanged when API_USER and API_PASS are configured")]
+    Forbidden,
+    /// The caller lacks the API credentials: 401.
+    #[error("API credentials required")]
+    Unauthorized,
+    /// A body that is not what the endpoint takes: 400 naming the problem.
+    #[error("{0}")]
+    BadBody(String),
+    /// The endpoint does not take this method: 405.
+    #[error("method not allowed here")]
+    Method,
+    /// Nothing to hand out: 404.
+    #[error("no ACME account on this replica")]
+    NotFound,
+    /// Storing failed: 500.
+    #[error("{0}")]
+    Store(String),
+}
+
+impl AcmeRequestError {
+    /// The status answered.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AcmeRequestError::Forbidden => StatusCode::FORBIDDEN,
+            AcmeRequestError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AcmeRequestError::BadBody(_) => StatusCode::BAD_REQUEST,
+            AcmeRequestError::Method => StatusCode::METHOD_NOT_ALLOWED,
+            AcmeRequestError::NotFound => StatusCode::NOT_FOUND,
+            AcmeRequestError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 }
 

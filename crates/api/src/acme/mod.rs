@@ -59,6 +59,7 @@ use sluice_proxy::challenge::{challenges, Challenge};
 use tokio::time::Instant;
 
 use self::lease::{Holder, Lease};
+pub use crate::error::AcmeRequestError;
 use crate::view::json_response;
 use crate::{ApiError, ApiState};
 
@@ -94,43 +95,6 @@ impl AcmeError {
 
     fn rate_limited(&self) -> bool {
         self.problem_is("rateLimited")
-    }
-}
-
-/// A failed request to the ACME endpoints.
-#[derive(Debug, thiserror::Error)]
-pub enum AcmeRequestError {
-    /// Account credentials asked for or sent while no API credentials are configured: 403.
-    #[error("the ACME account is only exchanged when API_USER and API_PASS are configured")]
-    Forbidden,
-    /// The caller lacks the API credentials: 401.
-    #[error("API credentials required")]
-    Unauthorized,
-    /// A body that is not what the endpoint takes: 400 naming the problem.
-    #[error("{0}")]
-    BadBody(String),
-    /// The endpoint does not take this method: 405.
-    #[error("method not allowed here")]
-    Method,
-    /// Nothing to hand out: 404.
-    #[error("no ACME account on this replica")]
-    NotFound,
-    /// Storing failed: 500.
-    #[error("{0}")]
-    Store(String),
-}
-
-impl AcmeRequestError {
-    /// The status answered.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            AcmeRequestError::Forbidden => StatusCode::FORBIDDEN,
-            AcmeRequestError::Unauthorized => StatusCode::UNAUTHORIZED,
-            AcmeRequestError::BadBody(_) => StatusCode::BAD_REQUEST,
-            AcmeRequestError::Method => StatusCode::METHOD_NOT_ALLOWED,
-            AcmeRequestError::NotFound => StatusCode::NOT_FOUND,
-            AcmeRequestError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
     }
 }
 
