@@ -334,12 +334,42 @@ fn auth_source(service: &Service) -> String {
     }
 }
 
-/// The upstream addresses as the data plane's name cache holds them.
+/// The upstream addresses the data plane would use: the listener's ready tasks when it
+/// reports the service, else the name cache's answer; with the addresses passive health has
+/// ejected.
 fn upstream_json(state: &ApiState, host: &str, tasks_first: bool, port: u16) -> Value {
+    let mut value = upstream_addresses(state, host, tasks_first, port);
+    let health = state.registry.stats();
+    let ejected: Vec<String> = value["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str()?.parse::<std::net::IpAddr>().ok())
+        .map(|ip| std::net::SocketAddr::new(ip, port))
+        .filter(|addr| health.health().report(*addr).ejected)
+        .map(|addr| addr.ip().to_string())
+        .collect();
+    value["ejected"] = json!(ejected);
+    value
+}
+
+fn upstream_addresses(state: &ApiState, host: &str, tasks_first: bool, port: u16) -> Value {
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return json!({
             "host": host, "port": port, "addresses": [ip.to_string()], "state": "address",
         });
+    }
+    if tasks_first {
+        let map = state.tasks.cell().load_full();
+        if let Some(tasks) = map.services.get(host).filter(|t| t.reachable()) {
+            return json!({
+                "host": host,
+                "port": port,
+                "lookup": "the listener's task set",
+                "addresses": tasks.ready().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "state": "tasks",
+            });
+        }
     }
     let lookup = if tasks_first {
         format!("tasks.{host}, then {host}")
@@ -441,11 +471,18 @@ fn render_text(body: &Value) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "upstream: {}:{} [{}] {}",
+            "upstream: {}:{} [{}] {}{}",
             s(&up["host"]),
             s(&up["port"]),
             addresses.join(", "),
-            s(&up["state"])
+            s(&up["state"]),
+            match up["ejected"].as_array() {
+                Some(e) if !e.is_empty() => format!(
+                    " (ejected by passive health: {})",
+                    e.iter().map(&s).collect::<Vec<_>>().join(", ")
+                ),
+                _ => String::new(),
+            }
         );
     }
     let _ = writeln!(out, "routes, in evaluation order:");

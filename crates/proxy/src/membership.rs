@@ -65,6 +65,12 @@ impl ServiceTasks {
     pub fn ready(&self) -> &Arc<[IpAddr]> {
         &self.ready
     }
+
+    /// Whether requests use these tasks (some task is on a network of this host's) rather
+    /// than DNS.
+    pub fn reachable(&self) -> bool {
+        self.reachable
+    }
 }
 
 /// One published membership.

@@ -283,3 +283,27 @@ fn distribute_sends_the_task_sets_to_every_replica() {
         "a"
     );
 }
+
+#[test]
+fn explain_shows_the_ready_tasks_the_data_plane_uses() {
+    let (p, _a, _b) = setup("");
+    let (status, body) = put_tasks(
+        &p,
+        &membership(vec![
+            task("a", "127.0.0.2", "running", "running"),
+            task("b", "127.0.0.3", "starting", "running"),
+        ]),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let url = reqwest::Url::parse_with_params(
+        &format!("http://{}/v1/sluice/explain", p.api),
+        &[("url", "/m/x")],
+    )
+    .unwrap();
+    let body: Value = client().get(url).send().unwrap().json().unwrap();
+    let upstream = &body["route"]["upstream"];
+    assert_eq!(upstream["state"], "tasks", "{body}");
+    assert_eq!(upstream["addresses"], json!(["127.0.0.2"]), "{body}");
+    assert_eq!(upstream["ejected"], json!([]), "{body}");
+}
