@@ -325,21 +325,23 @@ impl Upstreams {
         let tries = plan.tries;
         // Addresses tried so far (a raced connect may use the next one of the plan).
         let mut spent: Vec<SocketAddr> = Vec::with_capacity(tries.len());
+        // Whether the last failed attempt sent the request (a reset): sending it again is a
+        // retry the budget bounds. Trying another address when nothing was sent (no connection,
+        // or hyper gave the request back) costs the upstream no work, so it is not counted;
+        // [`MAX_ATTEMPTS`] bounds it.
+        let mut resend = false;
         for (n, &addr) in tries.iter().enumerate() {
             if spent.contains(&addr) {
                 continue;
             }
-            if n > 0 && !self.health.try_retry(&service) {
+            if n > 0 && resend && !self.health.try_retry(&service) {
                 tracing::debug!(host = target.host, "retry budget spent");
                 break;
             }
             let Some(request) = req.take().or_else(|| replay.as_ref().map(Replay::rebuild)) else {
                 break;
             };
-            let next = tries[n + 1..]
-                .iter()
-                .find(|a| !spent.contains(a))
-                .map(|a| (*a, &*service));
+            let next = tries[n + 1..].iter().find(|a| !spent.contains(a)).copied();
             let before = failed.len();
             let outcome = self
                 .attempt(
@@ -379,6 +381,7 @@ impl Upstreams {
                     if !may_retry(failure.outcome, replay.is_some()) {
                         return Err(failure.error);
                     }
+                    resend = failure.outcome == Outcome::Reset;
                     last = Some(failure.error);
                 }
             }
@@ -489,7 +492,7 @@ impl Upstreams {
     async fn attempt(
         &self,
         addr: SocketAddr,
-        next: Option<(SocketAddr, &ServiceHealth)>,
+        next: Option<SocketAddr>,
         mut req: Request<Outgoing>,
         upgrade: bool,
         target: Target<'_>,
@@ -546,8 +549,8 @@ impl Upstreams {
             })
     }
 
-    /// A TCP connection to `addr`, or, when `addr` has not connected within [`RACE_AFTER`]
-    /// and the service's retry budget allows, to whichever of `addr` and `next` connects
+    /// A TCP connection to `addr`, or, when `addr` has not connected within [`RACE_AFTER`],
+    /// to whichever of `addr` and `next` connects
     /// first (so a dead address costs [`RACE_AFTER`], not the connect timeout). Returns the
     /// address connected to (or `addr` with its error). The other address's outcome is
     /// reported to passive health here: at once when it failed first, else in the background
@@ -556,21 +559,21 @@ impl Upstreams {
     async fn connect_racing(
         &self,
         addr: SocketAddr,
-        next: Option<(SocketAddr, &ServiceHealth)>,
+        next: Option<SocketAddr>,
         also_failed: &mut Vec<SocketAddr>,
     ) -> (SocketAddr, std::io::Result<TcpStream>) {
         let timeout = self.connect_timeout;
         let mut first = Box::pin(connect_tcp(addr, timeout));
-        let Some((next, service)) = next else {
+        let Some(next) = next else {
             return (addr, first.await);
         };
         tokio::select! {
             result = &mut first => return (addr, result),
             () = tokio::time::sleep(RACE_AFTER) => {}
         }
-        if !self.health.try_retry(service) {
-            return (addr, first.await);
-        }
+        // A raced connect sends nothing, so it is not a retry the budget bounds: under a node
+        // loss, when every other request meets a dead address, the budget would otherwise be
+        // spent at once and requests would wait the whole connect timeout.
         tracing::debug!(%addr, %next, "upstream slow to connect: racing the next address");
         let mut second = Box::pin(connect_tcp(next, timeout));
         let lost = |addr: SocketAddr, error: &std::io::Error, also_failed: &mut Vec<SocketAddr>| {
