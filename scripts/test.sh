@@ -59,4 +59,4 @@ ROLLING_SCENARIOS=${ROLLING_CI_SCENARIOS:-exit drain health one ws} scripts/e2e.
 # arguments also runs the lost-worker scenario, whose target (only requests in flight fail)
 # is still missed (see docs/swarm.md).
 echo "== three-node Swarm on this machine (scripts/e2e/cluster-test.sh)"
-scripts/e2e/cluster-test.sh ${CLUSTER_CI_STEPS:-networks listener proxy go_demo every_route task_states label_change rolling_update drain node_join manager_restart remove}
+scripts/e2e/cluster-test.sh ${CLUSTER_CI_STEPS:-networks listener proxy go_demo every_route task_states label_change rolling_update drain node_lost node_join manager_restart remove}
