@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -65,21 +63,7 @@ async fn get(addr: &str, path: &str) -> Result<u16, String> {
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, addr)
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(status)
+    crate::load::get_status(&mut sender, addr, path).await
 }
 
 #[cfg(test)]

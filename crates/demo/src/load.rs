@@ -102,22 +102,31 @@ impl Client {
         let host = self.addr.to_string();
         let sender = self.connect().await?;
         sender.ready().await.map_err(|e| e.to_string())?;
-        let request = hyper::Request::get(path)
-            .header(hyper::header::HOST, host)
-            .body(Empty::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(status)
+        get_status(sender, &host, path).await
     }
+}
+
+/// GETs `path` from `host` on `sender` and reads the whole body; the status.
+pub(crate) async fn get_status(
+    sender: &mut SendRequest<Empty<Bytes>>,
+    host: &str,
+    path: &str,
+) -> Result<u16, String> {
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, host)
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(status)
 }
 
 fn reconfigure(name: &str, paths: &str, backend: u16) -> String {
