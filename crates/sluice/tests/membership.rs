@@ -62,6 +62,19 @@ fn setup(extra: &str) -> (Proxy, Backend, Backend) {
     (p, a, b)
 }
 
+/// Pushes `ma-web` with task a ready (127.0.0.2) and task b still starting (127.0.0.3).
+fn push_a_ready_b_starting(p: &Proxy) {
+    let (status, body) = put_tasks(
+        p,
+        &membership(vec![
+            task("a", "127.0.0.2", "running", "running"),
+            task("b", "127.0.0.3", "starting", "running"),
+        ]),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
 #[test]
 fn routes_to_the_pushed_ready_tasks_without_dns() {
     let (p, a, b) = setup("");
@@ -110,15 +123,7 @@ fn routes_to_the_pushed_ready_tasks_without_dns() {
 #[test]
 fn a_draining_task_gets_no_new_request_and_finishes_its_own() {
     let (p, a, b) = setup("");
-    let (status, body) = put_tasks(
-        &p,
-        &membership(vec![
-            task("a", "127.0.0.2", "running", "running"),
-            task("b", "127.0.0.3", "starting", "running"),
-        ]),
-        None,
-    );
-    assert_eq!(status, 200, "{body}");
+    push_a_ready_b_starting(&p);
     // A slow request (4 s) in flight on task a.
     let http = p.http[0];
     let slow = std::thread::spawn(move || {
@@ -287,15 +292,7 @@ fn distribute_sends_the_task_sets_to_every_replica() {
 #[test]
 fn explain_shows_the_ready_tasks_the_data_plane_uses() {
     let (p, _a, _b) = setup("");
-    let (status, body) = put_tasks(
-        &p,
-        &membership(vec![
-            task("a", "127.0.0.2", "running", "running"),
-            task("b", "127.0.0.3", "starting", "running"),
-        ]),
-        None,
-    );
-    assert_eq!(status, 200, "{body}");
+    push_a_ready_b_starting(&p);
     let url = reqwest::Url::parse_with_params(
         &format!("http://{}/v1/sluice/explain", p.api),
         &[("url", "/m/x")],
