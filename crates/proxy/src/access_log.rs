@@ -354,7 +354,7 @@ impl Trace {
                 self.upstream = Some(*addr);
                 "upstream_timeout"
             }
-            SendError::Broken { addr, .. } => {
+            SendError::Broken { addr, .. } | SendError::BrokenDirect { addr, .. } => {
                 self.upstream = Some(*addr);
                 "upstream_broken"
             }

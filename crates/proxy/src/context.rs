@@ -35,6 +35,8 @@ pub(crate) struct Worker {
     pub(crate) idle_limit: Duration,
     /// The Swarm tasks the listener reports.
     pub(crate) membership: Arc<crate::membership::MembershipCell>,
+    /// Spare buffers of the pass-through path ([`crate::passthrough`]).
+    pub(crate) buffers: crate::wire::Buffers,
 }
 
 impl Worker {

@@ -85,6 +85,11 @@ impl ConnInfo {
             idle_since: Rc::new(std::cell::Cell::new(Instant::now())),
         }
     }
+
+    /// The client's IP address as text.
+    pub(crate) fn client_ip(&self) -> &str {
+        &self.client_ip
+    }
 }
 
 /// Handles one request end to end. Never fails: every problem becomes a response. With the
@@ -400,7 +405,7 @@ async fn forward(
                 | SendError::Unreachable { .. }
                 | SendError::Queue { .. } => Failure::Unavailable,
                 SendError::Timeout { .. } => Failure::Timeout,
-                SendError::Broken { .. } => Failure::BadGateway,
+                SendError::Broken { .. } | SendError::BrokenDirect { .. } => Failure::BadGateway,
             };
             tracing::warn!(service = %service.name, backend = %route.backend_name(), %error, "upstream request failed");
             return match failure {

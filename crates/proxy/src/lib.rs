@@ -19,6 +19,7 @@ mod limits;
 mod listener;
 pub mod membership;
 pub mod names;
+mod passthrough;
 pub mod resolve;
 pub mod snapshot;
 pub mod stats;
@@ -28,6 +29,7 @@ pub mod tls;
 mod tunnel;
 mod upstream;
 mod upstream_tls;
+mod wire;
 mod worker;
 
 pub use connection::MAX_HEADER_SIZE;

@@ -241,7 +241,7 @@ impl DestStats {
                 add(&self.timeouts, 1);
                 self.upstreams.get(*addr).attempt(false, true);
             }
-            SendError::Broken { addr, .. } => {
+            SendError::Broken { addr, .. } | SendError::BrokenDirect { addr, .. } => {
                 add(&self.bad_gateway, 1);
                 self.upstreams.get(*addr).attempt(false, true);
             }
@@ -256,6 +256,13 @@ impl DestStats {
 
 /// A request counted as in progress until this is dropped.
 pub(crate) struct InFlight(Arc<DestStats>);
+
+impl InFlight {
+    /// The response head is ready: its status and the time since the request arrived.
+    pub(crate) fn answered(&self, status: u16, elapsed: Duration) {
+        self.0.finish(status, elapsed);
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -519,9 +526,7 @@ pub(crate) fn finish(
     in_flight: InFlight,
     started: Instant,
 ) -> Response<ProxyBody> {
-    in_flight
-        .0
-        .finish(resp.status().as_u16(), started.elapsed());
+    in_flight.answered(resp.status().as_u16(), started.elapsed());
     resp.map(|body| ProxyBody::Metered(MeteredBody::new(body, in_flight)))
 }
 

@@ -34,10 +34,12 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+mod direct;
 mod retry;
 
-pub(crate) use retry::Outgoing;
-use retry::{exchange, may_retry, Failed, Outcome, Replay};
+pub(crate) use direct::{DirectConn, DirectExchange, DirectRequest};
+use retry::{exchange, Attempt, Failed, Outcome, Replay};
+pub(crate) use retry::{idempotent, Outgoing};
 
 use crate::body::{Release, RequestBody as ReqBody};
 use crate::health::{Admit, Fault, Health, ServiceHealth};
@@ -122,6 +124,8 @@ pub(crate) struct Upstreams {
     /// Hosts given as IP addresses: never looked up.
     literals: RefCell<HashMap<Box<str>, Literal>>,
     idle: RefCell<HashMap<PoolKey, Vec<SendRequest<Outgoing>>>>,
+    /// Idle connections of the pass-through path ([`direct`]), plain only.
+    direct_idle: RefCell<HashMap<SocketAddr, Vec<DirectConn>>>,
     tls_connector: std::cell::OnceCell<Option<tokio_rustls::TlsConnector>>,
     connect_timeout: Duration,
 }
@@ -189,6 +193,14 @@ pub(crate) enum SendError {
         /// How long the request waited.
         waited: Duration,
     },
+    /// The upstream broke a pass-through exchange ([`direct`]): reset, truncated or invalid.
+    #[error("upstream {addr} failed: {detail}")]
+    BrokenDirect {
+        /// The address that failed.
+        addr: SocketAddr,
+        /// What went wrong.
+        detail: String,
+    },
     /// The upstream broke the exchange (invalid or truncated response).
     #[error("upstream {addr} failed: {source}")]
     Broken {
@@ -222,6 +234,7 @@ impl Upstreams {
             queue_timeout: shared.queue_timeout,
             literals: RefCell::new(HashMap::new()),
             idle: RefCell::new(HashMap::new()),
+            direct_idle: RefCell::new(HashMap::new()),
             tls_connector: std::cell::OnceCell::new(),
             connect_timeout,
         })
@@ -287,11 +300,6 @@ impl Upstreams {
         parsed
     }
 
-    /// Marks a name for refresh after its address failed.
-    fn invalidate(&self, target: Target<'_>) {
-        self.names.invalidate(target.host, target.tasks_first);
-    }
-
     /// Sends `req` to one of `target`'s addresses on `port`, choosing among the addresses
     /// that are not ejected ([`crate::health`]); `sticky` names a preferred task
     /// ([`sticky_token`]).
@@ -310,91 +318,23 @@ impl Upstreams {
         sticky: Option<&str>,
     ) -> Result<Exchange, SendError> {
         let mut slot = self.slot(target).await?;
-        let service = self.health.service(target.host);
-        self.health.request(&service);
-        let (addrs, start) = self.ready_addresses(target, &service).await?;
-        let replay = Replay::of(&req);
-        let mut req = Some(req.map(Outgoing::Client));
-        let mut failed = Vec::new();
-        let mut connect = Duration::ZERO;
-        let mut last = None;
-        let plan = self.plan(&addrs, start, port, sticky);
-        for addr in plan.probes {
-            self.probe(addr);
-        }
-        let tries = plan.tries;
-        // Addresses tried so far (a raced connect may use the next one of the plan).
-        let mut spent: Vec<SocketAddr> = Vec::with_capacity(tries.len());
-        // Whether the last failed attempt sent the request (a reset): sending it again is a
-        // retry the budget bounds. Trying another address when nothing was sent (no connection,
-        // or hyper gave the request back) costs the upstream no work, so it is not counted;
-        // [`MAX_ATTEMPTS`] bounds it.
-        let mut resend = false;
-        for (n, &addr) in tries.iter().enumerate() {
-            if spent.contains(&addr) {
-                continue;
-            }
-            if n > 0 && resend && !self.health.try_retry(&service) {
-                tracing::debug!(host = target.host, "retry budget spent");
-                break;
-            }
-            let Some(request) = req.take().or_else(|| replay.as_ref().map(Replay::rebuild)) else {
-                break;
-            };
-            let next = tries[n + 1..].iter().find(|a| !spent.contains(a)).copied();
-            let before = failed.len();
-            let outcome = self
-                .attempt(
-                    addr,
-                    next,
-                    request,
-                    upgrade,
-                    target,
-                    server_timeout,
-                    &mut failed,
-                    &mut connect,
-                )
-                .await;
-            spent.extend_from_slice(&failed[before..]);
-            match outcome {
-                Ok((response, sender, used)) => {
-                    self.health.succeeded(used);
-                    return Ok(Exchange {
-                        response,
-                        lease: (!upgrade)
-                            .then(|| self.lease(sender, (used, target.tls), slot.take())),
-                        addr: used,
-                        failed,
-                        connect,
-                    });
-                }
-                Err(failure) => {
-                    spent.push(failure.addr);
-                    if let Some(fault) = failure.fault {
-                        self.health.failed(failure.addr, fault);
-                    }
-                    req = failure.back;
-                    if failure.outcome == Outcome::NotConnected {
-                        self.invalidate(target);
-                        failed.push(failure.addr);
-                    }
-                    if !may_retry(failure.outcome, replay.is_some()) {
-                        return Err(failure.error);
-                    }
-                    resend = failure.outcome == Outcome::Reset;
-                    last = Some(failure.error);
-                }
-            }
-        }
-        let tried = spent.len();
-        Err(match last {
-            // A reset, when it was the last word.
-            Some(error @ SendError::Broken { .. }) => error,
-            _ => SendError::Unreachable {
-                host: target.host.to_string(),
-                tried,
-                failed,
-            },
+        let mut request = Pooled {
+            replay: Replay::of(&req),
+            req: Some(req.map(Outgoing::Client)),
+            upgrade,
+            target,
+            server_timeout,
+        };
+        let sent = self
+            .try_addresses(target, port, sticky, &mut request)
+            .await?;
+        let (response, sender) = sent.done;
+        Ok(Exchange {
+            response,
+            lease: (!upgrade).then(|| self.lease(sender, (sent.addr, target.tls), slot.take())),
+            addr: sent.addr,
+            failed: sent.failed,
+            connect: sent.connect,
         })
     }
 
@@ -482,71 +422,6 @@ impl Upstreams {
                 }
             }
         });
-    }
-
-    /// One attempt on `addr`: a pooled connection when one is idle, else a new one, raced to
-    /// `next` when `addr` is slow to connect ([`Upstreams::connect_racing`]). Addresses whose
-    /// connect failed on the way go to `also_failed`; the time spent connecting is added to
-    /// `connect_time` (the request log's `t_connect`).
-    #[allow(clippy::too_many_arguments)] // the request's context, as `send` has it
-    async fn attempt(
-        &self,
-        addr: SocketAddr,
-        next: Option<SocketAddr>,
-        mut req: Request<Outgoing>,
-        upgrade: bool,
-        target: Target<'_>,
-        server_timeout: Duration,
-        also_failed: &mut Vec<SocketAddr>,
-        connect_time: &mut Duration,
-    ) -> Result<(Response<Incoming>, SendRequest<Outgoing>, SocketAddr), Failed> {
-        if !upgrade {
-            while let Some(sender) = self.take_idle((addr, target.tls)) {
-                match exchange(addr, sender, req, server_timeout).await {
-                    // The idle connection was closed before the request went out.
-                    Err(Failed {
-                        outcome: Outcome::NotSent,
-                        back: Some(back),
-                        ..
-                    }) => req = back,
-                    other => return other.map(|(resp, sender)| (resp, sender, addr)),
-                }
-            }
-        }
-        let connecting = std::time::Instant::now();
-        let (addr, stream) = self.connect_racing(addr, next, also_failed).await;
-        let connected = match stream {
-            Ok(stream) => self.handshake(stream, addr, upgrade, target).await,
-            Err(error) => Err(ConnectError::Io(error)),
-        };
-        *connect_time += connecting.elapsed();
-        let sender = match connected {
-            Ok(sender) => sender,
-            Err(error) => {
-                tracing::warn!(%addr, host = target.host, %error, "upstream connect failed");
-                return Err(Failed {
-                    fault: Some(error.fault()),
-                    outcome: Outcome::NotConnected,
-                    back: Some(req),
-                    error: SendError::Unreachable {
-                        host: target.host.to_string(),
-                        tried: 1,
-                        failed: vec![addr],
-                    },
-                    addr,
-                });
-            }
-        };
-        exchange(addr, sender, req, server_timeout)
-            .await
-            .map(|(resp, sender)| (resp, sender, addr))
-            .map_err(|mut failed| {
-                if failed.outcome == Outcome::NotSent {
-                    // A fresh connection closed before the request went out.
-                    failed.fault = Some(Fault::Reset);
-                }
-                failed
-            })
     }
 
     /// A TCP connection to `addr`, or, when `addr` has not connected within [`RACE_AFTER`],
@@ -704,6 +579,125 @@ impl Upstreams {
         };
         spawn_connection(addr, upgrade, conn);
         Ok(sender)
+    }
+}
+
+/// A request on its way through hyper's pooled connections ([`Upstreams::send`]).
+pub(crate) struct Pooled<'a> {
+    /// The request, until it is sent (given back when a connection closed before it went).
+    req: Option<Request<Outgoing>>,
+    /// What is kept to send it again after a reset.
+    replay: Option<Replay>,
+    upgrade: bool,
+    target: Target<'a>,
+    server_timeout: Duration,
+}
+
+impl Attempt for Pooled<'_> {
+    type Done = (Response<Incoming>, SendRequest<Outgoing>);
+
+    /// A pooled connection when one is idle, else a new one ([`Upstreams::connect_racing`]).
+    async fn attempt(
+        &mut self,
+        upstreams: &Upstreams,
+        addr: SocketAddr,
+        next: Option<SocketAddr>,
+        also_failed: &mut Vec<SocketAddr>,
+        connect_time: &mut Duration,
+    ) -> Result<(Self::Done, SocketAddr), Failed> {
+        let target = self.target;
+        let Some(mut req) = self
+            .req
+            .take()
+            .or_else(|| self.replay.as_ref().map(Replay::rebuild))
+        else {
+            return Err(Failed {
+                error: SendError::Unreachable {
+                    host: target.host.to_string(),
+                    tried: 0,
+                    failed: Vec::new(),
+                },
+                addr,
+                outcome: Outcome::Invalid,
+                fault: None,
+                back: None,
+            });
+        };
+        if !self.upgrade {
+            while let Some(sender) = upstreams.take_idle((addr, target.tls)) {
+                match exchange(addr, sender, req, self.server_timeout).await {
+                    // The idle connection was closed before the request went out.
+                    Err(Failed {
+                        outcome: Outcome::NotSent,
+                        back: Some(back),
+                        ..
+                    }) => req = back,
+                    other => {
+                        return other.map(|done| (done, addr)).map_err(|mut failed| {
+                            self.keep(&mut failed);
+                            failed
+                        })
+                    }
+                }
+            }
+        }
+        let connecting = std::time::Instant::now();
+        let (addr, stream) = upstreams.connect_racing(addr, next, also_failed).await;
+        let connected = match stream {
+            Ok(stream) => {
+                upstreams
+                    .handshake(stream, addr, self.upgrade, target)
+                    .await
+            }
+            Err(error) => Err(ConnectError::Io(error)),
+        };
+        *connect_time += connecting.elapsed();
+        let sender = match connected {
+            Ok(sender) => sender,
+            Err(error) => {
+                self.req = Some(req);
+                return Err(not_connected(addr, target, &error));
+            }
+        };
+        let sent = exchange(addr, sender, req, self.server_timeout)
+            .await
+            .map(|done| (done, addr))
+            .map_err(|mut failed| {
+                if failed.outcome == Outcome::NotSent {
+                    // A fresh connection closed before the request went out.
+                    failed.fault = Some(Fault::Reset);
+                }
+                self.keep(&mut failed);
+                failed
+            });
+        sent
+    }
+
+    fn replayable(&self) -> bool {
+        self.replay.is_some()
+    }
+}
+
+impl Pooled<'_> {
+    /// Keeps the request a failed attempt gave back, for the next attempt.
+    fn keep(&mut self, failed: &mut Failed) {
+        self.req = failed.back.take();
+    }
+}
+
+/// The failure of an attempt whose connection could not be made.
+fn not_connected(addr: SocketAddr, target: Target<'_>, error: &ConnectError) -> Failed {
+    tracing::warn!(%addr, host = target.host, %error, "upstream connect failed");
+    Failed {
+        fault: Some(error.fault()),
+        outcome: Outcome::NotConnected,
+        back: None,
+        error: SendError::Unreachable {
+            host: target.host.to_string(),
+            tried: 1,
+            failed: vec![addr],
+        },
+        addr,
     }
 }
 

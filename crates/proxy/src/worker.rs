@@ -18,12 +18,13 @@ use sluice_core::settings::{PortSpec, Timeouts};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::connection::{http1_builder, idle_limit, serve_until_stopped};
+use crate::connection::{http1_builder, idle_limit, serve_until_stopped, Prefixed};
 use crate::context::Worker;
 use crate::forward::{self, ConnInfo};
 use crate::limits::Limits;
 use crate::listener::bind_reuseport;
 use crate::names::{Lookup, Names, SystemLookup};
+use crate::passthrough::{self, Served};
 use crate::snapshot::SnapshotCell;
 use crate::stream::StreamListeners;
 use crate::upstream::{SharedUpstreams, Upstreams};
@@ -257,6 +258,7 @@ fn run_worker(
             compression: config.compression.clone(),
             access_log: config.access_log.clone().map(Rc::new),
             membership: config.membership.clone(),
+            buffers: crate::wire::Buffers::default(),
         });
         // Every connection task holds a sender; when all are gone, the worker has drained.
         let (drain_tx, mut drain_rx) = tokio::sync::mpsc::channel::<()>(1);
@@ -406,26 +408,39 @@ async fn first_bytes(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
     matches!(tokio::time::timeout(limit, peek).await, Ok(Ok(n)) if n > 0)
 }
 
-/// Serves one plain HTTP/1 client connection until it ends or the data plane stops.
+/// Serves one plain HTTP/1 client connection until it ends or the data plane stops: on the
+/// pass-through path ([`crate::passthrough`]) while its requests are for it, then with hyper.
 async fn serve_plain(
     worker: Rc<Worker>,
     builder: &http1::Builder,
-    stream: tokio::net::TcpStream,
+    mut stream: tokio::net::TcpStream,
     local_port: u16,
-    stop: watch::Receiver<Option<Duration>>,
+    mut stop: watch::Receiver<Option<Duration>>,
 ) {
     // A connection whose peer is already gone has nothing to serve.
     let Ok(client) = stream.peer_addr() else {
         return;
     };
     let conn = Rc::new(ConnInfo::new(client, local_port, false, false));
+    let mut read = Vec::new();
+    // The request log traces requests through hyper's path only.
+    if worker.access_log.is_none() {
+        let me = passthrough::Client {
+            ip: conn.client_ip(),
+            local_port,
+        };
+        match passthrough::serve(&worker, &mut stream, &me, &mut stop).await {
+            Served::Closed => return,
+            Served::Handoff(bytes) => read = bytes,
+        }
+    }
     let service = service_fn(move |req| {
         let worker = worker.clone();
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(forward::handle(worker, conn, req).await) }
     });
     let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(Prefixed::new(read, stream)), service)
         .with_upgrades();
     if let Err(error) = serve_until_stopped(connection, stop).await {
         tracing::debug!(%client, %error, "client connection ended with an error");

@@ -18,6 +18,7 @@ mod limits;
 mod membership;
 mod names;
 mod overload;
+mod passthrough;
 mod persistence;
 mod reconfigure;
 mod replicas;

@@ -12,7 +12,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper::Response;
 
-use super::{ReqBody, SendError};
+use super::{ReqBody, SendError, Target, Upstreams};
 use crate::health::Fault;
 
 /// A request body on its way upstream: the client's, or an empty one for a retry.
@@ -191,4 +191,125 @@ fn broke_before_response(error: &hyper::Error) -> bool {
         cause = inner.source();
     }
     false
+}
+
+/// One way of sending a request to an address, for [`Upstreams::try_addresses`]: hyper's
+/// pooled connections ([`super::Pooled`]) or the pass-through path's ([`super::direct`]).
+pub(super) trait Attempt {
+    /// What a successful attempt gives.
+    type Done;
+
+    /// Sends the request to `addr`, racing a connect to `next` when `addr` is slow to
+    /// connect. Addresses whose connect failed on the way go to `also_failed`; the time spent
+    /// connecting is added to `connect_time` (the request log's `t_connect`). Returns the
+    /// address that answered.
+    async fn attempt(
+        &mut self,
+        upstreams: &Upstreams,
+        addr: SocketAddr,
+        next: Option<SocketAddr>,
+        also_failed: &mut Vec<SocketAddr>,
+        connect_time: &mut Duration,
+    ) -> Result<(Self::Done, SocketAddr), Failed>;
+
+    /// Whether the request may be sent again after its connection broke.
+    fn replayable(&self) -> bool;
+}
+
+/// A request that one of a service's addresses answered.
+pub(super) struct Answered<T> {
+    pub(super) done: T,
+    pub(super) addr: SocketAddr,
+    /// Addresses whose connect failed before (for statistics).
+    pub(super) failed: Vec<SocketAddr>,
+    /// Time spent opening connections.
+    pub(super) connect: Duration,
+}
+
+impl Upstreams {
+    /// Sends a request to one of `target`'s addresses on `port`, choosing among the addresses
+    /// that are not ejected ([`crate::health`]); `sticky` names a preferred task
+    /// ([`super::sticky_token`]).
+    ///
+    /// A failed attempt is retried on another address when that is safe ([`may_retry`]) and
+    /// the service's retry budget allows it, on at most [`super::MAX_ATTEMPTS`] addresses.
+    /// While a service that had addresses has none (no ready task), the request waits up to
+    /// `TIMEOUT_QUEUE` for one to appear, looking again every [`super::READY_POLL`].
+    pub(super) async fn try_addresses<A: Attempt>(
+        &self,
+        target: Target<'_>,
+        port: u16,
+        sticky: Option<&str>,
+        request: &mut A,
+    ) -> Result<Answered<A::Done>, SendError> {
+        let service = self.health.service(target.host);
+        self.health.request(&service);
+        let (addrs, start) = self.ready_addresses(target, &service).await?;
+        let mut failed = Vec::new();
+        let mut connect = Duration::ZERO;
+        let mut last = None;
+        let plan = self.plan(&addrs, start, port, sticky);
+        for addr in plan.probes {
+            self.probe(addr);
+        }
+        let tries = plan.tries;
+        // Addresses tried so far (a raced connect may use the next one of the plan).
+        let mut spent: Vec<SocketAddr> = Vec::with_capacity(tries.len());
+        // Whether the last failed attempt sent the request (a reset): sending it again is a
+        // retry the budget bounds. Trying another address when nothing was sent (no connection,
+        // or the connection closed before the request went out) costs the upstream no work, so
+        // it is not counted; [`super::MAX_ATTEMPTS`] bounds it.
+        let mut resend = false;
+        for (n, &addr) in tries.iter().enumerate() {
+            if spent.contains(&addr) {
+                continue;
+            }
+            if n > 0 && resend && !self.health.try_retry(&service) {
+                tracing::debug!(host = target.host, "retry budget spent");
+                break;
+            }
+            let next = tries[n + 1..].iter().find(|a| !spent.contains(a)).copied();
+            let before = failed.len();
+            let outcome = request
+                .attempt(self, addr, next, &mut failed, &mut connect)
+                .await;
+            spent.extend_from_slice(&failed[before..]);
+            match outcome {
+                Ok((done, used)) => {
+                    self.health.succeeded(used);
+                    return Ok(Answered {
+                        done,
+                        addr: used,
+                        failed,
+                        connect,
+                    });
+                }
+                Err(failure) => {
+                    spent.push(failure.addr);
+                    if let Some(fault) = failure.fault {
+                        self.health.failed(failure.addr, fault);
+                    }
+                    if failure.outcome == Outcome::NotConnected {
+                        self.names.invalidate(target.host, target.tasks_first);
+                        failed.push(failure.addr);
+                    }
+                    if !may_retry(failure.outcome, request.replayable()) {
+                        return Err(failure.error);
+                    }
+                    resend = failure.outcome == Outcome::Reset;
+                    last = Some(failure.error);
+                }
+            }
+        }
+        let tried = spent.len();
+        Err(match last {
+            // A reset, when it was the last word.
+            Some(error @ (SendError::Broken { .. } | SendError::BrokenDirect { .. })) => error,
+            _ => SendError::Unreachable {
+                host: target.host.to_string(),
+                tried,
+                failed,
+            },
+        })
+    }
 }

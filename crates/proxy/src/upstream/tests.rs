@@ -1,4 +1,4 @@
-use super::retry::idempotent;
+use super::retry::{idempotent, may_retry};
 use super::*;
 use crate::names::SystemLookup;
 use bytes::Bytes;
