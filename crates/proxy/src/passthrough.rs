@@ -18,6 +18,7 @@
 //! the response head minus hop-by-hop headers, and the body with its framing as it came
 //! ([`response`]). Statistics, passive health and retries are the same as on hyper's path.
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -378,7 +379,7 @@ fn write_upstream_head(
     }
     out.extend_from_slice(client.ip.as_bytes());
     out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nx-forwarded-port: ");
-    out.extend_from_slice(client.local_port.to_string().as_bytes());
+    let _ = write!(out, "{}", client.local_port);
     out.extend_from_slice(b"\r\n\r\n");
     Some(())
 }

@@ -3,6 +3,7 @@
 //! chunked, or the upstream closing). The upstream connection goes back to the pool only when
 //! its response ended exactly where its framing said.
 
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -295,9 +296,7 @@ fn edit_head(
     };
     let close = client_close || framing == Framing::UntilClose;
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
-    out.push(b' ');
+    let _ = write!(out, "HTTP/1.1 {status} ");
     let reason = StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
