@@ -21,7 +21,8 @@
 # pebble's root (fetched from its management API) and whose issuer is pebble's intermediate,
 # all tasks serve the same one, each routes https://app.acme.test/demo/hello to acme-app,
 # pebble logged exactly one order (its only domain is app.acme.test), the replicas' metrics
-# count one order and one lease holder.
+# count one order and one lease holder, and every task's dashboard shows the certificate as
+# valid.
 #
 # The proxy tasks publish 443 and 8080 `mode=host` (no ingress mesh here); the checks use those
 # host ports on 127.0.0.1 with `--resolve app.acme.test:<port>:127.0.0.1`.
@@ -106,6 +107,14 @@ acme_metric_sum() {
 }
 
 acme_pebble_log() { docker logs "$(containers acme-pebble | head -n1)" 2>&1; }
+
+# acme_dashboard_valid CONTAINER HTTPS_PORT API_PORT — the task's dashboard (STATS_URI on its
+# https port) lists the certificate as valid.
+acme_dashboard_valid() {
+    curl -s --max-time "$E2E_CURL_TIMEOUT" --cacert "$ACME_ROOT" \
+        --resolve "$ACME_DOMAIN:$2:127.0.0.1" "https://$ACME_DOMAIN:$2/admin?stats" |
+        grep -q "data-name=\"acme-$ACME_DOMAIN\" data-state=\"valid\""
+}
 
 # acme_pebble_image — a local image holding the host's pebble and the libraries it loads.
 acme_pebble_image() {
@@ -227,6 +236,8 @@ acme_setup() {
         -e ACME_CHALLENGE=http-01 \
         -e ACME_EMAIL=ops@acme.test \
         -e ACME_LEASE_TIMEOUT=6 \
+        -e STATS_USER=none \
+        -e STATS_PASS=none \
         "$PROXY_IMAGE" || return 1
     check "acme-pebble, acme-listener and $ACME_E2E_REPLICAS acme-proxy tasks are running" \
         wait_until 60 acme_infra_converged || return 1
@@ -293,5 +304,7 @@ acme_run() {
     ordered=$(acme_metric_sum sluice_acme_orders_total)
     check "one replica holds the lease and the replicas made one order in all (holders $holders, orders $ordered)" \
         test "$holders" = 1 -a "$ordered" = 1
+    check "every task's dashboard shows acme-$ACME_DOMAIN as valid" \
+        wait_until 15 acme_every acme_dashboard_valid
     return 0
 }

@@ -35,11 +35,13 @@
 //! A certificate is ordered when none is stored for its name, when the stored one lacks one of
 //! the domains, or at its renewal time ([`schedule`]). A failure waits the backoff, is counted
 //! in `/metrics` (`sluice_acme_failures_total`, `sluice_acme_certificate_failing`), shown by
-//! `GET /v1/docker-flow-proxy/acme` and logged; the old certificate keeps serving.
+//! `GET /v1/docker-flow-proxy/acme`, logged, and shown on the dashboard of every replica
+//! ([`notices`]); the old certificate keeps serving.
 
 pub mod account;
 mod issue;
 pub mod lease;
+pub mod notices;
 pub mod schedule;
 
 use std::collections::BTreeMap;
@@ -55,10 +57,12 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sluice_core::params::{acme_request, params_from_query};
 use sluice_core::prometheus::TextWriter;
+use sluice_proxy::acme_notices::{AcmeNoticeCell, AcmeNotices, Orderer};
 use sluice_proxy::challenge::{challenges, Challenge};
 use tokio::time::Instant;
 
 use self::lease::{Holder, Lease};
+use self::notices::Reported;
 pub use crate::error::AcmeRequestError;
 use crate::view::json_response;
 use crate::{ApiError, ApiState};
@@ -121,6 +125,8 @@ struct CertStatus {
     last_error: Option<String>,
     retry_at: Option<Instant>,
     renew_at: Option<i64>,
+    /// An order is in progress.
+    ordering: bool,
 }
 
 /// The ACME state of this replica.
@@ -131,6 +137,8 @@ pub struct Acme {
     /// Certificate name → status (kept by the holder).
     status: Mutex<BTreeMap<String, CertStatus>>,
     metrics: AcmeMetrics,
+    /// What the dashboard shows ([`notices`]); this task is its one writer.
+    notices: Arc<AcmeNoticeCell>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -184,6 +192,56 @@ impl Acme {
     /// A replica's ACME state.
     pub fn new() -> Arc<Acme> {
         Arc::new(Acme::default())
+    }
+
+    /// Where this replica publishes what the dashboard shows about its ACME certificates.
+    pub fn notices(&self) -> Arc<AcmeNoticeCell> {
+        self.notices.clone()
+    }
+
+    /// What this replica reports of the certificates it orders (`GET …/acme`).
+    fn reported(&self) -> Vec<Reported> {
+        let now = Instant::now();
+        lock(&self.status)
+            .iter()
+            .map(|(name, s)| Reported {
+                name: name.clone(),
+                domains: s.domains.clone(),
+                failures: s.failures,
+                last_error: s.last_error.clone(),
+                renew_at: s.renew_at.map(crate::certs::rfc3339),
+                retry_at: s.retry_at.filter(|_| s.last_error.is_some()).map(|at| {
+                    let wait = at.saturating_duration_since(now).as_secs() as i64;
+                    crate::certs::rfc3339(unix_now() + wait)
+                }),
+                ordering: s.ordering,
+            })
+            .collect()
+    }
+
+    /// Compiles and publishes the dashboard's notices for `wanted`.
+    fn publish_notices(
+        &self,
+        state: &ApiState,
+        wanted: &BTreeMap<String, Vec<String>>,
+        orderer: Orderer,
+        reported: Option<&[Reported]>,
+    ) {
+        let stored = state.certs.get().map(|s| s.list()).unwrap_or_default();
+        self.notices.publish(notices::compile(
+            wanted,
+            &stored,
+            orderer,
+            reported,
+            unix_now(),
+        ));
+    }
+
+    fn set_ordering(&self, name: &str, ordering: bool) {
+        lock(&self.status)
+            .entry(name.to_string())
+            .or_default()
+            .ordering = ordering;
     }
 
     fn publish(&self, table: &BTreeMap<String, (Challenge, Instant)>) -> Result<(), String> {
@@ -458,6 +516,9 @@ pub async fn run(state: Arc<ApiState>, acme: Arc<Acme>) {
         acme.expire_challenges();
         let (wanted, email) = wanted(&state);
         if wanted.is_empty() {
+            if !acme.notices.load().certificates.is_empty() {
+                acme.notices.publish(AcmeNotices::default());
+            }
             lease = None;
             acme.metrics.holder.store(false, Ordering::Relaxed);
             was_holder = false;
@@ -476,41 +537,88 @@ pub async fn run(state: Arc<ApiState>, acme: Arc<Acme>) {
             tracing::info!(holder = ?holder, "ACME lease: {}", if is_holder { "this replica orders" } else { "another replica orders" });
             was_holder = is_holder;
         }
-        if !is_holder {
+        let Holder::Peer(holder_ip) = holder else {
+            acme.publish_notices(&state, &wanted, Orderer::This, Some(&acme.reported()));
+            order_due(
+                &state,
+                &acme,
+                lease,
+                &mut account,
+                &wanted,
+                email.as_deref(),
+            )
+            .await;
+            continue;
+        };
+        let reported = notices::from_holder(&state, holder_ip).await;
+        acme.publish_notices(
+            &state,
+            &wanted,
+            Orderer::Peer(holder_ip.to_string()),
+            reported.as_deref(),
+        );
+    }
+}
+
+/// On the holder: orders every certificate of `wanted` that is due, one after the other,
+/// publishing the dashboard's notices around each order.
+async fn order_due(
+    state: &Arc<ApiState>,
+    acme: &Arc<Acme>,
+    lease: &Lease,
+    account: &mut Option<instant_acme::Account>,
+    wanted: &BTreeMap<String, Vec<String>>,
+    email: Option<&str>,
+) {
+    let live = lease.live_peers(Instant::now());
+    for (name, domains) in wanted {
+        if !acme.due(state, name, domains, Instant::now()) {
             continue;
         }
-        let live = lease.live_peers(now);
-        for (name, domains) in wanted {
-            if !acme.due(&state, &name, &domains, Instant::now()) {
-                continue;
+        acme.set_ordering(name, true);
+        acme.publish_notices(state, wanted, Orderer::This, Some(&acme.reported()));
+        order_one(state, acme, account, &live, name, domains, email).await;
+        acme.set_ordering(name, false);
+        acme.publish_notices(state, wanted, Orderer::This, Some(&acme.reported()));
+    }
+}
+
+/// Orders one certificate (with the account, registered or fetched first if needed), installs
+/// it here and on the peers, and records the outcome.
+async fn order_one(
+    state: &Arc<ApiState>,
+    acme: &Arc<Acme>,
+    account: &mut Option<instant_acme::Account>,
+    live: &[IpAddr],
+    name: &str,
+    domains: &[String],
+    email: Option<&str>,
+) {
+    if account.is_none() {
+        match account::account(state, live, email).await {
+            Ok(a) => *account = Some(a),
+            Err(error) => {
+                acme.failed(name, &error);
+                return;
             }
-            if account.is_none() {
-                match account::account(&state, &live, email.as_deref()).await {
-                    Ok(a) => account = Some(a),
-                    Err(error) => {
-                        acme.failed(&name, &error);
-                        continue;
-                    }
+        }
+    }
+    let Some(acc) = account.as_ref() else { return };
+    let outcome = match issue::issue(acme, state, acc, live, domains).await {
+        Ok(issued) => install(state, live, name, issued).await,
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok(()) => acme.succeeded(name),
+        Err(error) => {
+            if error.problem_is("accountDoesNotExist") {
+                *account = None;
+                let file = account::account_file(&state.settings.data_dir);
+                if let Err(e) = tokio::fs::remove_file(&file).await {
+                    tracing::warn!(file = %file.display(), %e, "stale ACME account not removed");
                 }
             }
-            let Some(acc) = &account else { continue };
-            let outcome = match issue::issue(&acme, &state, acc, &live, &domains).await {
-                Ok(issued) => install(&state, &live, &name, issued).await,
-                Err(error) => Err(error),
-            };
-            match outcome {
-                Ok(()) => acme.succeeded(&name),
-                Err(error) => {
-                    if error.problem_is("accountDoesNotExist") {
-                        account = None;
-                        let file = account::account_file(&settings.data_dir);
-                        if let Err(e) = tokio::fs::remove_file(&file).await {
-                            tracing::warn!(file = %file.display(), %e, "stale ACME account not removed");
-                        }
-                    }
-                    acme.failed(&name, &error);
-                }
-            }
+            acme.failed(name, &error);
         }
     }
 }
@@ -646,7 +754,8 @@ pub async fn account_endpoint(
 }
 
 /// `GET /v1/docker-flow-proxy/acme`: whether this replica orders, and the state of each
-/// certificate it orders (last error, failures, renewal time).
+/// certificate it orders ([`Reported`]: last error, failures, renewal and retry times, an
+/// order in progress). The other replicas read it for their dashboards.
 pub async fn status(State(state): State<Arc<ApiState>>) -> Response {
     let Some(acme) = state.acme.get() else {
         return json_response(
@@ -654,18 +763,7 @@ pub async fn status(State(state): State<Arc<ApiState>>) -> Response {
             json!({"Status": "OK", "Holder": false, "Certificates": []}),
         );
     };
-    let certificates: Vec<serde_json::Value> = lock(&acme.status)
-        .iter()
-        .map(|(name, s)| {
-            json!({
-                "Name": name,
-                "Domains": s.domains,
-                "Failures": s.failures,
-                "LastError": s.last_error,
-                "RenewAt": s.renew_at.map(crate::certs::rfc3339),
-            })
-        })
-        .collect();
+    let certificates = acme.reported();
     json_response(
         StatusCode::OK,
         json!({
