@@ -133,7 +133,11 @@ pub fn rows(notices: &AcmeNotices, escape: impl Fn(&str) -> String) -> String {
         let state = c.state.as_str();
         let shown = match (c.state, &c.valid_until) {
             (CertState::Valid, Some(until)) => format!("valid until {}", escape(until)),
-            (CertState::Failing, _) => format!("failing ({} attempts)", c.failures),
+            (CertState::Failing, _) => format!(
+                "failing ({} attempt{})",
+                c.failures,
+                if c.failures == 1 { "" } else { "s" }
+            ),
             _ => state.to_owned(),
         };
         let serving = match (c.state, &c.valid_until) {

@@ -39,6 +39,7 @@
 //! ([`notices`]); the old certificate keeps serving.
 
 pub mod account;
+mod endpoints;
 mod issue;
 pub mod lease;
 pub mod notices;
@@ -51,28 +52,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
-use sluice_core::params::{acme_request, params_from_query};
+use axum::http::Method;
+use sluice_core::params::acme_request;
 use sluice_core::prometheus::TextWriter;
 use sluice_proxy::acme_notices::{AcmeNoticeCell, AcmeNotices, Orderer};
 use sluice_proxy::challenge::{challenges, Challenge};
 use tokio::time::Instant;
 
+pub use self::endpoints::{account_endpoint, challenge, status};
 use self::lease::{Holder, Lease};
 use self::notices::Reported;
 pub use crate::error::AcmeRequestError;
-use crate::view::json_response;
-use crate::{ApiError, ApiState};
+use crate::ApiState;
 
 /// The path of the challenge endpoint.
 pub const CHALLENGE_PATH: &str = "/v1/docker-flow-proxy/acme/challenge";
 /// How long a replica keeps a challenge it was sent.
 const CHALLENGE_TTL: Duration = Duration::from_secs(600);
-/// The largest challenge or account body accepted.
-const MAX_BODY: usize = 64 * 1024;
 
 /// An order or its preparation failed.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +85,23 @@ pub enum AcmeError {
     /// The certificate could not be stored or a challenge not published.
     #[error("{0}")]
     Local(String),
+}
+
+/// The error with its causes on one line (`a: b: c`), leaving out a cause whose text is
+/// already there: "client error (Connect): tcp connect error: Connection refused" rather
+/// than "client error (Connect)".
+fn describe(error: &AcmeError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl AcmeError {
@@ -336,8 +349,9 @@ impl Acme {
         entry.failures += 1;
         let wait = schedule::backoff(entry.failures, error.rate_limited());
         entry.retry_at = Some(Instant::now() + wait);
-        entry.last_error = Some(error.to_string());
+        let error = describe(error);
         tracing::error!(certificate = %name, failures = entry.failures, retry_in = ?wait, %error, "ACME certificate not obtained; the current certificate (if any) keeps serving");
+        entry.last_error = Some(error);
     }
 
     fn succeeded(&self, name: &str) {
@@ -662,114 +676,19 @@ async fn install(
     Ok(())
 }
 
-fn authorized(state: &ApiState, headers: &HeaderMap) -> Result<(), AcmeRequestError> {
-    let expected =
-        crate::access::peer_authorization(&state.settings).ok_or(AcmeRequestError::Forbidden)?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if crate::certs::constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err(AcmeRequestError::Unauthorized)
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// `…/acme/challenge`: `PUT` (JSON challenge) publishes, `DELETE ?token=` withdraws.
-pub async fn challenge(
-    State(state): State<Arc<ApiState>>,
-    method: Method,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let acme = state.acme.get().ok_or(AcmeRequestError::Method)?;
-    match method {
-        Method::PUT => {
-            if body.len() > MAX_BODY {
-                return Err(AcmeRequestError::BadBody("challenge body too large".into()).into());
-            }
-            let c: Challenge = serde_json::from_slice(&body)
-                .map_err(|e| AcmeRequestError::BadBody(format!("not a challenge: {e}")))?;
-            acme.add(c).map_err(AcmeRequestError::BadBody)?;
-        }
-        Method::DELETE => {
-            let params = params_from_query(raw.as_deref().unwrap_or(""));
-            let token = params
-                .get("token")
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| {
-                    AcmeRequestError::BadBody("query parameter token is mandatory".into())
-                })?;
-            acme.remove(token);
-        }
-        _ => return Err(AcmeRequestError::Method.into()),
-    }
-    Ok(json_response(
-        StatusCode::OK,
-        json!({"Status": "OK", "Message": ""}),
-    ))
-}
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (Connect)")]
+    struct Connect(#[source] std::io::Error);
 
-/// `…/acme/account`: hands the account credentials to a peer (`GET`) or takes them (`PUT`);
-/// only with API credentials configured and presented.
-pub async fn account_endpoint(
-    State(state): State<Arc<ApiState>>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    authorized(&state, &headers)?;
-    let dir = state.settings.data_dir.clone();
-    match method {
-        Method::GET => {
-            let json = tokio::fs::read(account::account_file(&dir))
-                .await
-                .map_err(|_| AcmeRequestError::NotFound)?;
-            let mut resp = (StatusCode::OK, json).into_response();
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            Ok(resp)
-        }
-        Method::PUT => {
-            if body.len() > MAX_BODY {
-                return Err(AcmeRequestError::BadBody("account body too large".into()).into());
-            }
-            account::check_credentials(&body, &state.settings.acme.directory)
-                .map_err(AcmeRequestError::BadBody)?;
-            tokio::task::spawn_blocking(move || account::write_credentials(&dir, &body))
-                .await
-                .map_err(|e| AcmeRequestError::Store(e.to_string()))?
-                .map_err(|e| AcmeRequestError::Store(e.to_string()))?;
-            tracing::info!("ACME account received from a replica");
-            Ok(json_response(
-                StatusCode::OK,
-                json!({"Status": "OK", "Message": ""}),
-            ))
-        }
-        _ => Err(AcmeRequestError::Method.into()),
+    #[test]
+    fn an_error_is_described_with_its_causes_once() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = AcmeError::Client(instant_acme::Error::Other(Box::new(Connect(refused))));
+        assert_eq!(describe(&error), "ACME: client error (Connect): refused");
+        assert_eq!(describe(&AcmeError::Local("disk full".into())), "disk full");
     }
-}
-
-/// `GET /v1/docker-flow-proxy/acme`: whether this replica orders, and the state of each
-/// certificate it orders ([`Reported`]: last error, failures, renewal and retry times, an
-/// order in progress). The other replicas read it for their dashboards.
-pub async fn status(State(state): State<Arc<ApiState>>) -> Response {
-    let Some(acme) = state.acme.get() else {
-        return json_response(
-            StatusCode::OK,
-            json!({"Status": "OK", "Holder": false, "Certificates": []}),
-        );
-    };
-    let certificates = acme.reported();
-    json_response(
-        StatusCode::OK,
-        json!({
-            "Status": "OK",
-            "Holder": acme.metrics.holder.load(Ordering::Relaxed),
-            "Certificates": certificates,
-        }),
-    )
 }
