@@ -39,6 +39,8 @@ source "$ROOT/scripts/e2e/seed.sh"
 source "$ROOT/scripts/e2e/stack.sh"
 # shellcheck source=e2e/tcp.sh
 source "$ROOT/scripts/e2e/tcp.sh"
+# shellcheck source=e2e/acme.sh
+source "$ROOT/scripts/e2e/acme.sh"
 # shellcheck source=e2e/rolling.sh
 source "$ROOT/scripts/e2e/rolling.sh"
 
@@ -51,6 +53,7 @@ E2E_STEPS=(
     recreate scale_proxy label_change rolling_update
     rewrite tcp
     stack
+    acme
     rolling
 )
 E2E_FATAL=" networks listener proxy "
@@ -58,8 +61,9 @@ E2E_FATAL=" networks listener proxy "
 # The service and network names the suite creates; a leftover of an earlier, killed run is
 # removed first (only when it runs one of our images).
 OWN_SERVICES=(go-demo go-demo-db proxy swarm-listener proxy_proxy proxy_swarm-listener redis
-    roll-proxy roll-listener roll-exit roll-drain roll-health roll-one roll-ws)
-OWN_NETWORKS=(proxy go-demo roll)
+    roll-proxy roll-listener roll-exit roll-drain roll-health roll-one roll-ws
+    acme-pebble acme-proxy acme-listener acme-app)
+OWN_NETWORKS=(proxy go-demo roll acme-e2e)
 
 SWARM_INITIALISED=0
 FINISHED=0

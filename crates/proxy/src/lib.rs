@@ -4,6 +4,7 @@
 //! them; the control API is the one writer. It does not parse parameters or talk to Docker.
 
 pub mod access_log;
+pub mod acme_notices;
 pub mod auth;
 pub mod body;
 pub mod certs;

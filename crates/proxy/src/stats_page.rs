@@ -6,7 +6,9 @@
 //! the header figures and one table row per destination — is rendered here on the server, so
 //! curl, text browsers and scrapers see every service, and its JavaScript then refreshes it
 //! from the JSON form), `<STATS_URI>;csv` (HAProxy's CSV columns, which DFP's
-//! `/v1/docker-flow-proxy/metrics` returned) and `<STATS_URI>;json` ([`Report`] as JSON).
+//! `/v1/docker-flow-proxy/metrics` returned) and `<STATS_URI>;json` ([`Report`] as JSON, plus
+//! `acme`: the [`AcmeNotices`] when the page shows them). The dashboard also lists the ACME
+//! certificates ([`crate::acme_notices`]) and the Swarm tasks the listener reported.
 //! Every form requires `STATS_USER`/`STATS_PASS` (realm `Strictly Private`) unless both are
 //! `none`.
 
@@ -25,6 +27,7 @@ use sluice_core::settings::{StatsAuth, StatsSettings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::acme_notices::{AcmeNoticeCell, AcmeNotices};
 use crate::auth::{challenge, plain_matches};
 use crate::body::ProxyBody;
 use crate::error_page::{self, Failure};
@@ -71,6 +74,8 @@ pub struct StatsPage {
     auth: StatsAuth,
     /// The Swarm tasks the listener reports, shown under the destinations.
     membership: Option<Arc<MembershipCell>>,
+    /// The ACME certificates' state, shown above the tasks.
+    acme: Option<Arc<AcmeNoticeCell>>,
 }
 
 impl StatsPage {
@@ -80,12 +85,19 @@ impl StatsPage {
             uri: settings.uri.clone(),
             auth: settings.auth.clone(),
             membership: None,
+            acme: None,
         }
     }
 
     /// The page showing the task sets of `membership` too.
     pub fn with_membership(mut self, membership: Arc<MembershipCell>) -> StatsPage {
         self.membership = Some(membership);
+        self
+    }
+
+    /// The page showing the ACME certificates of `acme` too.
+    pub fn with_acme(mut self, acme: Arc<AcmeNoticeCell>) -> StatsPage {
+        self.acme = Some(acme);
         self
     }
 
@@ -124,10 +136,14 @@ impl StatsPage {
             return challenge(STATS_REALM);
         }
         let report = hub.report(snapshot);
+        let acme = self.acme.as_ref().map(|cell| cell.load());
         let (content_type, body) = match format {
-            Format::Html => ("text/html; charset=utf-8", self.dashboard(&report)),
+            Format::Html => (
+                "text/html; charset=utf-8",
+                self.dashboard(&report, acme.as_deref()),
+            ),
             Format::Csv => ("text/plain; charset=utf-8", csv(&report)),
-            Format::Json => ("application/json", json(&report)),
+            Format::Json => ("application/json", json_with(&report, acme.as_deref())),
         };
         let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
         let h = resp.headers_mut();
@@ -152,14 +168,18 @@ impl StatsPage {
         resp
     }
 
-    /// The dashboard with `report` already rendered into it (every value HTML-escaped).
-    fn dashboard(&self, report: &Report) -> String {
+    /// The dashboard with `report` (and the ACME certificates) already rendered into it
+    /// (every value HTML-escaped).
+    fn dashboard(&self, report: &Report, acme: Option<&AcmeNotices>) -> String {
         let rows: String = report.destinations.iter().map(dashboard_row).collect();
         let count = report.destinations.len();
         let tasks = self
             .membership
             .as_ref()
             .map(|cell| task_rows(&cell.load(), &ejected_ips(report)))
+            .unwrap_or_default();
+        let acme_rows = acme
+            .map(|n| crate::acme_notices::rows(n, html_escape))
             .unwrap_or_default();
         DASHBOARD
             .replace("{{JSON_URL}}", &html_escape(&format!("{};json", self.uri)))
@@ -174,6 +194,11 @@ impl StatsPage {
                 if tasks.is_empty() { "" } else { " hidden" },
             )
             .replace("{{TASKS}}", &tasks)
+            .replace(
+                "{{ACME_HIDDEN}}",
+                if acme_rows.is_empty() { " hidden" } else { "" },
+            )
+            .replace("{{ACME}}", &acme_rows)
             .replace("{{ROWS}}", &rows)
     }
 }
@@ -363,6 +388,18 @@ fn html_escape(text: &str) -> String {
 /// The report as JSON.
 pub fn json(report: &Report) -> String {
     serde_json::to_string(report).unwrap_or_else(|_| "{}".to_string())
+}
+
+/// The report as JSON, with the ACME notices under `acme` when the page shows them.
+fn json_with(report: &Report, acme: Option<&AcmeNotices>) -> String {
+    let Some(acme) = acme else {
+        return json(report);
+    };
+    let mut value = serde_json::to_value(report).unwrap_or_default();
+    if let (Some(map), Ok(notices)) = (value.as_object_mut(), serde_json::to_value(acme)) {
+        map.insert("acme".to_owned(), notices);
+    }
+    value.to_string()
 }
 
 /// HAProxy 1.8's CSV columns (`show stat`), in order.
@@ -632,6 +669,7 @@ mod tests {
             uri: "/admin?stats".into(),
             auth,
             membership: None,
+            acme: None,
         }
     }
 
@@ -680,7 +718,8 @@ mod tests {
 
     #[test]
     fn dashboard_is_self_contained_and_points_at_its_json() {
-        let html = page(StatsAuth::Open).dashboard(&StatsHub::new().report(&Snapshot::empty()));
+        let html =
+            page(StatsAuth::Open).dashboard(&StatsHub::new().report(&Snapshot::empty()), None);
         assert!(html.contains("content=\"/admin?stats;json\""));
         assert!(!html.contains("{{"));
         for external in ["https://", "<link", " src="] {
@@ -725,7 +764,7 @@ mod tests {
                 changed_ms: 0,
             }],
         });
-        let html = page(StatsAuth::Open).dashboard(&report);
+        let html = page(StatsAuth::Open).dashboard(&report, None);
         assert!(!html.contains("<script>alert"), "unescaped service name");
         assert!(html.contains(
             "data-service=\"evil&lt;script&gt;alert(1)&lt;/script&gt;\" data-backend=\"b&quot;x\""
@@ -765,7 +804,7 @@ mod tests {
         let cell = MembershipCell::new();
         let empty = page(StatsAuth::Open)
             .with_membership(cell.clone())
-            .dashboard(&StatsHub::new().report(&Snapshot::empty()));
+            .dashboard(&StatsHub::new().report(&Snapshot::empty()), None);
         assert!(empty.contains("No task sets from the listener"));
         assert!(!empty.contains("class=\"empty\" hidden>No task sets"));
         cell.publish(TaskMap::compile(
@@ -788,7 +827,7 @@ mod tests {
         ));
         let html = page(StatsAuth::Open)
             .with_membership(cell)
-            .dashboard(&StatsHub::new().report(&Snapshot::empty()));
+            .dashboard(&StatsHub::new().report(&Snapshot::empty()), None);
         assert!(html.contains("data-service=\"web&lt;b&gt;\" data-state=\"ready\""));
         assert!(
             html.contains("<td title=\"aaaaaaaaaaaaaaaaaaaa\">aaaaaaaaaaaa</td><td>10.0.1.3</td>")
@@ -799,6 +838,56 @@ mod tests {
         assert!(html.contains("running / shutdown"));
         assert!(html.contains("class=\"empty\" hidden>No task sets"));
         assert!(!html.contains("{{"));
+    }
+
+    #[test]
+    fn the_dashboard_and_its_json_show_the_acme_certificates() {
+        use crate::acme_notices::{CertNotice, CertState, Orderer};
+        let cell = AcmeNoticeCell::new();
+        let p = page(StatsAuth::Open).with_acme(cell.clone());
+        let report = StatsHub::new().report(&Snapshot::empty());
+        let none = p.dashboard(&report, Some(&cell.load()));
+        assert!(
+            none.contains("<section id=\"acme-section\" hidden>"),
+            "{none}"
+        );
+        cell.publish(AcmeNotices {
+            orderer: Orderer::This,
+            certificates: vec![CertNotice {
+                name: "acme-app.example.com".into(),
+                domains: vec!["app.example.com".into()],
+                state: CertState::Failing,
+                valid_until: None,
+                failures: 2,
+                last_error: Some("ACME: error trying to connect: \"refused\"".into()),
+                next_attempt: Some("2026-01-01T00:00:20Z".into()),
+            }],
+        });
+        let html = p.dashboard(&report, Some(&cell.load()));
+        assert!(html.contains("<section id=\"acme-section\">"));
+        assert!(html.contains("data-name=\"acme-app.example.com\" data-state=\"failing\""));
+        assert!(html.contains(
+            "<td class=\"err acme-error\">ACME: error trying to connect: &quot;refused&quot;</td>"
+        ));
+        assert!(html.contains("<td>2026-01-01T00:00:20Z</td><td>this replica</td>"));
+        assert!(!html.contains("{{"));
+        let resp = p.respond(
+            Format::Json,
+            &HeaderMap::new(),
+            &StatsHub::new(),
+            &Snapshot::empty(),
+        );
+        assert_eq!(resp.status(), 200);
+        let ProxyBody::Full(Some(body)) = resp.into_body() else {
+            panic!("not a complete body");
+        };
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["acme"]["certificates"][0]["state"], "failing");
+        assert_eq!(json["acme"]["certificates"][0]["failures"], 2);
+        assert!(json["destinations"].is_array());
+        // A page without the cell keeps the plain report.
+        let plain = json_with(&report, None);
+        assert!(!plain.contains("\"acme\""));
     }
 
     #[test]

@@ -38,8 +38,14 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
         .await;
     // The Swarm tasks the listener pushes: written by the API, read by the data plane.
     let membership = sluice_proxy::membership::MembershipCell::new();
+    // ACME certificates: ordered by the API, shown by the statistics page.
+    let acme = sluice_api::acme::Acme::new();
     let stats_page = settings.stats.as_ref().map(|s| {
-        Arc::new(sluice_proxy::stats_page::StatsPage::new(s).with_membership(membership.clone()))
+        Arc::new(
+            sluice_proxy::stats_page::StatsPage::new(s)
+                .with_membership(membership.clone())
+                .with_acme(acme.notices()),
+        )
     });
     // Certificates decide the default listener ports; layer-4 ports are checked against those.
     let certs = CertStore::load(CertSources {
@@ -137,7 +143,6 @@ async fn serve(settings: Arc<Settings>, vars: ProcessVars) -> anyhow::Result<()>
         names: dataplane.names(),
         https_port: dataplane.tls_addrs().first().map(|a| a.port()),
     });
-    let acme = sluice_api::acme::Acme::new();
     let _ = state.acme.set(acme.clone());
     sluice_api::certs::sync_from_peers(&state).await;
     tokio::spawn(sluice_api::acme::run(state.clone(), acme));

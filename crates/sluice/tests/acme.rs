@@ -347,6 +347,22 @@ fn served(r: &Replica, domain: &str, root: &CertificateDer<'static>) -> Option<V
     Some(stream.conn.peer_certificates()?.first()?.to_vec())
 }
 
+/// The statistics page of the replica's HTTP port (`options`: `""` or `";json"`).
+fn dashboard(r: &Replica, options: &str) -> String {
+    let resp = crate::support::client()
+        .get(format!("http://127.0.0.1:{}/admin?stats{options}", r.http))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.text().unwrap()
+}
+
+/// The `acme` part of the statistics page's JSON form.
+fn acme_on_dashboard(r: &Replica) -> serde_json::Value {
+    let json: serde_json::Value = serde_json::from_str(&dashboard(r, ";json")).unwrap();
+    json["acme"].clone()
+}
+
 fn listed(r: &Replica, name: &str) -> bool {
     let (status, body) = api(r, "certs");
     status == 200 && body.contains(&format!("\"ProxyServiceName\":\"{name}\""))
@@ -533,7 +549,16 @@ fn short_lived_certificates_renew_and_survive_the_ca_going_down() {
     let ports = ports();
     // TLS-ALPN-01 this time, validated on the second replica; 12 s certificates renew at ~8 s.
     let mut pebble = Pebble::start(&dir.0, ports[1].0, ports[1].1, Some(12));
-    let replicas = replicas(&dir, &pebble, ports, &[("ACME_CHALLENGE", "tls-alpn-01")]);
+    let replicas = replicas(
+        &dir,
+        &pebble,
+        ports,
+        &[
+            ("ACME_CHALLENGE", "tls-alpn-01"),
+            ("STATS_USER", "none"),
+            ("STATS_PASS", "none"),
+        ],
+    );
     let backend = Backend::start("site");
     let domain = "renew.example.com";
     ask_for(&replicas[0], &backend, domain);
@@ -555,6 +580,16 @@ fn short_lived_certificates_renew_and_survive_the_ca_going_down() {
         },
     );
     let renewed = served(&replicas[2], domain, &root).unwrap();
+    for r in &replicas {
+        wait_for(
+            "the dashboard shows it valid",
+            Duration::from_secs(5),
+            || {
+                let state = acme_on_dashboard(r)["certificates"][0]["state"].clone();
+                state == "valid"
+            },
+        );
+    }
 
     // The CA goes away: the next renewal fails, the failure shows in /metrics and the status
     // endpoint, and the current certificate keeps serving.
@@ -573,6 +608,36 @@ fn short_lived_certificates_renew_and_survive_the_ca_going_down() {
     let (status, body) = api(holder, "acme");
     assert_eq!(status, 200);
     assert!(body.contains("\"LastError\":\"ACME"), "{body}");
+    // The dashboard shows the failure on the holder and on a replica that does not order
+    // (which reads it from the holder), in its HTML and JSON forms.
+    for r in [&replicas[0], &replicas[2]] {
+        wait_for(
+            "the failure on the dashboard",
+            Duration::from_secs(10),
+            || acme_on_dashboard(r)["certificates"][0]["state"] == "failing",
+        );
+        let acme = acme_on_dashboard(r);
+        let cert = &acme["certificates"][0];
+        assert_eq!(cert["name"], name.as_str(), "{acme}");
+        assert!(
+            cert["last_error"].as_str().unwrap().starts_with("ACME"),
+            "{acme}"
+        );
+        assert!(cert["failures"].as_u64().unwrap() >= 1, "{acme}");
+        assert!(cert["next_attempt"].is_string(), "{acme}");
+        assert!(cert["valid_until"].is_string(), "{acme}");
+        let html = dashboard(r, "");
+        assert!(
+            html.contains(&format!("data-name=\"{name}\" data-state=\"failing\"")),
+            "{html}"
+        );
+        assert!(html.contains("<td class=\"err acme-error\">ACME"), "{html}");
+    }
+    assert_eq!(acme_on_dashboard(&replicas[0])["orderer"]["kind"], "this");
+    assert_eq!(
+        acme_on_dashboard(&replicas[2])["orderer"]["address"],
+        replicas[0].ip
+    );
     for r in &replicas {
         assert_eq!(
             served(r, domain, &root).as_deref(),

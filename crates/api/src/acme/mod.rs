@@ -35,11 +35,14 @@
 //! A certificate is ordered when none is stored for its name, when the stored one lacks one of
 //! the domains, or at its renewal time ([`schedule`]). A failure waits the backoff, is counted
 //! in `/metrics` (`sluice_acme_failures_total`, `sluice_acme_certificate_failing`), shown by
-//! `GET /v1/docker-flow-proxy/acme` and logged; the old certificate keeps serving.
+//! `GET /v1/docker-flow-proxy/acme`, logged, and shown on the dashboard of every replica
+//! ([`notices`]); the old certificate keeps serving.
 
 pub mod account;
+mod endpoints;
 mod issue;
 pub mod lease;
+pub mod notices;
 pub mod schedule;
 
 use std::collections::BTreeMap;
@@ -49,26 +52,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
-use sluice_core::params::{acme_request, params_from_query};
+use axum::http::Method;
+use sluice_core::params::acme_request;
 use sluice_core::prometheus::TextWriter;
+use sluice_proxy::acme_notices::{AcmeNoticeCell, AcmeNotices, Orderer};
 use sluice_proxy::challenge::{challenges, Challenge};
 use tokio::time::Instant;
 
+pub use self::endpoints::{account_endpoint, challenge, status};
 use self::lease::{Holder, Lease};
+use self::notices::Reported;
 pub use crate::error::AcmeRequestError;
-use crate::view::json_response;
-use crate::{ApiError, ApiState};
+use crate::ApiState;
 
 /// The path of the challenge endpoint.
 pub const CHALLENGE_PATH: &str = "/v1/docker-flow-proxy/acme/challenge";
 /// How long a replica keeps a challenge it was sent.
 const CHALLENGE_TTL: Duration = Duration::from_secs(600);
-/// The largest challenge or account body accepted.
-const MAX_BODY: usize = 64 * 1024;
 
 /// An order or its preparation failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +85,23 @@ pub enum AcmeError {
     /// The certificate could not be stored or a challenge not published.
     #[error("{0}")]
     Local(String),
+}
+
+/// The error with its causes on one line (`a: b: c`), leaving out a cause whose text is
+/// already there: "client error (Connect): tcp connect error: Connection refused" rather
+/// than "client error (Connect)".
+fn describe(error: &AcmeError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl AcmeError {
@@ -121,6 +138,8 @@ struct CertStatus {
     last_error: Option<String>,
     retry_at: Option<Instant>,
     renew_at: Option<i64>,
+    /// An order is in progress.
+    ordering: bool,
 }
 
 /// The ACME state of this replica.
@@ -131,6 +150,8 @@ pub struct Acme {
     /// Certificate name → status (kept by the holder).
     status: Mutex<BTreeMap<String, CertStatus>>,
     metrics: AcmeMetrics,
+    /// What the dashboard shows ([`notices`]); this task is its one writer.
+    notices: Arc<AcmeNoticeCell>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -184,6 +205,56 @@ impl Acme {
     /// A replica's ACME state.
     pub fn new() -> Arc<Acme> {
         Arc::new(Acme::default())
+    }
+
+    /// Where this replica publishes what the dashboard shows about its ACME certificates.
+    pub fn notices(&self) -> Arc<AcmeNoticeCell> {
+        self.notices.clone()
+    }
+
+    /// What this replica reports of the certificates it orders (`GET …/acme`).
+    fn reported(&self) -> Vec<Reported> {
+        let now = Instant::now();
+        lock(&self.status)
+            .iter()
+            .map(|(name, s)| Reported {
+                name: name.clone(),
+                domains: s.domains.clone(),
+                failures: s.failures,
+                last_error: s.last_error.clone(),
+                renew_at: s.renew_at.map(crate::certs::rfc3339),
+                retry_at: s.retry_at.filter(|_| s.last_error.is_some()).map(|at| {
+                    let wait = at.saturating_duration_since(now).as_secs() as i64;
+                    crate::certs::rfc3339(unix_now() + wait)
+                }),
+                ordering: s.ordering,
+            })
+            .collect()
+    }
+
+    /// Compiles and publishes the dashboard's notices for `wanted`.
+    fn publish_notices(
+        &self,
+        state: &ApiState,
+        wanted: &BTreeMap<String, Vec<String>>,
+        orderer: Orderer,
+        reported: Option<&[Reported]>,
+    ) {
+        let stored = state.certs.get().map(|s| s.list()).unwrap_or_default();
+        self.notices.publish(notices::compile(
+            wanted,
+            &stored,
+            orderer,
+            reported,
+            unix_now(),
+        ));
+    }
+
+    fn set_ordering(&self, name: &str, ordering: bool) {
+        lock(&self.status)
+            .entry(name.to_string())
+            .or_default()
+            .ordering = ordering;
     }
 
     fn publish(&self, table: &BTreeMap<String, (Challenge, Instant)>) -> Result<(), String> {
@@ -278,8 +349,9 @@ impl Acme {
         entry.failures += 1;
         let wait = schedule::backoff(entry.failures, error.rate_limited());
         entry.retry_at = Some(Instant::now() + wait);
-        entry.last_error = Some(error.to_string());
+        let error = describe(error);
         tracing::error!(certificate = %name, failures = entry.failures, retry_in = ?wait, %error, "ACME certificate not obtained; the current certificate (if any) keeps serving");
+        entry.last_error = Some(error);
     }
 
     fn succeeded(&self, name: &str) {
@@ -458,6 +530,9 @@ pub async fn run(state: Arc<ApiState>, acme: Arc<Acme>) {
         acme.expire_challenges();
         let (wanted, email) = wanted(&state);
         if wanted.is_empty() {
+            if !acme.notices.load().certificates.is_empty() {
+                acme.notices.publish(AcmeNotices::default());
+            }
             lease = None;
             acme.metrics.holder.store(false, Ordering::Relaxed);
             was_holder = false;
@@ -476,41 +551,88 @@ pub async fn run(state: Arc<ApiState>, acme: Arc<Acme>) {
             tracing::info!(holder = ?holder, "ACME lease: {}", if is_holder { "this replica orders" } else { "another replica orders" });
             was_holder = is_holder;
         }
-        if !is_holder {
+        let Holder::Peer(holder_ip) = holder else {
+            acme.publish_notices(&state, &wanted, Orderer::This, Some(&acme.reported()));
+            order_due(
+                &state,
+                &acme,
+                lease,
+                &mut account,
+                &wanted,
+                email.as_deref(),
+            )
+            .await;
+            continue;
+        };
+        let reported = notices::from_holder(&state, holder_ip).await;
+        acme.publish_notices(
+            &state,
+            &wanted,
+            Orderer::Peer(holder_ip.to_string()),
+            reported.as_deref(),
+        );
+    }
+}
+
+/// On the holder: orders every certificate of `wanted` that is due, one after the other,
+/// publishing the dashboard's notices around each order.
+async fn order_due(
+    state: &Arc<ApiState>,
+    acme: &Arc<Acme>,
+    lease: &Lease,
+    account: &mut Option<instant_acme::Account>,
+    wanted: &BTreeMap<String, Vec<String>>,
+    email: Option<&str>,
+) {
+    let live = lease.live_peers(Instant::now());
+    for (name, domains) in wanted {
+        if !acme.due(state, name, domains, Instant::now()) {
             continue;
         }
-        let live = lease.live_peers(now);
-        for (name, domains) in wanted {
-            if !acme.due(&state, &name, &domains, Instant::now()) {
-                continue;
+        acme.set_ordering(name, true);
+        acme.publish_notices(state, wanted, Orderer::This, Some(&acme.reported()));
+        order_one(state, acme, account, &live, name, domains, email).await;
+        acme.set_ordering(name, false);
+        acme.publish_notices(state, wanted, Orderer::This, Some(&acme.reported()));
+    }
+}
+
+/// Orders one certificate (with the account, registered or fetched first if needed), installs
+/// it here and on the peers, and records the outcome.
+async fn order_one(
+    state: &Arc<ApiState>,
+    acme: &Arc<Acme>,
+    account: &mut Option<instant_acme::Account>,
+    live: &[IpAddr],
+    name: &str,
+    domains: &[String],
+    email: Option<&str>,
+) {
+    if account.is_none() {
+        match account::account(state, live, email).await {
+            Ok(a) => *account = Some(a),
+            Err(error) => {
+                acme.failed(name, &error);
+                return;
             }
-            if account.is_none() {
-                match account::account(&state, &live, email.as_deref()).await {
-                    Ok(a) => account = Some(a),
-                    Err(error) => {
-                        acme.failed(&name, &error);
-                        continue;
-                    }
+        }
+    }
+    let Some(acc) = account.as_ref() else { return };
+    let outcome = match issue::issue(acme, state, acc, live, domains).await {
+        Ok(issued) => install(state, live, name, issued).await,
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok(()) => acme.succeeded(name),
+        Err(error) => {
+            if error.problem_is("accountDoesNotExist") {
+                *account = None;
+                let file = account::account_file(&state.settings.data_dir);
+                if let Err(e) = tokio::fs::remove_file(&file).await {
+                    tracing::warn!(file = %file.display(), %e, "stale ACME account not removed");
                 }
             }
-            let Some(acc) = &account else { continue };
-            let outcome = match issue::issue(&acme, &state, acc, &live, &domains).await {
-                Ok(issued) => install(&state, &live, &name, issued).await,
-                Err(error) => Err(error),
-            };
-            match outcome {
-                Ok(()) => acme.succeeded(&name),
-                Err(error) => {
-                    if error.problem_is("accountDoesNotExist") {
-                        account = None;
-                        let file = account::account_file(&settings.data_dir);
-                        if let Err(e) = tokio::fs::remove_file(&file).await {
-                            tracing::warn!(file = %file.display(), %e, "stale ACME account not removed");
-                        }
-                    }
-                    acme.failed(&name, &error);
-                }
-            }
+            acme.failed(name, &error);
         }
     }
 }
@@ -554,124 +676,19 @@ async fn install(
     Ok(())
 }
 
-fn authorized(state: &ApiState, headers: &HeaderMap) -> Result<(), AcmeRequestError> {
-    let expected =
-        crate::access::peer_authorization(&state.settings).ok_or(AcmeRequestError::Forbidden)?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if crate::certs::constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err(AcmeRequestError::Unauthorized)
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// `…/acme/challenge`: `PUT` (JSON challenge) publishes, `DELETE ?token=` withdraws.
-pub async fn challenge(
-    State(state): State<Arc<ApiState>>,
-    method: Method,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let acme = state.acme.get().ok_or(AcmeRequestError::Method)?;
-    match method {
-        Method::PUT => {
-            if body.len() > MAX_BODY {
-                return Err(AcmeRequestError::BadBody("challenge body too large".into()).into());
-            }
-            let c: Challenge = serde_json::from_slice(&body)
-                .map_err(|e| AcmeRequestError::BadBody(format!("not a challenge: {e}")))?;
-            acme.add(c).map_err(AcmeRequestError::BadBody)?;
-        }
-        Method::DELETE => {
-            let params = params_from_query(raw.as_deref().unwrap_or(""));
-            let token = params
-                .get("token")
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| {
-                    AcmeRequestError::BadBody("query parameter token is mandatory".into())
-                })?;
-            acme.remove(token);
-        }
-        _ => return Err(AcmeRequestError::Method.into()),
-    }
-    Ok(json_response(
-        StatusCode::OK,
-        json!({"Status": "OK", "Message": ""}),
-    ))
-}
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (Connect)")]
+    struct Connect(#[source] std::io::Error);
 
-/// `…/acme/account`: hands the account credentials to a peer (`GET`) or takes them (`PUT`);
-/// only with API credentials configured and presented.
-pub async fn account_endpoint(
-    State(state): State<Arc<ApiState>>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    authorized(&state, &headers)?;
-    let dir = state.settings.data_dir.clone();
-    match method {
-        Method::GET => {
-            let json = tokio::fs::read(account::account_file(&dir))
-                .await
-                .map_err(|_| AcmeRequestError::NotFound)?;
-            let mut resp = (StatusCode::OK, json).into_response();
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            Ok(resp)
-        }
-        Method::PUT => {
-            if body.len() > MAX_BODY {
-                return Err(AcmeRequestError::BadBody("account body too large".into()).into());
-            }
-            account::check_credentials(&body, &state.settings.acme.directory)
-                .map_err(AcmeRequestError::BadBody)?;
-            tokio::task::spawn_blocking(move || account::write_credentials(&dir, &body))
-                .await
-                .map_err(|e| AcmeRequestError::Store(e.to_string()))?
-                .map_err(|e| AcmeRequestError::Store(e.to_string()))?;
-            tracing::info!("ACME account received from a replica");
-            Ok(json_response(
-                StatusCode::OK,
-                json!({"Status": "OK", "Message": ""}),
-            ))
-        }
-        _ => Err(AcmeRequestError::Method.into()),
+    #[test]
+    fn an_error_is_described_with_its_causes_once() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = AcmeError::Client(instant_acme::Error::Other(Box::new(Connect(refused))));
+        assert_eq!(describe(&error), "ACME: client error (Connect): refused");
+        assert_eq!(describe(&AcmeError::Local("disk full".into())), "disk full");
     }
-}
-
-/// `GET /v1/docker-flow-proxy/acme`: whether this replica orders, and the state of each
-/// certificate it orders (last error, failures, renewal time).
-pub async fn status(State(state): State<Arc<ApiState>>) -> Response {
-    let Some(acme) = state.acme.get() else {
-        return json_response(
-            StatusCode::OK,
-            json!({"Status": "OK", "Holder": false, "Certificates": []}),
-        );
-    };
-    let certificates: Vec<serde_json::Value> = lock(&acme.status)
-        .iter()
-        .map(|(name, s)| {
-            json!({
-                "Name": name,
-                "Domains": s.domains,
-                "Failures": s.failures,
-                "LastError": s.last_error,
-                "RenewAt": s.renew_at.map(crate::certs::rfc3339),
-            })
-        })
-        .collect();
-    json_response(
-        StatusCode::OK,
-        json!({
-            "Status": "OK",
-            "Holder": acme.metrics.holder.load(Ordering::Relaxed),
-            "Certificates": certificates,
-        }),
-    )
 }
