@@ -336,8 +336,8 @@ const DROPPED: [&str; 9] = [
 
 /// Writes the request head the upstream gets: the request line and headers as they came,
 /// without hop-by-hop headers (and those `Connection` names), with the forwarding headers.
-/// `None` when an `X-Forwarded-For` value is not text (hyper's path drops it; this one
-/// leaves such requests to it).
+/// `None` when an `X-Forwarded-For` value is not visible ASCII (hyper's path drops it; this
+/// one leaves such requests to it).
 fn write_upstream_head(
     req: &httparse::Request<'_, '_>,
     client: &Client<'_>,
@@ -371,8 +371,14 @@ fn write_upstream_head(
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     if let Some(prior) = prior {
-        let text = std::str::from_utf8(prior).ok()?.trim();
-        if !text.is_empty() {
+        // What `HeaderValue::to_str` accepts: visible ASCII, spaces and tabs.
+        if !prior
+            .iter()
+            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        {
+            return None;
+        }
+        if !prior.trim_ascii().is_empty() {
             out.extend_from_slice(prior);
             out.extend_from_slice(b", ");
         }

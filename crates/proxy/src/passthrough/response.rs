@@ -16,6 +16,8 @@ use crate::stats::{InFlight, StatsHub};
 use crate::upstream::{DirectConn, DirectExchange, Upstreams};
 use crate::wire::{self, Buffers, MAX_HEADERS};
 
+/// A body up to this size is read whole before the head is passed on.
+const SMALL_BODY: u64 = 16 * 1024;
 /// The most bytes of a chunk-size or trailer line kept while waiting for its end.
 const MAX_LINE: usize = 4096;
 
@@ -132,6 +134,12 @@ impl Relay<'_> {
         len: u64,
         out: &[u8],
     ) -> Result<bool, ()> {
+        // A small body the upstream sent apart from its head (nginx's sendfile does) goes out
+        // with the head: one write and one segment to the client instead of two, and the
+        // client has nothing to do with the head before the body anyway.
+        while ((conn.buf.len() - head_len) as u64) < len && len <= SMALL_BODY {
+            self.read(conn).await?;
+        }
         let have = (conn.buf.len() - head_len) as u64;
         let first = have.min(len) as usize;
         wire::write_both(client, out, &conn.buf[head_len..head_len + first])

@@ -77,6 +77,11 @@ fn the_upstream_gets_the_head_without_hop_by_hop_headers_and_with_forwarding_one
     );
     let head = upstream_head(b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For:  \r\n\r\n").unwrap();
     assert!(head.contains("\r\nx-forwarded-for: 10.0.0.9\r\n"), "{head}");
+    assert_eq!(
+        upstream_head("GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: é\r\n\r\n".as_bytes()),
+        None,
+        "a value hyper's path would not read as text is left to it"
+    );
 }
 
 #[test]
