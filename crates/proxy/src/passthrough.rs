@@ -320,19 +320,8 @@ fn plan<'s>(
     })
 }
 
-/// Headers that belong to one connection (RFC 9110 §7.6.1), and the forwarding headers this
-/// path sets itself.
-const DROPPED: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-];
+/// The forwarding headers this path sets itself.
+const FORWARDING: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-port"];
 
 /// Writes the request head the upstream gets: the request line and headers as they came,
 /// without hop-by-hop headers (and those `Connection` names), with the forwarding headers.
@@ -348,26 +337,20 @@ fn write_upstream_head(
     out.push(b' ');
     out.extend_from_slice(req.path?.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let listed = |name: &str| {
-        req.headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("connection")
-                && h.value
-                    .split(|&b| b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
-        })
-    };
     let mut prior: Option<&[u8]> = None;
     for header in req.headers.iter() {
         if header.name.eq_ignore_ascii_case("x-forwarded-for") && prior.is_none() {
             prior = Some(header.value);
         }
-        if DROPPED.iter().any(|d| header.name.eq_ignore_ascii_case(d)) || listed(header.name) {
+        if wire::HOP_BY_HOP
+            .iter()
+            .chain(&FORWARDING)
+            .any(|d| header.name.eq_ignore_ascii_case(d))
+            || wire::connection_names(req.headers, header.name)
+        {
             continue;
         }
-        out.extend_from_slice(header.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(header.value);
-        out.extend_from_slice(b"\r\n");
+        wire::put_header(out, header.name.as_bytes(), header.value);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     if let Some(prior) = prior {

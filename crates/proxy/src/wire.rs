@@ -99,6 +99,33 @@ pub(crate) fn response_head(buf: &[u8]) -> Result<Option<(usize, u16)>, httparse
     }
 }
 
+/// Headers that belong to one connection (RFC 9110 §7.6.1), besides those a `Connection`
+/// header names and the message framing (`Transfer-Encoding`, `Content-Length`).
+pub(crate) const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Whether one of the `Connection` headers among `headers` names `name` (a header that then
+/// belongs to this connection only, RFC 9110 §7.6.1).
+pub(crate) fn connection_names(headers: &[httparse::Header<'_>], name: &str) -> bool {
+    headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("connection") && lists(h.value, name))
+}
+
+/// Appends the header line `name: value`.
+pub(crate) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Whether a comma-separated header value lists `token` (case-insensitive), as
 /// `Connection: close` or `Transfer-Encoding: gzip, chunked` do.
 pub(crate) fn lists(value: &[u8], token: &str) -> bool {

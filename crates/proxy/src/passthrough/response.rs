@@ -107,6 +107,13 @@ impl Relay<'_> {
         self.hub.responded(status);
     }
 
+    /// Writes `first` and `body` to the client; `body.len()` bytes of body are counted.
+    async fn pass(&self, client: &mut TcpStream, first: &[u8], body: &[u8]) -> Result<(), ()> {
+        wire::write_both(client, first, body).await.map_err(drop)?;
+        self.sent(body.len());
+        Ok(())
+    }
+
     fn sent(&self, bytes: usize) {
         if let Some(in_flight) = self.in_flight {
             in_flight.count(bytes as u64);
@@ -142,10 +149,8 @@ impl Relay<'_> {
         }
         let have = (conn.buf.len() - head_len) as u64;
         let first = have.min(len) as usize;
-        wire::write_both(client, out, &conn.buf[head_len..head_len + first])
-            .await
-            .map_err(drop)?;
-        self.sent(first);
+        self.pass(client, out, &conn.buf[head_len..head_len + first])
+            .await?;
         let mut extra = have > len;
         let mut left = len - first as u64;
         while left > 0 {
@@ -153,10 +158,7 @@ impl Relay<'_> {
             let n = self.read(conn).await?;
             let take = (n as u64).min(left) as usize;
             extra |= n > take;
-            wire::write_both(client, &conn.buf[..take], &[])
-                .await
-                .map_err(drop)?;
-            self.sent(take);
+            self.pass(client, &[], &conn.buf[..take]).await?;
             left -= take as u64;
         }
         Ok(!extra)
@@ -173,10 +175,8 @@ impl Relay<'_> {
     ) -> Result<bool, ()> {
         let mut chunks = Chunks::default();
         let used = chunks.advance(&conn.buf[head_len..])?;
-        wire::write_both(client, out, &conn.buf[head_len..head_len + used])
-            .await
-            .map_err(drop)?;
-        self.sent(used);
+        self.pass(client, out, &conn.buf[head_len..head_len + used])
+            .await?;
         let mut end = head_len + used;
         while !chunks.done() {
             conn.buf.drain(..end);
@@ -185,10 +185,7 @@ impl Relay<'_> {
             }
             self.read(conn).await?;
             let used = chunks.advance(&conn.buf)?;
-            wire::write_both(client, &conn.buf[..used], &[])
-                .await
-                .map_err(drop)?;
-            self.sent(used);
+            self.pass(client, &[], &conn.buf[..used]).await?;
             end = used;
         }
         Ok(end == conn.buf.len())
@@ -202,10 +199,7 @@ impl Relay<'_> {
         head_len: usize,
         out: &[u8],
     ) -> Result<bool, ()> {
-        wire::write_both(client, out, &conn.buf[head_len..])
-            .await
-            .map_err(drop)?;
-        self.sent(conn.buf.len() - head_len);
+        self.pass(client, out, &conn.buf[head_len..]).await?;
         loop {
             conn.buf.clear();
             match tokio::time::timeout(
@@ -215,12 +209,7 @@ impl Relay<'_> {
             .await
             {
                 Ok(Ok(0)) => return Ok(false),
-                Ok(Ok(n)) => {
-                    wire::write_both(client, &conn.buf[..n], &[])
-                        .await
-                        .map_err(drop)?;
-                    self.sent(n);
-                }
+                Ok(Ok(n)) => self.pass(client, &[], &conn.buf[..n]).await?,
                 _ => return Err(()),
             }
         }
@@ -243,17 +232,6 @@ impl Relay<'_> {
         }
     }
 }
-
-/// Headers of a response that belong to its connection (RFC 9110 §7.6.1). `Transfer-Encoding`
-/// is kept when the body is passed through chunked.
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-];
 
 /// Writes the response head the client gets into `out`: the status line, the upstream's
 /// headers without hop-by-hop ones (and those its `Connection` names), and
@@ -312,18 +290,15 @@ fn edit_head(
         .unwrap_or("");
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    let listed = |name: &str| {
-        resp.headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("connection")
-                && h.value
-                    .split(|&b| b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
-        })
-    };
     let mut wrote_length = false;
     for header in resp.headers.iter() {
         let name = header.name;
-        if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) || listed(name) {
+        // `Transfer-Encoding` stays when the body is passed through chunked.
+        if wire::HOP_BY_HOP
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h))
+            || wire::connection_names(resp.headers, name)
+        {
             continue;
         }
         let is_coding = name.eq_ignore_ascii_case("transfer-encoding");
@@ -332,10 +307,7 @@ fn edit_head(
             continue;
         }
         wrote_length |= is_length;
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(header.value);
-        out.extend_from_slice(b"\r\n");
+        wire::put_header(out, name.as_bytes(), header.value);
     }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
@@ -377,10 +349,7 @@ pub(super) async fn write_page(
         if name == http::header::CONNECTION || name == http::header::CONTENT_LENGTH {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        wire::put_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
     if close {
