@@ -92,7 +92,7 @@ fn answer(
     after: Option<Arc<Service>>,
 ) -> Response {
     let changed = match (&before, &after) {
-        (Some(b), Some(a)) => !crate::sync::same_routing(&b.params, &a.params),
+        (Some(b), Some(a)) => !crate::services::same_routing(&b.params, &a.params),
         (None, None) => false,
         _ => true,
     };

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod peers;
 pub mod recovery;
 pub mod registry;
+pub mod services;
 pub mod store;
 pub mod streams;
 pub mod sync;

@@ -35,13 +35,10 @@ use sluice_proxy::stats::{RouteStats, StatsHub};
 use tokio::sync::{oneshot, Mutex};
 
 use crate::metrics::Counters;
+use crate::services::ServiceMap;
 use crate::store::{Store, StoreError};
 use crate::streams::{StreamError, StreamGate};
 use crate::users::UserSource;
-
-/// The service set, keyed by service name: a persistent map, so publishing a version to
-/// readers and writing it out is O(1) to hand over however many services there are.
-pub type ServiceMap = imbl::OrdMap<String, Arc<Service>>;
 
 struct Inner {
     services: ServiceMap,

@@ -9,7 +9,7 @@ use sluice_core::service::{ReqMode, Service};
 use sluice_core::stream::{PortConflict, StreamTable};
 use sluice_proxy::stream::{StreamListenError, StreamListeners};
 
-use crate::registry::ServiceMap;
+use crate::services::ServiceMap;
 
 /// A change cannot be served on layer 4.
 #[derive(Debug, thiserror::Error)]

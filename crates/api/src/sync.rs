@@ -22,7 +22,8 @@ use sluice_core::service::{Params, Service};
 use sluice_core::settings::Settings;
 
 use crate::peers::{listener_base, parse_services, PeerError};
-use crate::registry::{CommitError, Correction, ServiceMap};
+use crate::registry::{CommitError, Correction};
+use crate::services::{same_routing, ServiceMap};
 use crate::ApiState;
 
 const GET_SERVICES: &str = "/v1/docker-flow-swarm-listener/get-services";
@@ -220,18 +221,6 @@ async fn resync(
     *announced = next;
 }
 
-/// Two parameter sets route alike: equal but for `distribute`, which only says how a change
-/// travelled (a replica holds `distribute=false` where the listener lists `true`).
-pub(crate) fn same_routing(a: &Params, b: &Params) -> bool {
-    let routed = |p: &Params| {
-        p.iter()
-            .filter(|(k, _)| k.as_str() != "distribute")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<Vec<_>>()
-    };
-    routed(a) == routed(b)
-}
-
 /// One line on what a correction does, secret values redacted.
 fn describe(correction: &Correction) -> String {
     let Some(service) = &correction.service else {
@@ -304,20 +293,6 @@ mod tests {
     use sluice_core::params::params_from_query;
 
     use super::*;
-
-    #[test]
-    fn distribute_is_not_a_difference() {
-        let a = params_from_query("serviceName=a&port=1&distribute=true");
-        assert!(same_routing(&a, &params_from_query("serviceName=a&port=1")));
-        assert!(!same_routing(
-            &a,
-            &params_from_query("serviceName=a&port=2")
-        ));
-        assert!(!same_routing(
-            &a,
-            &params_from_query("serviceName=a&port=1&users=u:p")
-        ));
-    }
 
     #[test]
     fn the_recheck_period_follows_both_settings() {
