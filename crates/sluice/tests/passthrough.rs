@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use crate::support::*;
 
+/// A 1 MiB body with a pattern, so a byte out of place shows.
+static BIG: std::sync::LazyLock<Vec<u8>> =
+    std::sync::LazyLock::new(|| (0..1 << 20).map(|i: u32| (i % 251) as u8).collect());
+
 /// A backend that speaks raw HTTP/1.1 and answers by path (see `script`). Counts connections.
 struct Scripted {
     addr: SocketAddr,
@@ -38,6 +42,20 @@ fn script(head: &str, body: &[u8]) -> (Vec<u8>, bool) {
             false,
         ),
         "/eof" => (b"HTTP/1.1 200 OK\r\n\r\nuntil the end".to_vec(), true),
+        "/big" => {
+            let mut out =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", BIG.len()).into_bytes();
+            out.extend_from_slice(&BIG);
+            (out, false)
+        }
+        "/garbage" => (b"SOMETHING ELSE\r\n\r\n".to_vec(), true),
+        "/slow" => {
+            std::thread::sleep(Duration::from_millis(2500));
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate".to_vec(),
+                false,
+            )
+        }
         // Answers, then closes without saying so: the pooled connection goes stale.
         "/then-close" => (
             b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbye!".to_vec(),
@@ -370,4 +388,88 @@ fn an_unreachable_upstream_gets_the_error_page_then_the_close_as_on_hyper_path()
     let (head, body) = read_response(&mut client, &mut pending);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body, "hello");
+}
+
+#[test]
+fn large_bodies_pass_intact_both_ways() {
+    let (p, _backend) = setup();
+    let mut client = connect(&p);
+    let mut pending = Vec::new();
+    client
+        .write_all(b"GET /pt/big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let end = loop {
+        let mut buf = [0u8; 65536];
+        let n = client.read(&mut buf).unwrap();
+        assert!(n > 0);
+        pending.extend_from_slice(&buf[..n]);
+        if let Some(end) = find(&pending, b"\r\n\r\n") {
+            if pending.len() >= end + 4 + BIG.len() {
+                break end + 4;
+            }
+        }
+    };
+    assert!(pending.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert_eq!(&pending[end..], &BIG[..], "1 MiB, byte for byte");
+    // Bodies up to 64 KiB are buffered by the pass-through path; a larger one goes to hyper.
+    for size in [64 * 1024, 64 * 1024 + 1, 300 * 1024] {
+        let body = &BIG[..size];
+        write!(
+            client,
+            "POST /pt/echo HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n"
+        )
+        .unwrap();
+        client.write_all(body).unwrap();
+        let mut pending = Vec::new();
+        let (head, _) = read_response_bytes(&mut client, &mut pending, size);
+        assert!(head.starts_with("HTTP/1.1 200"), "{size}: {head}");
+        assert!(pending.ends_with(body), "{size} bytes arrived intact");
+    }
+}
+
+/// Reads one response whose echoed body ends with `at_least` bytes of request body.
+fn read_response_bytes(
+    stream: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    at_least: usize,
+) -> (String, ()) {
+    let mut buf = [0u8; 65536];
+    loop {
+        if let Some(end) = find(pending, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if pending.len() >= end + 4 + length && length >= at_least {
+                let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+                pending.drain(..end + 4);
+                return (head, ());
+            }
+        }
+        let n = stream.read(&mut buf).expect("the proxy answers within 5 s");
+        assert!(n > 0, "closed early");
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn a_garbled_response_is_a_502_and_a_late_one_a_504() {
+    let p = Proxy::start();
+    let backend = Scripted::start();
+    let r = p.reconfigure(&format!(
+        "serviceName=pt&servicePath=/pt&port={}&outboundHostname=127.0.0.1&timeoutServer=1",
+        backend.addr.port()
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    for (path, status) in [("/pt/garbage", "502"), ("/pt/slow", "504")] {
+        let mut client = connect(&p);
+        write!(client, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut pending = Vec::new();
+        let (head, _) = read_response(&mut client, &mut pending);
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path}: {head}"
+        );
+    }
 }
