@@ -2,11 +2,11 @@
 
 use http::Method;
 
+use super::context::{ParseContext, Shared};
 use super::domains::parse_domains;
 use super::headers::parse_service_headers;
 use super::paths::{compile_path, compile_paths, parse_path_type};
 use super::rewrites::parse_rewrite_pair;
-use super::service::{ParseContext, Shared};
 use super::value::{Source, Val};
 use super::ParamError;
 use crate::env::parse_decimal;

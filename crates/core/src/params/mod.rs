@@ -127,6 +127,7 @@
 //! [`Service::warnings`]: crate::service::Service::warnings
 
 mod acme;
+mod context;
 mod destination;
 mod domains;
 mod error;
@@ -142,13 +143,14 @@ mod value;
 pub use crate::env::parse_go_bool;
 pub use crate::service::Params;
 pub use acme::{acme_request, AcmeRequest};
+pub use context::ParseContext;
 pub use error::ParamError;
 pub use known::{
     env_to_param_key, known_param, param_key_to_env, KnownParam, ParamHandling, ParamScope,
     KNOWN_PARAMS, MAX_INDEX,
 };
 pub(crate) use service::parse_compression_values;
-pub use service::{parse_service, ParseContext, MAX_REGEXES_PER_SERVICE};
+pub use service::{parse_service, MAX_REGEXES_PER_SERVICE};
 pub use sources::{
     params_from_labels, params_from_query, services_from_env, ENV_SERVICE_PREFIX, LABEL_PREFIX,
 };

@@ -1,6 +1,7 @@
 //! The service: [`parse_service`] and the service-level values (connection mode,
 //! compression).
 
+use super::context::{ParseContext, Shared};
 use super::destination::parse_destination;
 use super::headers::push_header_ops;
 use super::known::{ParamHandling, KNOWN_PARAMS};
@@ -11,7 +12,7 @@ use super::ParamError;
 use crate::env::{parse_decimal, parse_go_bool};
 use crate::service::{
     Compression, CompressionAlgo, ConnectionMode, Destination, DomainAlgo, DomainPattern, Params,
-    PathPattern, PathRewrite, Service, SniPattern,
+    PathPattern, Service, SniPattern,
 };
 
 /// The most regular expressions one service may carry (`path_reg` paths and excludes,
@@ -19,44 +20,6 @@ use crate::service::{
 /// the deprecated `reqPathSearch` counts once). Each one is also bounded by
 /// [`REGEX_SIZE_LIMIT`](crate::service::REGEX_SIZE_LIMIT).
 pub const MAX_REGEXES_PER_SERVICE: usize = 32;
-
-/// Proxy-wide settings the parser needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseContext {
-    /// `SEPARATOR`: the list separator (default `,`; an empty one is treated as `,`).
-    pub separator: String,
-    /// `SERVICE_DOMAIN_ALGO`: the algorithm of services without `serviceDomainAlgo`
-    /// (default `hdr_beg(host)`, which Sluice matches exactly).
-    pub default_domain_algo: DomainAlgo,
-    /// `HTTPS_ONLY`: every destination redirects plain HTTP to https.
-    pub https_only: bool,
-}
-
-impl Default for ParseContext {
-    fn default() -> Self {
-        ParseContext {
-            separator: ",".to_string(),
-            default_domain_algo: DomainAlgo::Beg,
-            https_only: false,
-        }
-    }
-}
-
-impl ParseContext {
-    pub(super) fn sep(&self) -> &str {
-        if self.separator.is_empty() {
-            ","
-        } else {
-            &self.separator
-        }
-    }
-}
-
-/// Service-level values every destination needs.
-pub(super) struct Shared {
-    pub(super) domain_algo: DomainAlgo,
-    pub(super) legacy_rewrite: Option<PathRewrite>,
-}
 
 /// Builds a [`Service`] from canonical parameters. See the module documentation for every rule.
 /// [`Service::params`] holds exactly `params`, so the result can be replayed.

@@ -7,124 +7,12 @@
 //! compile to nothing.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use super::regexes::RegexHits;
-use super::table::{Decision, Prepared, RequestFacts, Route, RouteTable};
-use crate::service::Service;
-
-/// The first term of a route a request failed. A route checks its terms in this order:
-/// port, plain paths, plain excludes, host presence and plain domains, headers, User-Agent,
-/// then the regular expressions (paths, excludes, domains).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mismatch {
-    /// The request arrived on another port than `srcPort` (`srcHttpsPort` for the https
-    /// route).
-    Port,
-    /// No `servicePath` pattern matches the path.
-    Path,
-    /// A `servicePathExclude` pattern matches the path.
-    PathExcluded,
-    /// The route has `serviceDomain`s and the request no Host.
-    NoHost,
-    /// No `serviceDomain` matches the Host.
-    Domain,
-    /// The `serviceHeader` at this position is missing or has another value.
-    Header(usize),
-    /// No `userAgent` fragment is in the User-Agent.
-    UserAgent,
-}
-
-impl Mismatch {
-    /// The service parameter behind the failed term, as DFP users write it.
-    pub fn parameter(self, route: &Route) -> &'static str {
-        match self {
-            Mismatch::Port if route.https => "srcHttpsPort",
-            Mismatch::Port => "srcPort",
-            Mismatch::Path => "servicePath",
-            Mismatch::PathExcluded => "servicePathExclude",
-            Mismatch::NoHost | Mismatch::Domain => "serviceDomain",
-            Mismatch::Header(_) => "serviceHeader",
-            Mismatch::UserAgent => "userAgent",
-        }
-    }
-
-    /// One sentence saying what failed, naming the request's value and the route's terms.
-    pub fn detail(self, route: &Route, req: &RequestFacts<'_>) -> String {
-        let d = route.destination();
-        let paths = |list: &[crate::service::PathPattern]| {
-            list.iter().map(|p| p.text()).collect::<Vec<_>>().join(", ")
-        };
-        match self {
-            Mismatch::Port => format!(
-                "the request arrives on port {}, the route needs port {}",
-                req.local_port,
-                route.src_port.unwrap_or_default()
-            ),
-            Mismatch::Path => format!(
-                "path {} matches none of {} ({})",
-                req.path,
-                paths(&d.paths),
-                d.path_type.as_str()
-            ),
-            Mismatch::PathExcluded => format!(
-                "path {} is excluded by one of {}",
-                req.path,
-                paths(&d.path_excludes)
-            ),
-            Mismatch::NoHost => "the request has no Host header".to_string(),
-            Mismatch::Domain => format!(
-                "host {} matches none of {}",
-                req.host.unwrap_or_default(),
-                d.domains
-                    .iter()
-                    .map(|p| p.text())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Mismatch::Header(at) => match d.service_headers.get(at) {
-                Some((name, value)) => format!("header {name} is not {value:?}"),
-                None => "a header differs".to_string(),
-            },
-            Mismatch::UserAgent => {
-                format!("User-Agent contains none of {}", d.user_agents.join(", "))
-            }
-        }
-    }
-}
-
-/// A redirect rule that fired.
-#[derive(Debug, Clone, Copy)]
-pub struct RedirectFired<'t> {
-    /// The service that declared it.
-    pub service: &'t Arc<Service>,
-    /// Its destination (index into `service.destinations`).
-    pub dest: usize,
-    /// The parameter behind it: `redirectFromDomain`, `redirectWhenHttpProto` or
-    /// `redirectUnlessHttpsProto`.
-    pub rule: &'static str,
-}
-
-/// What [`RouteTable::decide_traced`] reports while it decides.
-pub trait Trace {
-    /// The index offered `route` and its check gave `outcome`.
-    #[inline(always)]
-    fn candidate(&mut self, route: &Route, outcome: Result<(), Mismatch>) {
-        let _ = (route, outcome);
-    }
-
-    /// This redirect rule fired (the routes were not looked at).
-    #[inline(always)]
-    fn redirect(&mut self, fired: RedirectFired<'_>) {
-        let _ = fired;
-    }
-}
-
-/// The trace of the data plane: hears nothing, costs nothing.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoTrace;
-
-impl Trace for NoTrace {}
+use super::request::{Prepared, RequestFacts};
+use super::routes::{Decision, Mismatch, Route};
+use super::table::RouteTable;
+use super::trace::{RedirectFired, Trace};
 
 /// Remembers what `decide_traced` checked, by route order.
 #[derive(Default)]

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use http::header::HeaderName;
 
-use super::explain::Trace;
 use super::index::{IndexItem, MatchIndex, PathSpec};
 use super::redirects::{ForwardedProto, RedirectKind, RedirectRule};
 use super::regexes::{LayerRegexes, RegexHits, Subject};
-use super::table::{Prepared, Route};
+use super::request::Prepared;
+use super::routes::Route;
+use super::trace::Trace;
 use crate::service::{DomainPattern, PathPattern, ReqMode, Service, UserRegex};
 
 /// One service of a [`Layer`], in evaluation order.

@@ -80,6 +80,7 @@
 //! [`Service::sort_key`]: crate::service::Service::sort_key
 //! [`DomainPattern`]: crate::service::DomainPattern
 
+mod budget;
 mod explain;
 mod index;
 mod layers;
@@ -87,14 +88,19 @@ mod redirects;
 mod refusal;
 mod regexes;
 mod rendering;
+mod request;
+mod routes;
 mod table;
+mod trace;
 
-pub use explain::{Explanation, Mismatch, NoTrace, RedirectFired, Trace, Verdict};
+pub use budget::{RegexBudgetError, MAX_TABLE_REGEX_SIZE};
+pub use explain::{Explanation, Verdict};
 pub use refusal::{https_location, refusal, Arrival, Refusal};
 pub use regexes::regex_runs;
-pub use table::{
-    Decision, RegexBudgetError, RequestFacts, Route, RouteTable, MAX_TABLE_REGEX_SIZE,
-};
+pub use request::RequestFacts;
+pub use routes::{Decision, Mismatch, Route};
+pub use table::RouteTable;
+pub use trace::{NoTrace, RedirectFired, Trace};
 
 #[cfg(test)]
 mod tests;

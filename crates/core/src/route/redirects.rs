@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-use super::explain::RedirectFired;
 use super::regexes::{RegexHits, Subject};
-use super::table::{
-    is_path_regex, port_allows, regex_terms_match, Decision, Prepared, RegexTerms, RequestFacts,
-};
+use super::request::{Prepared, RequestFacts};
+use super::routes::{is_path_regex, port_allows, regex_terms_match, Decision, RegexTerms};
+use super::trace::RedirectFired;
 use crate::service::{DomainPattern, Service};
 
 /// The header the `redirectWhenHttpProto` / `redirectUnlessHttpsProto` rules look at.

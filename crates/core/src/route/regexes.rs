@@ -19,7 +19,7 @@ use regex::{RegexSet, RegexSetBuilder, SetMatches};
 
 use crate::service::{UserRegex, REGEX_DFA_SIZE_LIMIT};
 
-use super::table::MAX_TABLE_REGEX_SIZE;
+use super::budget::MAX_TABLE_REGEX_SIZE;
 
 /// Path expressions sharing one anchored literal prefix with at most this many others (in
 /// total) run on their own instead of through the layer's set.
@@ -193,7 +193,8 @@ mod tests {
 
     use http::HeaderMap;
 
-    use super::super::table::{Decision, RequestFacts, RouteTable, TABLE_REGEX_LIMIT};
+    use super::super::budget::TABLE_REGEX_LIMIT;
+    use super::super::{Decision, RequestFacts, RouteTable};
     use super::regex_runs;
     use crate::params::{params_from_query, parse_service, ParseContext};
     use crate::service::Service;

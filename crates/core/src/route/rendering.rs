@@ -3,7 +3,8 @@
 use std::fmt::Write as _;
 
 use super::redirects::RedirectKind;
-use super::table::{Route, RouteTable};
+use super::routes::Route;
+use super::table::RouteTable;
 use crate::service::{DomainPattern, PathPattern};
 
 impl RouteTable {

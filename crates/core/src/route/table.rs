@@ -1,282 +1,18 @@
-//! The table itself: [`Route`], [`RequestFacts`], [`Decision`] and [`RouteTable`] with its
-//! build, incremental update and [`RouteTable::decide`].
+//! The table itself: [`RouteTable`] with its build, incremental update and
+//! [`RouteTable::decide`].
 
-use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::iter::Peekable;
 use std::sync::Arc;
 
-use http::header::{HeaderName, USER_AGENT};
-use http::HeaderMap;
-
-use super::explain::{Mismatch, NoTrace, Trace};
+use super::budget::{RegexBudgetError, TABLE_REGEX_LIMIT};
 use super::layers::Layer;
 use super::redirects::{ForwardedProto, RedirectRule};
-use super::regexes::{RegexHits, Subject};
-use crate::params::ParamError;
-use crate::service::{normalize_host, Destination, DomainPattern, PathPattern, Service, UserRegex};
-
-/// One HTTP route: a destination reached on its plain port or on its `httpsPort`.
-#[derive(Debug)]
-pub struct Route {
-    /// The service the route belongs to.
-    pub service: Arc<Service>,
-    /// Index into `service.destinations`.
-    pub dest: usize,
-    /// The `httpsPort` route (arrives on `srcHttpsPort`, goes to `httpsPort`).
-    pub https: bool,
-    /// The upstream port: `port`, or `httpsPort` for the https route.
-    pub upstream_port: u16,
-    /// The local port the request must have arrived on (`srcPort` / `srcHttpsPort`).
-    pub src_port: Option<u16>,
-    /// A number identifying the route within its table. After [`RouteTable::build`] it is
-    /// the route's position in evaluation order; after [`RouteTable::update`] it is still
-    /// unique within the table (routes of the shared base keep theirs, routes of changed
-    /// services count on from the base's route count) but no longer a position in
-    /// [`RouteTable::routes`] and no longer dense.
-    pub order: usize,
-    /// [`Service::sort_group`] of the service (part of the evaluation order key).
-    pub(super) group: u8,
-    /// The service's position in its layer.
-    pub(super) slot: usize,
-    /// `serviceHeader` with parsed names; `None` for a name that is not a valid header name
-    /// (such a route can never match). Empty on the https route.
-    pub(super) headers: Vec<(Option<HeaderName>, String)>,
-    /// `userAgent` substrings, lower-cased.
-    pub(super) user_agents: Vec<String>,
-}
-
-impl Route {
-    /// The destination this route forwards to.
-    pub fn destination(&self) -> &Destination {
-        &self.service.destinations[self.dest]
-    }
-
-    /// The upstream host: `outboundHostname`, or the service name (its Swarm DNS name).
-    pub fn upstream_host(&self) -> &str {
-        self.destination()
-            .outbound_hostname
-            .as_deref()
-            .unwrap_or(&self.service.name)
-    }
-
-    /// The backend name DFP users know from `haproxy.cfg`: `<acl>-be<port>_<idx>`, or
-    /// `https-<acl>-be<httpsPort>_<idx>` for the https route.
-    pub fn backend_name(&self) -> String {
-        format!(
-            "{}{}-be{}_{}",
-            if self.https { "https-" } else { "" },
-            self.service.acl_name,
-            self.upstream_port,
-            self.destination().index
-        )
-    }
-
-    /// True when every term of the route matches the request (paths, excludes, domains,
-    /// headers, User-Agent, local port). Redirects and the default backend are not involved.
-    pub fn matches(&self, req: &RequestFacts<'_>) -> bool {
-        self.check(req).is_ok()
-    }
-
-    /// The route's full check outside its table: `Ok` when every term matches, otherwise the
-    /// first term that failed (see [`Mismatch`] for the order). The same evaluation as
-    /// [`RouteTable::decide`] runs, only without the table's regex sets.
-    pub fn check(&self, req: &RequestFacts<'_>) -> Result<(), Mismatch> {
-        let p = Prepared::new(req);
-        let hits = RegexHits::direct(req.path, p.host.as_deref());
-        self.check_prepared(&p, &hits)
-    }
-
-    /// The path the upstream receives: the destination's `reqPathSearchReplace` rewrites
-    /// applied in order to `path` (without query), and a leading `/` ensured.
-    pub fn rewritten_path(&self, path: &str) -> String {
-        let mut path = path.to_string();
-        for rewrite in &self.destination().rewrites {
-            path = rewrite.apply(&path);
-        }
-        if !path.starts_with('/') {
-            path.insert(0, '/');
-        }
-        path
-    }
-
-    /// The route's place in evaluation order, comparable across layers: the service's sort
-    /// key, then destination order, then the plain route before the https one.
-    pub(super) fn order_key(&self) -> (u8, &str, &str, usize, bool) {
-        (
-            self.group,
-            &self.service.acl_name,
-            &self.service.name,
-            self.dest,
-            self.https,
-        )
-    }
-
-    /// The full check, the one evaluation behind [`RouteTable::decide`] and explain: `Ok`
-    /// when every term matches, else the first that failed. Terms that cost a comparison come
-    /// first; the regular expressions of the paths, excludes and domains run last, and through
-    /// `hits` (the layer's sets).
-    pub(super) fn check_prepared(
-        &self,
-        p: &Prepared<'_, '_>,
-        hits: &RegexHits<'_>,
-    ) -> Result<(), Mismatch> {
-        let req = p.req;
-        if !port_allows(self.src_port, req.local_port) {
-            return Err(Mismatch::Port);
-        }
-        let d = self.destination();
-        let plain_paths = || d.paths.iter().filter(|pat| !is_path_regex(pat));
-        let path_needs_regex = if plain_paths().any(|pat| pat.matches(req.path, req.path_and_query))
-        {
-            false
-        } else if d.paths.iter().any(is_path_regex) {
-            true
-        } else {
-            return Err(Mismatch::Path);
-        };
-        if d.path_excludes
-            .iter()
-            .filter(|pat| !is_path_regex(pat))
-            .any(|pat| pat.matches(req.path, req.path_and_query))
-        {
-            return Err(Mismatch::PathExcluded);
-        }
-        let host = p.host.as_deref();
-        let domain_needs_regex = if d.domains.is_empty() {
-            false
-        } else {
-            let Some(host) = host else {
-                return Err(Mismatch::NoHost);
-            };
-            let plain = || {
-                d.domains
-                    .iter()
-                    .filter(|pat| !matches!(pat, DomainPattern::Regex(_)))
-            };
-            if plain().any(|pat| pat.matches(host)) {
-                false
-            } else if d
-                .domains
-                .iter()
-                .any(|pat| matches!(pat, DomainPattern::Regex(_)))
-            {
-                true
-            } else {
-                return Err(Mismatch::Domain);
-            }
-        };
-        for (at, (name, value)) in self.headers.iter().enumerate() {
-            let Some(name) = name else {
-                return Err(Mismatch::Header(at));
-            };
-            if !req
-                .headers
-                .get_all(name)
-                .iter()
-                .any(|v| v.as_bytes() == value.as_bytes())
-            {
-                return Err(Mismatch::Header(at));
-            }
-        }
-        if !self.user_agents.is_empty() {
-            let agents = p.user_agents();
-            if !self.user_agents.iter().any(|pat| {
-                agents
-                    .iter()
-                    .any(|agent| contains_bytes(agent, pat.as_bytes()))
-            }) {
-                return Err(Mismatch::UserAgent);
-            }
-        }
-        let terms = RegexTerms {
-            paths: &d.paths,
-            path_excludes: &d.path_excludes,
-            domains: &d.domains,
-        };
-        regex_terms_match(terms, hits, path_needs_regex, domain_needs_regex)
-    }
-}
-
-/// True for a pattern that is a regular expression (only `path_reg` in an HTTP route).
-pub(super) fn is_path_regex(pattern: &PathPattern) -> bool {
-    matches!(pattern, PathPattern::Regex(_))
-}
-
-/// The `path_reg` expressions of a pattern list.
-fn path_regexes(list: &[PathPattern]) -> impl Iterator<Item = &UserRegex> + '_ {
-    list.iter().filter_map(|pat| match pat {
-        PathPattern::Regex(r) => Some(r),
-        _ => None,
-    })
-}
-
-/// The pattern lists [`regex_terms_match`] looks at.
-#[derive(Clone, Copy)]
-pub(super) struct RegexTerms<'d> {
-    pub(super) paths: &'d [PathPattern],
-    pub(super) path_excludes: &'d [PathPattern],
-    pub(super) domains: &'d [DomainPattern],
-}
-
-/// The regular-expression terms of a destination whose other terms matched: one of its path
-/// regexes must match (when no plain path did), none of its exclude regexes may, and one of
-/// its domain regexes must match (when no plain domain did).
-pub(super) fn regex_terms_match(
-    d: RegexTerms<'_>,
-    hits: &RegexHits<'_>,
-    path_needs_regex: bool,
-    domain_needs_regex: bool,
-) -> Result<(), Mismatch> {
-    if path_needs_regex && !path_regexes(d.paths).any(|r| hits.is_match(Subject::Path, r)) {
-        return Err(Mismatch::Path);
-    }
-    if path_regexes(d.path_excludes).any(|r| hits.is_match(Subject::Path, r)) {
-        return Err(Mismatch::PathExcluded);
-    }
-    let domain_ok = !domain_needs_regex
-        || d.domains.iter().any(|pat| match pat {
-            DomainPattern::Regex(r) => hits.is_match(Subject::Host, r),
-            _ => false,
-        });
-    if domain_ok {
-        Ok(())
-    } else {
-        Err(Mismatch::Domain)
-    }
-}
-
-/// What the router needs to know about one request.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestFacts<'a> {
-    /// The raw `Host` header (or HTTP/2 `:authority`); may carry a port.
-    pub host: Option<&'a str>,
-    /// The request path without the query string.
-    pub path: &'a str,
-    /// The path with its query string (`/a?b=c`), as received.
-    pub path_and_query: &'a str,
-    /// The proxy port the connection arrived on.
-    pub local_port: u16,
-    /// The request headers.
-    pub headers: &'a HeaderMap,
-}
-
-/// The outcome of [`RouteTable::decide`].
-#[derive(Debug)]
-pub enum Decision<'a> {
-    /// Hand the request to this route's upstream.
-    Forward(&'a Route),
-    /// Answer with a redirect.
-    Redirect {
-        /// The status (301 for `redirectFromDomain`, the destination's `httpsRedirectCode`
-        /// for the `X-Forwarded-Proto` redirects).
-        status: u16,
-        /// The `Location` header value.
-        location: String,
-    },
-    /// Nothing matched and there is no default backend.
-    NoRoute,
-}
+use super::regexes::RegexHits;
+use super::request::{Prepared, RequestFacts};
+use super::routes::{Decision, Route};
+use super::trace::{NoTrace, Trace};
+use crate::service::Service;
 
 /// The immutable compiled routing table. See the module documentation.
 ///
@@ -320,59 +56,6 @@ pub(super) enum At {
     Base(usize),
     Delta(usize),
 }
-
-/// The most heap the compiled regular expressions of all services of one table may take
-/// together: 32 MiB (each one is also bounded by
-/// [`REGEX_SIZE_LIMIT`](crate::service::REGEX_SIZE_LIMIT), and each service by
-/// [`MAX_REGEXES_PER_SERVICE`](crate::params::MAX_REGEXES_PER_SERVICE)).
-pub const MAX_TABLE_REGEX_SIZE: usize = 32 * 1024 * 1024;
-
-/// A service refused by [`RouteTable::check_regex_budget`]. It converts into a
-/// [`ParamError`] about `serviceName` (a 400 from the API).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid value {service:?} for parameter serviceName: {}", self.reason())]
-pub struct RegexBudgetError {
-    /// The service refused.
-    pub service: String,
-    /// The compiled size of its regular expressions, in bytes.
-    pub service_size: usize,
-    /// The compiled size of the other services' regular expressions, in bytes.
-    pub others_size: usize,
-    /// The limit, in bytes ([`MAX_TABLE_REGEX_SIZE`]).
-    pub limit: usize,
-}
-
-impl RegexBudgetError {
-    /// What is wrong, without the service name.
-    pub fn reason(&self) -> String {
-        format!(
-            "the service's regular expressions take {} KiB compiled and the other services' {} \
-             KiB; together they exceed the {} MiB limit for the regular expressions of all \
-             services",
-            self.service_size.div_ceil(1024),
-            self.others_size.div_ceil(1024),
-            self.limit / (1024 * 1024)
-        )
-    }
-}
-
-impl From<RegexBudgetError> for ParamError {
-    fn from(error: RegexBudgetError) -> ParamError {
-        ParamError::Invalid {
-            param: "serviceName".to_string(),
-            reason: error.reason(),
-            value: error.service,
-        }
-    }
-}
-
-/// The bound [`RouteTable::check_regex_budget`] applies: [`MAX_TABLE_REGEX_SIZE`] (tests use
-/// 1 MiB so that a table can reach it with a few dozen expressions).
-pub(super) const TABLE_REGEX_LIMIT: usize = if cfg!(test) {
-    1024 * 1024
-} else {
-    MAX_TABLE_REGEX_SIZE
-};
 
 /// Changed services tolerated on top of the base before [`RouteTable::update`] compacts
 /// (tests use a tiny bound so that short update sequences exercise compaction).
@@ -492,6 +175,8 @@ impl RouteTable {
     /// The compiled size of the regular expressions of every live service (bounded by
     /// [`MAX_TABLE_REGEX_SIZE`] when every change went through
     /// [`check_regex_budget`](Self::check_regex_budget)).
+    ///
+    /// [`MAX_TABLE_REGEX_SIZE`]: crate::route::MAX_TABLE_REGEX_SIZE
     pub fn regex_size(&self) -> usize {
         self.base_live.regex_size
             + self
@@ -506,6 +191,8 @@ impl RouteTable {
     /// would take [`regex_size`](Self::regex_size) past [`MAX_TABLE_REGEX_SIZE`]. A change
     /// that does not grow the service's expressions is always accepted. Call it before
     /// [`update`](Self::update), which itself never refuses anything.
+    ///
+    /// [`MAX_TABLE_REGEX_SIZE`]: crate::route::MAX_TABLE_REGEX_SIZE
     pub fn check_regex_budget(&self, service: &Service) -> Result<(), RegexBudgetError> {
         let current = match self.delta.slots_named(&service.name) {
             [slot, ..] => self.delta.services[*slot].regex_size,
@@ -716,48 +403,5 @@ where
         } else {
             self.b.next()
         }
-    }
-}
-
-/// True when no source port is required or the request arrived on it.
-pub(super) fn port_allows(required: Option<u16>, local_port: u16) -> bool {
-    match required {
-        Some(port) => port == local_port,
-        None => true,
-    }
-}
-
-/// Byte substring search (the needle is short: a User-Agent fragment).
-pub(super) fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Per-request values computed once and shared by every candidate check.
-pub(super) struct Prepared<'r, 'a> {
-    pub(super) req: &'r RequestFacts<'a>,
-    /// The Host lower-cased, without port and trailing dot.
-    pub(super) host: Option<String>,
-    /// Every User-Agent value lower-cased, computed on first use.
-    pub(super) user_agents: OnceCell<Vec<Vec<u8>>>,
-}
-
-impl<'r, 'a> Prepared<'r, 'a> {
-    pub(super) fn new(req: &'r RequestFacts<'a>) -> Self {
-        Prepared {
-            req,
-            host: req.host.map(normalize_host),
-            user_agents: OnceCell::new(),
-        }
-    }
-
-    pub(super) fn user_agents(&self) -> &[Vec<u8>] {
-        self.user_agents.get_or_init(|| {
-            self.req
-                .headers
-                .get_all(USER_AGENT)
-                .iter()
-                .map(|v| v.as_bytes().to_ascii_lowercase())
-                .collect()
-        })
     }
 }

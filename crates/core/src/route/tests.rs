@@ -3,6 +3,8 @@ use std::sync::Arc;
 use http::header::HeaderName;
 use http::HeaderMap;
 
+use super::request::*;
+use super::routes::*;
 use super::table::*;
 use crate::service::*;
 use proptest::prelude::*;
