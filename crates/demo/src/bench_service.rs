@@ -18,9 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
-use crate::error::DemoError;
 use crate::listener;
 use crate::shutdown::{ShutdownSignal, ShutdownTrigger, TerminationSignals};
+use crate::system::SystemError;
 
 /// The fixed response body.
 pub(crate) const BODY: &[u8] = b"Hello, World!";
@@ -298,7 +298,7 @@ pub(crate) fn worker_count(requested: usize) -> usize {
 pub(crate) fn bind_listeners(
     addr: SocketAddr,
     workers: usize,
-) -> Result<Vec<std::net::TcpListener>, DemoError> {
+) -> Result<Vec<std::net::TcpListener>, SystemError> {
     let first = listener::bind(addr, true)?;
     let shared = listener::local_addr(&first, addr)?;
     let mut listeners = vec![first];
@@ -309,11 +309,11 @@ pub(crate) fn bind_listeners(
 }
 
 /// Builds the current-thread runtime of one worker.
-fn worker_runtime(role: &'static str) -> Result<tokio::runtime::Runtime, DemoError> {
+fn worker_runtime(role: &'static str) -> Result<tokio::runtime::Runtime, SystemError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| DemoError::Runtime { role, source })
+        .map_err(|source| SystemError::Runtime { role, source })
 }
 
 /// Runs one worker: its own runtime serving its own listener until `shutdown`.
@@ -321,18 +321,18 @@ fn run_worker(
     listener: std::net::TcpListener,
     addr: SocketAddr,
     shutdown: ShutdownSignal,
-) -> Result<(), DemoError> {
+) -> Result<(), SystemError> {
     let runtime = worker_runtime("a bench worker")?;
     runtime.block_on(async move {
-        let listener =
-            TcpListener::from_std(listener).map_err(|source| DemoError::Listen { addr, source })?;
+        let listener = TcpListener::from_std(listener)
+            .map_err(|source| SystemError::Listen { addr, source })?;
         serve(listener, shutdown).await;
         Ok(())
     })
 }
 
 /// Runs the benchmark backend on `addr` with `threads` workers (0 = one per core) until SIGTERM/SIGINT.
-pub(crate) fn run(addr: SocketAddr, threads: usize) -> Result<(), DemoError> {
+pub(crate) fn run(addr: SocketAddr, threads: usize) -> Result<(), SystemError> {
     let workers = worker_count(threads);
     let mut listeners = bind_listeners(addr, workers)?.into_iter();
     let Some(first) = listeners.next() else {
@@ -347,12 +347,12 @@ pub(crate) fn run(addr: SocketAddr, threads: usize) -> Result<(), DemoError> {
         let handle = std::thread::Builder::new()
             .name(format!("bench-worker-{index}"))
             .spawn(move || run_worker(extra, local, shutdown))
-            .map_err(|source| DemoError::Thread { index, source })?;
+            .map_err(|source| SystemError::Thread { index, source })?;
         handles.push((index, handle));
     }
     let runtime = worker_runtime("the main bench worker")?;
     let result = runtime.block_on(async move {
-        let listener = TcpListener::from_std(first).map_err(|source| DemoError::Listen {
+        let listener = TcpListener::from_std(first).map_err(|source| SystemError::Listen {
             addr: local,
             source,
         })?;
@@ -369,7 +369,7 @@ pub(crate) fn run(addr: SocketAddr, threads: usize) -> Result<(), DemoError> {
     for (index, handle) in handles {
         match handle.join() {
             Ok(worker_result) => worker_result?,
-            Err(_) => return Err(DemoError::ThreadPanicked { index }),
+            Err(_) => return Err(SystemError::ThreadPanicked { index }),
         }
     }
     result

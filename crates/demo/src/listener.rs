@@ -4,7 +4,7 @@ use std::net::{SocketAddr, TcpListener};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::error::DemoError;
+use crate::system::SystemError;
 
 /// Backlog passed to `listen(2)`; the kernel caps it at `net.core.somaxconn`.
 const BACKLOG: i32 = 4096;
@@ -13,8 +13,8 @@ const BACKLOG: i32 = 4096;
 ///
 /// With `reuse_port` the socket gets SO_REUSEPORT so several listeners (one per worker thread) can share the port and
 /// the kernel spreads the incoming connections between them.
-pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, DemoError> {
-    let listen_err = |source| DemoError::Listen { addr, source };
+pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, SystemError> {
+    let listen_err = |source| SystemError::Listen { addr, source };
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(listen_err)?;
     socket.set_reuse_address(true).map_err(listen_err)?;
@@ -31,10 +31,10 @@ pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, De
 pub(crate) fn local_addr(
     listener: &TcpListener,
     requested: SocketAddr,
-) -> Result<SocketAddr, DemoError> {
+) -> Result<SocketAddr, SystemError> {
     listener
         .local_addr()
-        .map_err(|source| DemoError::LocalAddr { requested, source })
+        .map_err(|source| SystemError::LocalAddr { requested, source })
 }
 
 /// The startup line printed on stdout once the socket accepts connections; tests and scripts parse it.
@@ -82,7 +82,7 @@ mod tests {
         let addr = first.local_addr().unwrap();
         let err = bind(addr, false).unwrap_err();
         assert!(
-            matches!(err, DemoError::Listen { addr: a, .. } if a == addr),
+            matches!(err, SystemError::Listen { addr: a, .. } if a == addr),
             "{err}"
         );
     }

@@ -15,7 +15,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::error::DemoError;
+use crate::system::SystemError;
 
 const API: &str = "/v1/docker-flow-proxy";
 
@@ -43,6 +43,9 @@ pub(crate) enum LoadError {
     /// Too many API calls failed, or the deadline passed.
     #[error("{0}")]
     Failed(String),
+    /// The runtime of the load client could not be built.
+    #[error(transparent)]
+    System(#[from] SystemError),
 }
 
 /// Free loopback ports: bound together so they differ, then released.
@@ -135,11 +138,11 @@ fn reconfigure(name: &str, paths: &str, backend: u16) -> String {
     )
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, DemoError> {
+fn runtime() -> Result<tokio::runtime::Runtime, SystemError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| DemoError::Runtime {
+        .map_err(|source| SystemError::Runtime {
             role: "the load client",
             source,
         })
@@ -151,7 +154,7 @@ pub(crate) fn register(
     backend: u16,
     deadline: Duration,
     names_file: &str,
-) -> Result<(), DemoError> {
+) -> Result<(), LoadError> {
     let text = std::fs::read_to_string(names_file).map_err(|source| LoadError::Read {
         path: names_file.into(),
         source,
@@ -211,7 +214,7 @@ pub(crate) fn churn(
     backend: u16,
     deadline: Duration,
     calls: usize,
-) -> Result<(), DemoError> {
+) -> Result<(), LoadError> {
     runtime()?.block_on(async {
         let started = Instant::now();
         let mut client = Client::new(api);
@@ -257,7 +260,7 @@ pub(crate) fn churn(
 
 /// Opens `count` connections to `addr` that send nothing, prints `open=N`, and holds them
 /// for `hold` (or until the process is stopped).
-pub(crate) fn idle(addr: SocketAddr, count: usize, hold: Duration) -> Result<(), DemoError> {
+pub(crate) fn idle(addr: SocketAddr, count: usize, hold: Duration) -> Result<(), LoadError> {
     runtime()?.block_on(async {
         let mut open = Vec::with_capacity(count);
         for _ in 0..count {

@@ -21,6 +21,7 @@ mod listener;
 mod load;
 mod replica;
 mod shutdown;
+mod system;
 mod tcp_service;
 mod traffic;
 mod websocket;
@@ -35,6 +36,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::error::DemoError;
 use crate::shutdown::{ShutdownTrigger, TerminationSignals};
+use crate::system::SystemError;
 
 /// Command line of `sluice-demo`.
 #[derive(Debug, Parser)]
@@ -230,6 +232,7 @@ fn main() -> ExitCode {
         Command::Tcp(args) => run_tcp(SocketAddr::new(args.host, args.port)),
         Command::Bench(args) => {
             bench_service::run(SocketAddr::new(args.host, args.port), args.threads)
+                .map_err(DemoError::from)
         }
         Command::Load(command) => run_load(command),
         Command::Health { url, timeout } => run_health(&url, Duration::from_secs(timeout)),
@@ -260,15 +263,17 @@ fn run_load(command: LoadCommand) -> Result<(), DemoError> {
         }
         LoadCommand::Register { api: a, names } => {
             let (addr, backend, deadline) = api(&a);
-            load::register(addr, backend, deadline, &names)
+            Ok(load::register(addr, backend, deadline, &names)?)
         }
         LoadCommand::Churn { api: a, calls } => {
             let (addr, backend, deadline) = api(&a);
-            load::churn(addr, backend, deadline, calls)
+            Ok(load::churn(addr, backend, deadline, calls)?)
         }
-        LoadCommand::Idle { addr, count, hold } => {
-            load::idle(addr, count, std::time::Duration::from_secs(hold))
-        }
+        LoadCommand::Idle { addr, count, hold } => Ok(load::idle(
+            addr,
+            count,
+            std::time::Duration::from_secs(hold),
+        )?),
         LoadCommand::Http {
             url,
             host,
@@ -289,19 +294,20 @@ fn run_load(command: LoadCommand) -> Result<(), DemoError> {
             if plan.concurrency == 0 {
                 return Err(traffic::TrafficError::Concurrency.into());
             }
-            traffic::http(&plan).map(drop)
+            traffic::http(&plan)?;
+            Ok(())
         }
         LoadCommand::Ws {
             url,
             host,
             interval_ms,
             seconds: secs,
-        } => traffic::ws(
+        } => Ok(traffic::ws(
             &url,
             host.as_deref(),
             Duration::from_millis(interval_ms),
             duration("--seconds", secs)?,
-        ),
+        )?),
     }
 }
 
@@ -318,7 +324,7 @@ fn run_health(url: &str, timeout: Duration) -> Result<(), DemoError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| DemoError::Runtime {
+        .map_err(|source| SystemError::Runtime {
             role: "the health check",
             source,
         })?;
@@ -327,22 +333,22 @@ fn run_health(url: &str, timeout: Duration) -> Result<(), DemoError> {
 }
 
 /// Builds the multi-threaded runtime used by the `http` and `tcp` backends.
-fn runtime() -> Result<tokio::runtime::Runtime, DemoError> {
+fn runtime() -> Result<tokio::runtime::Runtime, SystemError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|source| DemoError::Runtime {
+        .map_err(|source| SystemError::Runtime {
             role: "the demo backend",
             source,
         })
 }
 
 /// Binds `addr`, installs the signal handlers and announces readiness, in that order.
-fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, TerminationSignals), DemoError> {
+fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, TerminationSignals), SystemError> {
     let std_listener = listener::bind(addr, false)?;
     let local = listener::local_addr(&std_listener, addr)?;
     let listener = tokio::net::TcpListener::from_std(std_listener)
-        .map_err(|source| DemoError::Listen { addr, source })?;
+        .map_err(|source| SystemError::Listen { addr, source })?;
     let signals = TerminationSignals::install()?;
     listener::announce(local);
     Ok((listener, signals))

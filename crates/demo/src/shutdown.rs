@@ -3,7 +3,7 @@
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::error::DemoError;
+use crate::system::SystemError;
 
 /// The side that requests a shutdown. Dropping it also counts as a request, so servers never outlive their owner.
 #[derive(Debug)]
@@ -50,12 +50,12 @@ pub(crate) struct TerminationSignals {
 
 impl TerminationSignals {
     /// Installs the handlers. Must run inside a tokio runtime.
-    pub(crate) fn install() -> Result<Self, DemoError> {
-        let term = signal(SignalKind::terminate()).map_err(|source| DemoError::Signal {
+    pub(crate) fn install() -> Result<Self, SystemError> {
+        let term = signal(SignalKind::terminate()).map_err(|source| SystemError::Signal {
             signal: "SIGTERM",
             source,
         })?;
-        let int = signal(SignalKind::interrupt()).map_err(|source| DemoError::Signal {
+        let int = signal(SignalKind::interrupt()).map_err(|source| SystemError::Signal {
             signal: "SIGINT",
             source,
         })?;

@@ -31,8 +31,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::endpoint::{BadUrl, Endpoint};
-use crate::error::DemoError;
 use crate::shutdown::TerminationSignals;
+use crate::system::SystemError;
 
 /// How many failures are printed one by one.
 const FAILURES_SHOWN: usize = 10;
@@ -57,6 +57,9 @@ pub(crate) enum TrafficError {
         /// The error.
         why: String,
     },
+    /// The runtime or the signal handlers of the load client could not be set up.
+    #[error(transparent)]
+    System(#[from] SystemError),
 }
 
 /// What `load http` does.
@@ -152,11 +155,11 @@ impl Tally {
 }
 
 /// Runs `load http`: prints the report, and returns it for tests.
-pub(crate) fn http(plan: &Plan) -> Result<String, DemoError> {
+pub(crate) fn http(plan: &Plan) -> Result<String, TrafficError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|source| DemoError::Runtime {
+        .map_err(|source| SystemError::Runtime {
             role: "the load client",
             source,
         })?;
@@ -169,7 +172,7 @@ pub(crate) fn http(plan: &Plan) -> Result<String, DemoError> {
             () = tokio::time::sleep(plan.duration) => { stop_tx.send_replace(true); }
         }
         let mut tally = load.await.unwrap_or_default();
-        Ok::<_, DemoError>(tally.report(plan))
+        Ok::<_, TrafficError>(tally.report(plan))
     })?;
     print!("{report}");
     Ok(report)
@@ -286,12 +289,12 @@ pub(crate) fn ws(
     host: Option<&str>,
     interval: Duration,
     duration: Duration,
-) -> Result<(), DemoError> {
+) -> Result<(), TrafficError> {
     let endpoint = Endpoint::parse(url, "ws").map_err(TrafficError::from)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| DemoError::Runtime {
+        .map_err(|source| SystemError::Runtime {
             role: "the WebSocket client",
             source,
         })?;
