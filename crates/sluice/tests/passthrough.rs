@@ -421,18 +421,15 @@ fn large_bodies_pass_intact_both_ways() {
         .unwrap();
         client.write_all(body).unwrap();
         let mut pending = Vec::new();
-        let (head, _) = read_response_bytes(&mut client, &mut pending, size);
+        let head = read_echo_head(&mut client, &mut pending, size);
         assert!(head.starts_with("HTTP/1.1 200"), "{size}: {head}");
         assert!(pending.ends_with(body), "{size} bytes arrived intact");
     }
 }
 
-/// Reads one response whose echoed body ends with `at_least` bytes of request body.
-fn read_response_bytes(
-    stream: &mut TcpStream,
-    pending: &mut Vec<u8>,
-    at_least: usize,
-) -> (String, ()) {
+/// Reads one echo response of at least `at_least` body bytes: its head (the body stays in
+/// `pending`).
+fn read_echo_head(stream: &mut TcpStream, pending: &mut Vec<u8>, at_least: usize) -> String {
     let mut buf = [0u8; 65536];
     loop {
         if let Some(end) = find(pending, b"\r\n\r\n") {
@@ -444,7 +441,7 @@ fn read_response_bytes(
             if pending.len() >= end + 4 + length && length >= at_least {
                 let head = String::from_utf8_lossy(&pending[..end]).into_owned();
                 pending.drain(..end + 4);
-                return (head, ());
+                return head;
             }
         }
         let n = stream.read(&mut buf).expect("the proxy answers within 5 s");
