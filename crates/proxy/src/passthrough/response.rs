@@ -141,7 +141,7 @@ impl Relay<'_> {
         len: u64,
         out: &[u8],
     ) -> Result<bool, ()> {
-        // A small body the upstream sent apart from its head (nginx's sendfile does) goes out
+        // A small body the upstream sent apart from its head (a server writing them separately)
         // with the head: one write and one segment to the client instead of two, and the
         // client has nothing to do with the head before the body anyway.
         while ((conn.buf.len() - head_len) as u64) < len && len <= SMALL_BODY {
