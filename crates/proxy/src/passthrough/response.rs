@@ -142,7 +142,7 @@ impl Relay<'_> {
         out: &[u8],
     ) -> Result<bool, ()> {
         // A small body the upstream sent apart from its head (a server writing them separately)
-        // with the head: one write and one segment to the client instead of two, and the
+        // goes out with the head: one write and one segment to the client instead of two, and the
         // client has nothing to do with the head before the body anyway.
         while ((conn.buf.len() - head_len) as u64) < len && len <= SMALL_BODY {
             self.read(conn).await?;
