@@ -220,27 +220,16 @@ pub(crate) async fn distribute(
         .append_pair("certName", name)
         .append_pair("distribute", "false")
         .finish();
-    let mut tasks = tokio::task::JoinSet::new();
-    for ip in peers {
-        let url = format!(
-            "http://{}/v1/docker-flow-proxy/cert?{query}",
-            SocketAddr::new(*ip, state.settings.port)
-        );
-        let client = state.peer_client.clone();
-        let body = body.clone();
-        let ip = *ip;
-        tasks.spawn(async move { (ip, client.send(Method::PUT, &url, body).await) });
-    }
-    let mut failed = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((_, Ok(_))) => {}
-            Ok((ip, Err(e))) => failed.push(format!("{ip}: {e}")),
-            Err(e) => failed.push(e.to_string()),
-        }
-    }
-    failed.sort();
-    failed
+    state
+        .peer_client
+        .send_to_all(
+            peers,
+            state.settings.port,
+            Method::PUT,
+            &format!("/v1/docker-flow-proxy/cert?{query}"),
+            body,
+        )
+        .await
 }
 
 /// Copies the `CERTS_DIR` certificates this replica lacks from its peers (run at startup,

@@ -96,6 +96,34 @@ impl PeerClient {
         self.send(Method::GET, url, Bytes::new()).await
     }
 
+    /// `method http://<peer>:<port><path_and_query>` with `body` on every peer, concurrently;
+    /// the failures (`<ip>: <error>`), sorted.
+    pub async fn send_to_all(
+        &self,
+        peers: &[IpAddr],
+        port: u16,
+        method: Method,
+        path_and_query: &str,
+        body: Bytes,
+    ) -> Vec<String> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for &ip in peers {
+            let url = format!("http://{}{path_and_query}", SocketAddr::new(ip, port));
+            let (client, body, method) = (self.clone(), body.clone(), method.clone());
+            tasks.spawn(async move { (ip, client.send(method, &url, body).await) });
+        }
+        let mut failed = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((_, Ok(_))) => {}
+                Ok((ip, Err(e))) => failed.push(format!("{ip}: {e}")),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        failed.sort();
+        failed
+    }
+
     /// `method url` with `body`; the body of a 2xx answer. Errors name the URL with
     /// secret-bearing query values redacted (a distributed reconfigure carries `users` and
     /// `serviceCert`).

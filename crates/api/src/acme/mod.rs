@@ -163,42 +163,23 @@ pub fn may_distribute_keys(state: &ApiState) -> bool {
     state.settings.api_auth.is_some()
 }
 
-/// `PUT <path>` with `body` on every peer, concurrently; the failures.
+/// `PUT <path>` with `body` on every peer, concurrently; the failures, sorted.
 pub async fn send_to_peers(
     state: &ApiState,
     peers: &[IpAddr],
     path_and_query: &str,
     body: Bytes,
 ) -> Vec<String> {
-    send_all(state, peers, Method::PUT, path_and_query, body).await
-}
-
-async fn send_all(
-    state: &ApiState,
-    peers: &[IpAddr],
-    method: Method,
-    path_and_query: &str,
-    body: Bytes,
-) -> Vec<String> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for ip in peers {
-        let url = format!(
-            "http://{}{path_and_query}",
-            SocketAddr::new(*ip, state.settings.port)
-        );
-        let (client, body, method, ip) =
-            (state.peer_client.clone(), body.clone(), method.clone(), *ip);
-        tasks.spawn(async move { (ip, client.send(method, &url, body).await) });
-    }
-    let mut failed = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((_, Ok(_))) => {}
-            Ok((ip, Err(e))) => failed.push(format!("{ip}: {e}")),
-            Err(e) => failed.push(e.to_string()),
-        }
-    }
-    failed
+    state
+        .peer_client
+        .send_to_all(
+            peers,
+            state.settings.port,
+            Method::PUT,
+            path_and_query,
+            body,
+        )
+        .await
 }
 
 impl Acme {
@@ -308,7 +289,14 @@ impl Acme {
             .append_pair("token", token)
             .finish();
         let path = format!("{CHALLENGE_PATH}?{query}");
-        for failure in send_all(state, peers, Method::DELETE, &path, Bytes::new()).await {
+        let sent = state.peer_client.send_to_all(
+            peers,
+            state.settings.port,
+            Method::DELETE,
+            &path,
+            Bytes::new(),
+        );
+        for failure in sent.await {
             tracing::debug!(%failure, "ACME challenge not withdrawn on a replica (it expires)");
         }
     }
