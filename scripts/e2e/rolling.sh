@@ -56,18 +56,6 @@ roll_demo_bin() {
     printf '%s/%s/sluice-demo' "${CARGO_TARGET_DIR:-$ROOT/target}" "$profile"
 }
 
-# roll_must DESCRIPTION CMD… — `check`, and its result: the steps after it need it.
-roll_must() {
-    local what=$1
-    shift
-    if "$@"; then
-        pass "$what"
-        return 0
-    fi
-    fail "$what"
-    return 1
-}
-
 roll_ready() { status_is 200 "http://127.0.0.1:$ROLL_API/v1/docker-flow-proxy/ping"; }
 
 roll_setup() {
@@ -96,11 +84,11 @@ roll_setup() {
         -e LISTENER_ADDRESS=roll-listener \
         -e TIMEOUT_QUEUE="$ROLLING_TIMEOUT_QUEUE" \
         "$PROXY_IMAGE" || return 1
-    roll_must "roll-listener and roll-proxy are running" \
+    check "roll-listener and roll-proxy are running" \
         wait_until "$E2E_WAIT" roll_infra_converged || return 1
     read -r _ ROLL_FRONT ROLL_API < <(endpoints roll-proxy)
     [[ -n $ROLL_FRONT && -n $ROLL_API ]] || { fail "roll-proxy publishes no host ports"; return 1; }
-    roll_must "roll-proxy is ready (127.0.0.1:$ROLL_FRONT, API 127.0.0.1:$ROLL_API)" \
+    check "roll-proxy is ready (127.0.0.1:$ROLL_FRONT, API 127.0.0.1:$ROLL_API)" \
         wait_until "$E2E_WAIT" roll_ready
 }
 roll_infra_converged() { converged roll-listener 1 && converged roll-proxy 1; }
@@ -123,8 +111,8 @@ roll_app() {
         --label com.df.port=8080 \
         "${opts[@]}" \
         "$image" http --port 8080 "${args[@]}" || return 1
-    roll_must "$name: $replicas task(s) running" wait_until 90 converged "$name" "$replicas" || return 1
-    roll_must "$name: the proxy reaches all $replicas task(s)" wait_until "$E2E_WAIT" roll_reaches "$name" "$replicas"
+    check "$name: $replicas task(s) running" wait_until 90 converged "$name" "$replicas" || return 1
+    check "$name: the proxy reaches all $replicas task(s)" wait_until "$E2E_WAIT" roll_reaches "$name" "$replicas"
 }
 
 # roll_reaches NAME N — requests through the proxy are answered by N distinct replicas.
@@ -331,7 +319,7 @@ scenario_exit() { roll_matrix exit; }
 scenario_drain() { roll_matrix drain; }
 
 scenario_health() {
-    roll_must "an image with a HEALTHCHECK ($HEALTH_IMAGE: sluice-demo health every 1 s)" roll_health_image || return 1
+    check "an image with a HEALTHCHECK ($HEALTH_IMAGE: sluice-demo health every 1 s)" roll_health_image || return 1
     roll_app roll-health 3 "$HEALTH_IMAGE" -- --on-sigterm drain --healthy-after 3 || return 1
     roll_scenario "health/stop-first" roll-health event_update roll-health stop-first
     roll_scenario "health/start-first" roll-health event_update roll-health start-first
