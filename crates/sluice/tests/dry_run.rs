@@ -3,6 +3,15 @@
 
 use crate::support::{replica_set, Backend, Proxy, TempDir};
 
+/// What a rejected or dry-run request must leave unchanged: the served config and the state
+/// file's bytes.
+fn state(p: &Proxy) -> (String, Vec<u8>) {
+    (
+        p.api("config", "").body,
+        std::fs::read(p.data_dir.join("services.json")).unwrap(),
+    )
+}
+
 #[test]
 fn a_dry_run_changes_nothing_here_on_disk_or_on_a_peer() {
     let dir = TempDir::new("dry-run-peers");
@@ -14,12 +23,6 @@ fn a_dry_run_changes_nothing_here_on_disk_or_on_a_peer() {
         one.port()
     ));
     assert_eq!(r.status, 200, "{}", r.body);
-    let state = |p: &Proxy| {
-        (
-            p.api("config", "").body,
-            std::fs::read(p.data_dir.join("services.json")).unwrap(),
-        )
-    };
     let (a_before, b_before) = (state(&a), state(&b));
 
     // A changed service, distributed: shown, not applied anywhere.
@@ -116,12 +119,6 @@ fn a_batch_dry_run_diffs_the_config_document_and_names_each_error() {
         one.port()
     ));
     assert_eq!(r.status, 200, "{}", r.body);
-    let state = |p: &Proxy| {
-        (
-            p.api("config", "").body,
-            std::fs::read(p.data_dir.join("services.json")).unwrap(),
-        )
-    };
     let (a_before, b_before) = (state(&a), state(&b));
     let doc = a.api("config", "type=json").json();
 
