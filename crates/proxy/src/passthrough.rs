@@ -85,15 +85,14 @@ pub(crate) async fn serve(
         let body = &buf[head_len..head_len + body_len];
         let keep = forward(worker, stream, plan, body, &mut out).await;
         buf.drain(..head_len + body_len);
-        if !keep || stop.borrow().is_some() {
+        let done = !keep || stop.borrow().is_some();
+        if done || buf.is_empty() {
+            // Closing, or waiting for the next request, costs no buffer.
             worker.buffers.give(&mut buf);
             worker.buffers.give(&mut out);
-            return Served::Closed;
         }
-        if buf.is_empty() {
-            // Waiting for the next request costs no buffer.
-            worker.buffers.give(&mut buf);
-            worker.buffers.give(&mut out);
+        if done {
+            return Served::Closed;
         }
     }
 }
